@@ -1,0 +1,89 @@
+// The local backing disk: a block device or a regular file, opened with O_DIRECT where the file
+// system allows it, and the execution of BlockRequests on it through the DiskRing. Short
+// transfers are resumed, TRIM/WRITE_ZEROES fall back when fallocate is not supported, and FUA is
+// honoured for every operation, so callers see one completion per request.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "blockdev/disk_ring.h"
+#include "common/status.h"
+#include "replication/block_request.h"
+
+namespace repld {
+
+enum class DirectIoMode { kAuto, kOn, kOff };
+
+struct BackingInfo {
+  uint64_t size_bytes = 0;        // usable size: rounded down to io_align_bytes
+  uint32_t io_align_bytes = 1;    // offsets and lengths must be multiples of this
+  uint32_t mem_align_bytes = 1;   // buffer addresses must be multiples of this
+  bool direct_io = false;
+  bool is_block_device = false;
+};
+
+// Per-request disk state, preallocated by the caller. The caller fills `request`, `iov`,
+// `iov_count` (READ/WRITE only) and `done`, then calls BackingStore::Submit. `iov` may be
+// rewritten during the request (to resume a short transfer).
+class BackingStore;
+
+struct DiskIo {
+  DiskOp op;  // first member: DiskOp* and DiskIo* convert
+  BlockRequest request;
+  iovec* iov = nullptr;
+  unsigned iov_count = 0;
+  void (*done)(DiskIo* io, int error) = nullptr;  // error: 0 or an errno value
+  void* context = nullptr;                         // the caller's, untouched
+  // Progress, owned by BackingStore.
+  BackingStore* store = nullptr;
+  uint64_t transferred_bytes = 0;
+  uint8_t stage = 0;
+};
+
+class BackingStore {
+ public:
+  // Opens `path` read-write. Errors name the path and the reason.
+  static Result<std::unique_ptr<BackingStore>> Open(const std::string& path, DirectIoMode mode,
+                                                    DiskRing& ring);
+  ~BackingStore();
+  BackingStore(const BackingStore&) = delete;
+  BackingStore& operator=(const BackingStore&) = delete;
+
+  const BackingInfo& info() const { return info_; }
+  const std::string& path() const { return path_; }
+
+  // Starts the request; io->done runs on the loop thread when it finished or failed. Requests
+  // must be validated by the caller (in range, aligned).
+  void Submit(DiskIo* io);
+
+  // Synchronous fdatasync, for shutdown.
+  Status SyncNow();
+
+  // A buffer of zeroes for write-zeroes fallback, aligned for direct I/O.
+  static constexpr size_t kZeroBufferBytes = 1024 * 1024;
+
+ private:
+  BackingStore(std::string path, int fd, BackingInfo info, DiskRing& ring);
+  static void OnOpComplete(DiskOp* op, int result);
+  void Continue(DiskIo* io, int result);
+  void StartTransfer(DiskIo* io);
+  void StartZeroWrite(DiskIo* io);
+  void Finish(DiskIo* io, int error);
+  static void AdvanceIov(DiskIo* io, uint64_t bytes);
+  void FinishOrSync(DiskIo* io);
+
+  std::string path_;
+  int fd_;
+  BackingInfo info_;
+  DiskRing& ring_;
+  void* zero_buffer_ = nullptr;
+  bool punch_supported_ = true;
+  bool zero_range_supported_ = true;
+};
+
+}  // namespace repld

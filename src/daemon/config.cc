@@ -1,0 +1,294 @@
+#include "daemon/config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "common/units.h"
+
+namespace repld {
+namespace {
+
+// Reads typed values out of a toml::table, stopping at the first error, which it words as
+// "FILE:LINE:COL: key 'a.b': what is wrong; allowed: ...".
+class Reader {
+ public:
+  explicit Reader(const std::string& path) : path_(path) {}
+
+  bool failed() const { return !status_.ok(); }
+  Status status() const { return status_; }
+
+  void Fail(const toml::source_region& where, std::string_view key, const std::string& what) {
+    if (failed()) return;
+    std::string message = path_;
+    if (where.begin.line != 0) {
+      message += ":" + std::to_string(where.begin.line) + ":" + std::to_string(where.begin.column);
+    }
+    message += ": ";
+    if (!key.empty()) message += "key '" + std::string(key) + "': ";
+    status_ = Status::Invalid(message + what);
+  }
+
+  void CheckKeys(const toml::table& table, const std::string& prefix,
+                 std::initializer_list<std::string_view> allowed) {
+    for (auto&& [key, node] : table) {
+      bool known = false;
+      for (auto a : allowed) known = known || key.str() == a;
+      if (known) continue;
+      std::string list;
+      for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      Fail(key.source(), Join(prefix, key.str()), "unknown key; allowed here: " + list);
+      return;
+    }
+  }
+
+  const toml::table* Table(const toml::table& parent, const std::string& prefix,
+                           std::string_view key) {
+    const toml::node* node = parent.get(key);
+    if (node == nullptr) return nullptr;
+    if (!node->is_table()) {
+      Fail(node->source(), Join(prefix, key), "must be a table ([" + Join(prefix, key) + "])");
+      return nullptr;
+    }
+    return node->as_table();
+  }
+
+  std::optional<std::string> String(const toml::table& table, const std::string& prefix,
+                                    std::string_view key, bool required) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) {
+      if (required) Fail(table.source(), Join(prefix, key), "is required");
+      return std::nullopt;
+    }
+    if (!node->is_string()) {
+      Fail(node->source(), Join(prefix, key), "must be a string");
+      return std::nullopt;
+    }
+    return node->as_string()->get();
+  }
+
+  std::optional<uint64_t> Integer(const toml::table& table, const std::string& prefix,
+                                  std::string_view key, uint64_t min, uint64_t max) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return std::nullopt;
+    if (!node->is_integer()) {
+      Fail(node->source(), Join(prefix, key),
+           "must be an integer; allowed: " + std::to_string(min) + ".." + std::to_string(max));
+      return std::nullopt;
+    }
+    const int64_t v = node->as_integer()->get();
+    if (v < 0 || static_cast<uint64_t>(v) < min || static_cast<uint64_t>(v) > max) {
+      Fail(node->source(), Join(prefix, key),
+           std::to_string(v) + " is out of range; allowed: " + std::to_string(min) + ".." +
+               std::to_string(max));
+      return std::nullopt;
+    }
+    return static_cast<uint64_t>(v);
+  }
+
+  // Integer bytes or a string with a unit ("4KiB", "10M").
+  std::optional<uint64_t> Size(const toml::table& table, const std::string& prefix,
+                               std::string_view key, uint64_t min, uint64_t max) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return std::nullopt;
+    const std::string allowed = "allowed: " + FormatSizeBytes(min) + " to " +
+                                FormatSizeBytes(max) + ", as bytes or with a unit (K, M, G, KiB, MiB, GiB)";
+    std::optional<uint64_t> v;
+    std::string shown;
+    if (node->is_integer() && node->as_integer()->get() >= 0) {
+      v = static_cast<uint64_t>(node->as_integer()->get());
+      shown = std::to_string(*v);
+    } else if (node->is_string()) {
+      shown = "'" + node->as_string()->get() + "'";
+      v = ParseSizeBytes(node->as_string()->get());
+      if (!v) {
+        Fail(node->source(), Join(prefix, key), shown + " is not a size; " + allowed);
+        return std::nullopt;
+      }
+    } else {
+      Fail(node->source(), Join(prefix, key), "must be a size; " + allowed);
+      return std::nullopt;
+    }
+    if (*v < min || *v > max) {
+      Fail(node->source(), Join(prefix, key), shown + " is out of range; " + allowed);
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  static std::string Join(const std::string& prefix, std::string_view key) {
+    return prefix.empty() ? std::string(key) : prefix + "." + std::string(key);
+  }
+
+ private:
+  const std::string& path_;
+  Status status_;
+};
+
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void ReadNbd(Reader& r, const toml::table& t, NbdConfig& nbd) {
+  r.CheckKeys(t, "nbd",
+              {"socket", "listen", "export", "connections_max", "inflight_max",
+               "request_bytes_max", "buffer_pool_bytes"});
+  if (auto v = r.String(t, "nbd", "socket", false)) nbd.socket = *v;
+  if (auto v = r.String(t, "nbd", "listen", false)) nbd.listen = *v;
+  if (auto v = r.String(t, "nbd", "export", false)) nbd.export_name = *v;
+  if (auto v = r.Integer(t, "nbd", "connections_max", 1, 1024)) {
+    nbd.connections_max = static_cast<uint32_t>(*v);
+  }
+  if (auto v = r.Integer(t, "nbd", "inflight_max", 1, 1024)) {
+    nbd.inflight_max = static_cast<uint32_t>(*v);
+  }
+  if (auto v = r.Size(t, "nbd", "request_bytes_max", 4 * kKiB, 32 * kMiB)) {
+    nbd.request_bytes_max = *v;
+    if (!IsPowerOfTwo(*v)) {
+      r.Fail(t.get("request_bytes_max")->source(), "nbd.request_bytes_max",
+             "must be a power of two");
+    }
+  }
+  if (auto v = r.Size(t, "nbd", "buffer_pool_bytes", 1 * kMiB, 64 * kGiB)) {
+    nbd.buffer_pool_bytes = *v;
+  }
+  if (!r.failed() && nbd.buffer_pool_bytes < nbd.request_bytes_max) {
+    const toml::node* n = t.get("buffer_pool_bytes");
+    r.Fail(n ? n->source() : t.source(), "nbd.buffer_pool_bytes",
+           FormatSizeBytes(nbd.buffer_pool_bytes) + " cannot hold one request of " +
+               "nbd.request_bytes_max (" + FormatSizeBytes(nbd.request_bytes_max) +
+               "); allowed: at least nbd.request_bytes_max");
+  }
+}
+
+void ReadNode(Reader& r, const std::string& name, const toml::node& node,
+              std::vector<NodeConfig>& nodes) {
+  const std::string prefix = "node." + name;
+  if (!node.is_table()) {
+    r.Fail(node.source(), prefix, "must be a table ([" + prefix + "])");
+    return;
+  }
+  if (!IsValidName(name)) {
+    r.Fail(node.source(), prefix,
+           "node names are host names: 1 to 64 of A-Z a-z 0-9 _ - .");
+    return;
+  }
+  const toml::table& t = *node.as_table();
+  r.CheckKeys(t, prefix, {"disk", "nbd_socket", "nbd_listen"});
+  NodeConfig n;
+  n.name = name;
+  if (auto v = r.String(t, prefix, "disk", true)) n.disk = *v;
+  n.nbd_socket = r.String(t, prefix, "nbd_socket", false);
+  n.nbd_listen = r.String(t, prefix, "nbd_listen", false);
+  if (!r.failed() && n.disk.empty()) r.Fail(t.get("disk")->source(), prefix + ".disk", "is empty");
+  nodes.push_back(std::move(n));
+}
+
+}  // namespace
+
+Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    return Status::Invalid(path + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) +
+                           ": " + std::string(e.description()));
+  }
+  Reader r(path);
+  ResourceConfig config;
+  config.path = path;
+  r.CheckKeys(root, "", {"resource", "nbd", "disk", "node"});
+
+  const toml::table* resource = r.Table(root, "", "resource");
+  if (!r.failed() && resource == nullptr) {
+    r.Fail({}, "resource.name", "is required ([resource] with name = \"...\")");
+  }
+  if (resource != nullptr) {
+    r.CheckKeys(*resource, "resource", {"name"});
+    if (auto v = r.String(*resource, "resource", "name", true)) {
+      config.name = *v;
+      if (!IsValidName(*v)) {
+        r.Fail(resource->get("name")->source(), "resource.name",
+               "'" + *v + "' is not a valid name; allowed: 1 to 64 of A-Z a-z 0-9 _ - .");
+      }
+    }
+  }
+  if (const toml::table* nbd = r.Table(root, "", "nbd")) ReadNbd(r, *nbd, config.nbd);
+  if (const toml::table* disk = r.Table(root, "", "disk")) {
+    r.CheckKeys(*disk, "disk", {"direct_io"});
+    if (auto v = r.String(*disk, "disk", "direct_io", false)) {
+      if (*v == "auto") {
+        config.direct_io = DirectIoMode::kAuto;
+      } else if (*v == "on") {
+        config.direct_io = DirectIoMode::kOn;
+      } else if (*v == "off") {
+        config.direct_io = DirectIoMode::kOff;
+      } else {
+        r.Fail(disk->get("direct_io")->source(), "disk.direct_io",
+               "'" + *v + "' is not allowed; allowed: \"auto\", \"on\", \"off\"");
+      }
+    }
+  }
+  if (const toml::table* nodes = r.Table(root, "", "node")) {
+    for (auto&& [key, node] : *nodes) ReadNode(r, std::string(key.str()), node, config.nodes);
+  }
+  if (!r.failed() && config.nodes.empty()) {
+    r.Fail({}, "node", "at least one [node.NAME] table with disk = \"...\" is required");
+  }
+  if (r.failed()) return r.status();
+  if (config.nbd.socket.empty()) config.nbd.socket = "/run/repld/" + config.name + ".sock";
+  if (config.nbd.export_name.empty()) config.nbd.export_name = config.name;
+  return config;
+}
+
+Result<ResourceConfig> LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    const int err = errno;
+    return Status::Error(err, path + ": cannot read the configuration: " + ErrnoText(err));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path);
+}
+
+Result<NodeConfig> SelectNode(const ResourceConfig& config, std::optional<std::string> requested) {
+  std::string wanted;
+  if (requested) {
+    wanted = *requested;
+  } else {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    wanted = host;
+  }
+  std::string names;
+  for (const NodeConfig& node : config.nodes) {
+    if (node.name == wanted) return node;
+    names += (names.empty() ? "" : ", ") + node.name;
+  }
+  if (requested) {
+    return Status::Invalid(config.path + ": no [node." + wanted + "] table; nodes here: " + names);
+  }
+  return Status::Invalid(config.path + ": no [node.NAME] table matches this host's name '" +
+                         wanted + "'; nodes here: " + names + "; pass --node NAME");
+}
+
+NbdConfig EffectiveNbd(const ResourceConfig& config, const NodeConfig& node) {
+  NbdConfig nbd = config.nbd;
+  if (node.nbd_socket) nbd.socket = *node.nbd_socket;
+  if (node.nbd_listen) nbd.listen = *node.nbd_listen;
+  return nbd;
+}
+
+}  // namespace repld

@@ -1,0 +1,52 @@
+// A resource's configuration, loaded from one TOML file that serves both nodes. Validation is
+// strict: an unknown key, a wrong type or a value out of range is an error that names the file,
+// the line and column, the key, and what is allowed (see docs/config.md).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "blockdev/backing_store.h"
+#include "common/status.h"
+
+namespace repld {
+
+struct NodeConfig {
+  std::string name;
+  std::string disk;
+  std::optional<std::string> nbd_socket;  // overrides nbd.socket on this node
+  std::optional<std::string> nbd_listen;  // overrides nbd.listen on this node
+};
+
+struct NbdConfig {
+  std::string socket;   // default: /run/repld/<resource>.sock
+  std::string listen;   // empty: no TCP listener
+  std::string export_name;
+  uint32_t connections_max = 16;
+  uint32_t inflight_max = 64;
+  uint64_t request_bytes_max = 32ULL << 20;
+  uint64_t buffer_pool_bytes = 256ULL << 20;
+};
+
+struct ResourceConfig {
+  std::string path;  // the file it came from, for messages
+  std::string name;
+  NbdConfig nbd;
+  DirectIoMode direct_io = DirectIoMode::kAuto;
+  std::vector<NodeConfig> nodes;
+};
+
+// Parses TOML text; `path` is used in messages only.
+Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path);
+Result<ResourceConfig> LoadConfig(const std::string& path);
+
+// The node this daemon runs as: `requested` if given, else the one named like this host.
+Result<NodeConfig> SelectNode(const ResourceConfig& config, std::optional<std::string> requested);
+
+// The NBD settings in force on `node` (node overrides applied).
+NbdConfig EffectiveNbd(const ResourceConfig& config, const NodeConfig& node);
+
+}  // namespace repld

@@ -1,0 +1,81 @@
+// repld: serves one resource on this node. Runs in the foreground; logs to stderr.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <cstdio>
+#include <optional>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <string>
+
+#include "daemon/config.h"
+#include "daemon/resource.h"
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "repld: error: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"repld: userspace replicated block device daemon (one resource per process)"};
+  std::string config_path;
+  std::string node_name;
+  std::string log_level = "info";
+  unsigned drain_timeout_s = 30;
+  app.add_option("-c,--config", config_path, "resource configuration file (TOML)")->required();
+  app.add_option("-n,--node", node_name, "node to run as (default: this host's name)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--drain-timeout", drain_timeout_s,
+                 "seconds to let requests in flight finish on SIGTERM")
+      ->check(CLI::Range(1u, 3600u));
+  app.set_version_flag("--version", "repld " REPLD_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("repld");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  signal(SIGPIPE, SIG_IGN);
+
+  auto config = repld::LoadConfig(config_path);
+  if (!config.ok()) return Fail(config.status().message());
+  auto node = repld::SelectNode(config.value(),
+                                node_name.empty() ? std::nullopt
+                                                  : std::optional<std::string>(node_name));
+  if (!node.ok()) return Fail(node.status().message());
+
+  asio::io_context io(1);
+  auto resource = repld::Resource::Create(io, config.value(), node.value());
+  if (!resource.ok()) return Fail(resource.status().message());
+  if (auto s = resource.value()->Start(); !s.ok()) return Fail(s.message());
+
+  int exit_code = 0;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const asio::error_code& ec, int signo) {
+    if (ec) return;
+    spdlog::info("signal {}: draining requests in flight (up to {} s)", signo, drain_timeout_s);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          repld::Status s =
+              co_await resource.value()->Stop(std::chrono::seconds(drain_timeout_s));
+          if (!s.ok()) {
+            spdlog::error("{}", s.message());
+            exit_code = 1;
+          }
+          io.stop();
+        },
+        asio::detached);
+  });
+  io.run();
+  return exit_code;
+}

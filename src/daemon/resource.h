@@ -1,0 +1,40 @@
+// One resource on this node: its backing disk, the disk ring, the buffer pool and the NBD
+// frontend, wired together. Replication joins here in [2/5].
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <memory>
+
+#include "blockdev/backing_store.h"
+#include "blockdev/buffer_pool.h"
+#include "blockdev/disk_ring.h"
+#include "blockdev/nbd_server.h"
+#include "common/status.h"
+#include "daemon/config.h"
+
+namespace repld {
+
+class Resource {
+ public:
+  static Result<std::unique_ptr<Resource>> Create(asio::io_context& io,
+                                                  const ResourceConfig& config,
+                                                  const NodeConfig& node);
+  Status Start();
+  // Drains the frontend, then makes everything written durable.
+  asio::awaitable<Status> Stop(std::chrono::milliseconds drain_timeout);
+
+ private:
+  Resource(const ResourceConfig& config, const NodeConfig& node);
+
+  ResourceConfig config_;
+  NodeConfig node_;
+  NbdConfig nbd_;
+  std::unique_ptr<DiskRing> ring_;
+  std::unique_ptr<BackingStore> store_;
+  std::unique_ptr<BufferPool> pool_;
+  std::unique_ptr<NbdServer> server_;
+};
+
+}  // namespace repld

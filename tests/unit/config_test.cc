@@ -1,0 +1,107 @@
+#include "daemon/config.h"
+
+#include <gtest/gtest.h>
+
+namespace repld {
+namespace {
+
+constexpr const char* kMinimal = R"(
+[resource]
+name = "www"
+
+[node.lb1]
+disk = "/dev/sda5"
+
+[node.lb2]
+disk = "/dev/sdb5"
+nbd_socket = "/tmp/lb2.sock"
+)";
+
+TEST(Config, MinimalFileGetsDefaults) {
+  auto c = ParseConfig(kMinimal, "www.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->name, "www");
+  EXPECT_EQ(c->nbd.socket, "/run/repld/www.sock");
+  EXPECT_EQ(c->nbd.export_name, "www");
+  EXPECT_EQ(c->nbd.inflight_max, 64u);
+  EXPECT_EQ(c->nbd.request_bytes_max, 32u << 20);
+  EXPECT_EQ(c->direct_io, DirectIoMode::kAuto);
+  ASSERT_EQ(c->nodes.size(), 2u);
+}
+
+TEST(Config, NodeSelectionAndOverrides) {
+  auto c = ParseConfig(kMinimal, "www.toml");
+  ASSERT_TRUE(c.ok());
+  auto lb2 = SelectNode(c.value(), "lb2");
+  ASSERT_TRUE(lb2.ok());
+  EXPECT_EQ(lb2->disk, "/dev/sdb5");
+  EXPECT_EQ(EffectiveNbd(c.value(), lb2.value()).socket, "/tmp/lb2.sock");
+  EXPECT_EQ(EffectiveNbd(c.value(), SelectNode(c.value(), "lb1").value()).socket,
+            "/run/repld/www.sock");
+  auto missing = SelectNode(c.value(), "lb3");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("no [node.lb3]"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("lb1, lb2"), std::string::npos);
+}
+
+TEST(Config, SizesTakeUnits) {
+  auto c = ParseConfig(R"(
+[resource]
+name = "r"
+[nbd]
+request_bytes_max = "1MiB"
+buffer_pool_bytes = "64M"
+[node.a]
+disk = "/x"
+)",
+                       "r.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->nbd.request_bytes_max, 1u << 20);
+  EXPECT_EQ(c->nbd.buffer_pool_bytes, 64u << 20);
+}
+
+struct BadCase {
+  const char* text;
+  const char* expect;  // substring of the one error line
+};
+
+class ConfigErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigErrors, NameFileLineKeyAndWhatIsAllowed) {
+  auto c = ParseConfig(GetParam().text, "/etc/repld/r.toml");
+  ASSERT_FALSE(c.ok());
+  const std::string& m = c.status().message();
+  EXPECT_EQ(m.rfind("/etc/repld/r.toml", 0), 0u) << m;
+  EXPECT_NE(m.find(GetParam().expect), std::string::npos) << m;
+  EXPECT_EQ(m.find('\n'), std::string::npos) << "one line: " << m;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Bad, ConfigErrors,
+    ::testing::Values(
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\ninflight_max = 5000\n[node.a]\ndisk = \"/x\"\n",
+                "r.toml:4:16: key 'nbd.inflight_max': 5000 is out of range; allowed: 1..1024"},
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nsockett = \"/x\"\n[node.a]\ndisk = \"/x\"\n",
+                "r.toml:4:1: key 'nbd.sockett': unknown key; allowed here: socket, listen"},
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nrequest_bytes_max = \"10Q\"\n[node.a]\ndisk = \"/x\"\n",
+                "key 'nbd.request_bytes_max': '10Q' is not a size"},
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nrequest_bytes_max = \"3M\"\n[node.a]\ndisk = \"/x\"\n",
+                "must be a power of two"},
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nbuffer_pool_bytes = \"1M\"\n[node.a]\ndisk = \"/x\"\n",
+                "cannot hold one request"},
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\ninflight_max = \"many\"\n[node.a]\ndisk = \"/x\"\n",
+                "key 'nbd.inflight_max': must be an integer"},
+        BadCase{"[resource]\nname = \"r\"\n[disk]\ndirect_io = \"maybe\"\n[node.a]\ndisk = \"/x\"\n",
+                "allowed: \"auto\", \"on\", \"off\""},
+        BadCase{"[resource]\nname = \"r\"\n[node.a]\nnbd_socket = \"/s\"\n",
+                "key 'node.a.disk': is required"},
+        BadCase{"[resource]\nname = \"r\"\n", "at least one [node.NAME]"},
+        BadCase{"[node.a]\ndisk = \"/x\"\n", "key 'resource.name': is required"},
+        BadCase{"[resource]\nname = \"bad name\"\n[node.a]\ndisk = \"/x\"\n",
+                "is not a valid name"},
+        BadCase{"[resource\nname = \"r\"\n", "r.toml:1:"},
+        BadCase{"[resource]\nname = \"r\"\nprotocl = \"C\"\n[node.a]\ndisk = \"/x\"\n",
+                "key 'resource.protocl': unknown key"}));
+
+}  // namespace
+}  // namespace repld
