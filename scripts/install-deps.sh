@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive, whatever repld needs to build, test and benchmark that this
+# machine does not have yet. Safe to run again: it installs nothing when all is present.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake pkg-config git
+  liburing-dev libasio-dev libspdlog-dev libtomlplusplus-dev libcli11-dev libgtest-dev
+  # real NBD clients and peers for tests and benchmarks
+  libnbd-bin python3 python3-libnbd qemu-utils nbdkit fio
+  # mount test: nbdfuse -> loop -> ext4
+  fuse3 e2fsprogs util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing packages: ${missing[*]}; run as root (or with sudo)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
