@@ -4,8 +4,8 @@
 // with a Notify.
 #pragma once
 
-#include <asio/redirect_error.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +12,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <spdlog/spdlog.h>
 
 #include "blockdev/dio_align.h"
 #include "common/units.h"
@@ -44,16 +44,15 @@ bool DirectReadWorks(int fd, uint32_t align_bytes) {
 
 }  // namespace
 
-Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path,
-                                                         DirectIoMode mode, DiskRing& ring) {
+Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path, DirectIoMode mode,
+                                                         DiskRing& ring) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
     return Status::Error(errno, "cannot open '" + path + "': " + ErrnoText(errno));
   }
   const bool is_block_device = S_ISBLK(st.st_mode);
   if (!is_block_device && !S_ISREG(st.st_mode)) {
-    return Status::Invalid("cannot use '" + path +
-                           "': not a block device or a regular file");
+    return Status::Invalid("cannot use '" + path + "': not a block device or a regular file");
   }
   // O_EXCL on a block device refuses one that is mounted or claimed by another user.
   const int base_flags = O_RDWR | O_CLOEXEC | (is_block_device ? O_EXCL : 0);
@@ -63,8 +62,7 @@ Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path
     fd = open(path.c_str(), base_flags | O_DIRECT);
     if (fd < 0 && errno == EINVAL && mode == DirectIoMode::kAuto) direct = false;
     if (fd < 0 && direct) {
-      return Status::Error(errno, "cannot open '" + path + "' with O_DIRECT: " +
-                                      ErrnoText(errno) +
+      return Status::Error(errno, "cannot open '" + path + "' with O_DIRECT: " + ErrnoText(errno) +
                                       (errno == EINVAL ? "; set disk.direct_io = \"off\"" : ""));
     }
   }
@@ -89,7 +87,8 @@ Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path
     if (raw_size_bytes >= info.io_align_bytes && !DirectReadWorks(fd, info.io_align_bytes)) {
       if (mode == DirectIoMode::kOn) {
         close(fd);
-        return Status::Invalid("'" + path + "' does not support direct I/O; set disk.direct_io = \"off\"");
+        return Status::Invalid("'" + path +
+                               "' does not support direct I/O; set disk.direct_io = \"off\"");
       }
       close(fd);
       fd = open(path.c_str(), base_flags);
@@ -102,7 +101,8 @@ Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path
     info.mem_align_bytes = 1;
   }
   info.direct_io = direct;
-  info.size_bytes = AlignDown(raw_size_bytes, std::max<uint64_t>(info.io_align_bytes, kSectorBytes));
+  info.size_bytes =
+      AlignDown(raw_size_bytes, std::max<uint64_t>(info.io_align_bytes, kSectorBytes));
   if (info.size_bytes == 0) {
     close(fd);
     return Status::Invalid("'" + path + "' is empty or smaller than one sector (" +
@@ -215,8 +215,7 @@ void BackingStore::Continue(DiskIo* io, int result) {
         // The file system or device cannot do it: remember, and take the fallback.
         if (r.op == BlockOp::kTrim) {
           punch_supported_ = false;
-          spdlog::info("{}: discard is not supported; TRIM requests are accepted as no-ops",
-                       path_);
+          spdlog::info("{}: discard is not supported; TRIM requests are accepted as no-ops", path_);
           return FinishOrSync(io);
         }
         if (r.may_punch && punch_supported_) {
@@ -267,9 +266,8 @@ void BackingStore::FinishOrSync(DiskIo* io) {
 
 void BackingStore::Finish(DiskIo* io, int error) {
   if (error != 0) {
-    spdlog::warn("{}: {} of {} bytes at offset {} failed: {}", path_,
-                 BlockOpName(io->request.op), io->request.length_bytes, io->request.offset_bytes,
-                 ErrnoText(error));
+    spdlog::warn("{}: {} of {} bytes at offset {} failed: {}", path_, BlockOpName(io->request.op),
+                 io->request.length_bytes, io->request.offset_bytes, ErrnoText(error));
   }
   io->done(io, error);
 }

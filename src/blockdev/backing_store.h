@@ -20,9 +20,9 @@ namespace repld {
 enum class DirectIoMode { kAuto, kOn, kOff };
 
 struct BackingInfo {
-  uint64_t size_bytes = 0;        // usable size: rounded down to io_align_bytes
-  uint32_t io_align_bytes = 1;    // offsets and lengths must be multiples of this
-  uint32_t mem_align_bytes = 1;   // buffer addresses must be multiples of this
+  uint64_t size_bytes = 0;       // usable size: rounded down to io_align_bytes
+  uint32_t io_align_bytes = 1;   // offsets and lengths must be multiples of this
+  uint32_t mem_align_bytes = 1;  // buffer addresses must be multiples of this
   bool direct_io = false;
   bool is_block_device = false;
 };
@@ -38,7 +38,7 @@ struct DiskIo {
   iovec* iov = nullptr;
   unsigned iov_count = 0;
   void (*done)(DiskIo* io, int error) = nullptr;  // error: 0 or an errno value
-  void* context = nullptr;                         // the caller's, untouched
+  void* context = nullptr;                        // the caller's, untouched
   // Progress, owned by BackingStore.
   BackingStore* store = nullptr;
   uint64_t transferred_bytes = 0;

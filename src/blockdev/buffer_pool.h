@@ -4,13 +4,12 @@
 // until chunks come back.
 #pragma once
 
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
-
-#include <asio/any_io_executor.hpp>
-#include <asio/awaitable.hpp>
 
 #include "blockdev/async_signal.h"
 

@@ -1,11 +1,11 @@
 #include "blockdev/disk_ring.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <asio/post.hpp>
 #include <cerrno>
-#include <spdlog/spdlog.h>
 
 namespace repld {
 

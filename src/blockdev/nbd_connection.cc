@@ -1,5 +1,7 @@
 #include "blockdev/nbd_connection.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -9,7 +11,6 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 #include <cstring>
-#include <spdlog/spdlog.h>
 
 #include "common/units.h"
 
@@ -19,19 +20,27 @@ namespace {
 using asio::redirect_error;
 using asio::use_awaitable;
 
-constexpr uint16_t kKnownCommandFlags = nbd::kCmdFlagFua | nbd::kCmdFlagNoHole |
-                                        nbd::kCmdFlagDf | nbd::kCmdFlagReqOne |
-                                        nbd::kCmdFlagFastZero;
+constexpr uint16_t kKnownCommandFlags = nbd::kCmdFlagFua | nbd::kCmdFlagNoHole | nbd::kCmdFlagDf |
+                                        nbd::kCmdFlagReqOne | nbd::kCmdFlagFastZero;
 
 uint32_t ToNbdError(int errno_value) {
   switch (errno_value) {
-    case 0: return 0;
-    case EPERM: case EROFS: return nbd::kEperm;
-    case ENOMEM: return nbd::kEnomem;
-    case ENOSPC: case EDQUOT: return nbd::kEnospc;
-    case EINVAL: return nbd::kEinval;
-    case EOPNOTSUPP: return nbd::kEnotsup;
-    default: return nbd::kEio;
+    case 0:
+      return 0;
+    case EPERM:
+    case EROFS:
+      return nbd::kEperm;
+    case ENOMEM:
+      return nbd::kEnomem;
+    case ENOSPC:
+    case EDQUOT:
+      return nbd::kEnospc;
+    case EINVAL:
+      return nbd::kEinval;
+    case EOPNOTSUPP:
+      return nbd::kEnotsup;
+    default:
+      return nbd::kEio;
   }
 }
 
@@ -102,8 +111,8 @@ asio::awaitable<void> NbdConnection::Run() {
   spdlog::info("nbd {}: client connected (structured replies: {})", name_,
                session_.structured_replies ? "yes" : "no");
   read_buffer_.resize(kReadBufferBytes);
-  asio::co_spawn(socket_.get_executor(), [self]() { return self->WriteReplies(); },
-                 asio::detached);
+  asio::co_spawn(
+      socket_.get_executor(), [self]() { return self->WriteReplies(); }, asio::detached);
   co_await ReadRequests();
   reading_done_ = true;
   // Every request in flight completes and is answered before the socket closes.
@@ -197,8 +206,8 @@ uint32_t NbdConnection::Validate(const nbd::Request& r, std::string& message) co
     case nbd::kCmdFlush:
       break;
     default:
-      message = "command " + std::to_string(r.type) + " (" +
-                std::string(nbd::CommandName(r.type)) + ") is not supported";
+      message = "command " + std::to_string(r.type) + " (" + std::string(nbd::CommandName(r.type)) +
+                ") is not supported";
       return nbd::kEinval;
   }
   if ((r.flags & ~kKnownCommandFlags) != 0) {
@@ -279,12 +288,23 @@ void NbdConnection::StartDiskIo(Slot& slot, uint16_t flags) {
   req.fua = (flags & nbd::kCmdFlagFua) != 0;
   req.may_punch = (flags & nbd::kCmdFlagNoHole) == 0;
   switch (slot.type) {
-    case nbd::kCmdRead: req.op = BlockOp::kRead; break;
-    case nbd::kCmdWrite: req.op = BlockOp::kWrite; break;
-    case nbd::kCmdFlush: req.op = BlockOp::kFlush; break;
-    case nbd::kCmdTrim: req.op = BlockOp::kTrim; break;
-    case nbd::kCmdWriteZeroes: req.op = BlockOp::kWriteZeroes; break;
-    default: REPLD_CHECK(false);
+    case nbd::kCmdRead:
+      req.op = BlockOp::kRead;
+      break;
+    case nbd::kCmdWrite:
+      req.op = BlockOp::kWrite;
+      break;
+    case nbd::kCmdFlush:
+      req.op = BlockOp::kFlush;
+      break;
+    case nbd::kCmdTrim:
+      req.op = BlockOp::kTrim;
+      break;
+    case nbd::kCmdWriteZeroes:
+      req.op = BlockOp::kWriteZeroes;
+      break;
+    default:
+      REPLD_CHECK(false);
   }
   if (slot.length_bytes == 0 && req.op != BlockOp::kFlush) {
     QueueReply(slot);  // nothing to do
@@ -300,8 +320,8 @@ void NbdConnection::OnDiskDone(DiskIo* io, int error) {
   NbdConnection* self = slot->connection;
   if (error != 0) {
     self->SetError(*slot, ToNbdError(error),
-                   std::string(BlockOpName(io->request.op)) + " failed on the backing disk: " +
-                       ErrnoText(error));
+                   std::string(BlockOpName(io->request.op)) +
+                       " failed on the backing disk: " + ErrnoText(error));
   }
   self->QueueReply(*slot);
 }
@@ -390,7 +410,8 @@ asio::awaitable<void> NbdConnection::SendGathered(asio::error_code& ec) {
   size_t first = 0;
   for (;;) {
     const size_t sent = co_await asio::async_write(
-        socket_, std::span<const asio::const_buffer>(gather_.data() + first, gather_.size() - first),
+        socket_,
+        std::span<const asio::const_buffer>(gather_.data() + first, gather_.size() - first),
         redirect_error(use_awaitable, ec));
     // Stop() cancels the reader's receive, and with it this send: carry on unless aborted.
     if (ec != asio::error::operation_aborted || aborted_) co_return;

@@ -10,7 +10,7 @@ namespace repld {
 struct NbdExport {
   std::string name;
   uint64_t size_bytes = 0;
-  uint32_t block_min_bytes = 1;         // offsets and lengths must be multiples of this
+  uint32_t block_min_bytes = 1;  // offsets and lengths must be multiples of this
   uint32_t block_preferred_bytes = 4096;
   uint32_t block_max_bytes = 32u << 20;  // largest READ/WRITE payload
   uint16_t transmission_flags = 0;

@@ -53,8 +53,7 @@ asio::awaitable<bool> ReplyInfo(Socket& s, uint32_t option, const nbd::InfoReque
 }  // namespace
 
 asio::awaitable<std::optional<NbdSession>> NegotiateNbd(Socket& s, const NbdExport& exp,
-                                                        const NbdLimits& limits,
-                                                        std::string& why) {
+                                                        const NbdLimits& limits, std::string& why) {
   asio::error_code ec;
   std::array<uint8_t, nbd::kServerGreetingBytes> greeting{};
   nbd::PutU64(greeting.data(), nbd::kMagicNbd);
@@ -105,8 +104,7 @@ asio::awaitable<std::optional<NbdSession>> NegotiateNbd(Socket& s, const NbdExpo
       why = "reading option data: " + ec.message();
       co_return std::nullopt;
     }
-    auto reply = [&](uint32_t type,
-                     std::span<const uint8_t> data = {}) -> asio::awaitable<bool> {
+    auto reply = [&](uint32_t type, std::span<const uint8_t> data = {}) -> asio::awaitable<bool> {
       const auto bytes = nbd::EncodeOptionReply(header.option, type, data);
       co_await asio::async_write(s, asio::buffer(bytes), redirect_error(use_awaitable, ec));
       co_return !ec;

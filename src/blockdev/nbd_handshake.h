@@ -21,7 +21,6 @@ struct NbdSession {
 // (`why` then says what happened, for the log).
 asio::awaitable<std::optional<NbdSession>> NegotiateNbd(asio::generic::stream_protocol::socket& s,
                                                         const NbdExport& exp,
-                                                        const NbdLimits& limits,
-                                                        std::string& why);
+                                                        const NbdLimits& limits, std::string& why);
 
 }  // namespace repld

@@ -85,8 +85,8 @@ std::vector<uint8_t> EncodeServerListEntry(std::string_view name) {
 }
 
 Request DecodeRequest(std::span<const uint8_t, kRequestBytes> b) {
-  return {GetU32(b.data()),      GetU16(b.data() + 4),  GetU16(b.data() + 6),
-          GetU64(b.data() + 8),  GetU64(b.data() + 16), GetU32(b.data() + 24)};
+  return {GetU32(b.data()),     GetU16(b.data() + 4),  GetU16(b.data() + 6),
+          GetU64(b.data() + 8), GetU64(b.data() + 16), GetU32(b.data() + 24)};
 }
 
 void EncodeRequest(const Request& r, std::span<uint8_t, kRequestBytes> out) {
@@ -116,31 +116,51 @@ void EncodeStructuredReplyHeader(uint16_t flags, uint16_t type, uint64_t cookie,
 
 std::string_view CommandName(uint16_t type) {
   switch (type) {
-    case kCmdRead: return "READ";
-    case kCmdWrite: return "WRITE";
-    case kCmdDisc: return "DISC";
-    case kCmdFlush: return "FLUSH";
-    case kCmdTrim: return "TRIM";
-    case kCmdCache: return "CACHE";
-    case kCmdWriteZeroes: return "WRITE_ZEROES";
-    case kCmdBlockStatus: return "BLOCK_STATUS";
-    default: return "UNKNOWN";
+    case kCmdRead:
+      return "READ";
+    case kCmdWrite:
+      return "WRITE";
+    case kCmdDisc:
+      return "DISC";
+    case kCmdFlush:
+      return "FLUSH";
+    case kCmdTrim:
+      return "TRIM";
+    case kCmdCache:
+      return "CACHE";
+    case kCmdWriteZeroes:
+      return "WRITE_ZEROES";
+    case kCmdBlockStatus:
+      return "BLOCK_STATUS";
+    default:
+      return "UNKNOWN";
   }
 }
 
 std::string_view OptionName(uint32_t option) {
   switch (option) {
-    case kOptExportName: return "EXPORT_NAME";
-    case kOptAbort: return "ABORT";
-    case kOptList: return "LIST";
-    case kOptStartTls: return "STARTTLS";
-    case kOptInfo: return "INFO";
-    case kOptGo: return "GO";
-    case kOptStructuredReply: return "STRUCTURED_REPLY";
-    case kOptListMetaContext: return "LIST_META_CONTEXT";
-    case kOptSetMetaContext: return "SET_META_CONTEXT";
-    case kOptExtendedHeaders: return "EXTENDED_HEADERS";
-    default: return "UNKNOWN";
+    case kOptExportName:
+      return "EXPORT_NAME";
+    case kOptAbort:
+      return "ABORT";
+    case kOptList:
+      return "LIST";
+    case kOptStartTls:
+      return "STARTTLS";
+    case kOptInfo:
+      return "INFO";
+    case kOptGo:
+      return "GO";
+    case kOptStructuredReply:
+      return "STRUCTURED_REPLY";
+    case kOptListMetaContext:
+      return "LIST_META_CONTEXT";
+    case kOptSetMetaContext:
+      return "SET_META_CONTEXT";
+    case kOptExtendedHeaders:
+      return "EXTENDED_HEADERS";
+    default:
+      return "UNKNOWN";
   }
 }
 

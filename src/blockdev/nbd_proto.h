@@ -110,9 +110,10 @@ inline constexpr size_t kOptionReplyHeaderBytes = 20;
 inline constexpr size_t kRequestBytes = 28;
 inline constexpr size_t kSimpleReplyBytes = 16;
 inline constexpr size_t kStructuredReplyHeaderBytes = 20;
-inline constexpr size_t kExportNameReplyBytes = 10;  // size, flags (+124 zero bytes unless NO_ZEROES)
+inline constexpr size_t kExportNameReplyBytes =
+    10;  // size, flags (+124 zero bytes unless NO_ZEROES)
 inline constexpr uint32_t kOptionDataBytesMax = 64 * 1024;  // our limit on option payloads
-inline constexpr size_t kStringBytesMax = 4096;              // the spec's limit on strings
+inline constexpr size_t kStringBytesMax = 4096;             // the spec's limit on strings
 
 // Big-endian field access.
 void PutU16(uint8_t* p, uint16_t v);

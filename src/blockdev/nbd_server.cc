@@ -2,8 +2,9 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/stat.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -14,7 +15,6 @@
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 namespace repld {
 namespace {
@@ -72,7 +72,8 @@ Status NbdServer::ListenUnix(const std::string& path) {
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     acceptors_.pop_back();
-    return Status::Error(ec.value(), "cannot listen on unix socket '" + path + "': " + ec.message());
+    return Status::Error(ec.value(),
+                         "cannot listen on unix socket '" + path + "': " + ec.message());
   }
   chmod(path.c_str(), 0660);
   unix_path_ = path;
@@ -86,7 +87,8 @@ Status NbdServer::ListenTcp(const std::string& host_port) {
     return Status::Invalid("'" + host_port + "' is not HOST:PORT");
   }
   std::string host = host_port.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   const std::string port_text = host_port.substr(colon + 1);
   asio::error_code ec;
   const auto address = asio::ip::make_address(host, ec);

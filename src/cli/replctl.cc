@@ -23,8 +23,7 @@ int CheckConfig(const std::string& path, const std::string& node_name) {
   for (const auto& node : c.nodes) {
     const repld::NbdConfig nbd = repld::EffectiveNbd(c, node);
     std::printf("  node %s: disk %s, nbd socket %s%s%s\n", node.name.c_str(), node.disk.c_str(),
-                nbd.socket.c_str(), nbd.listen.empty() ? "" : ", tcp ",
-                nbd.listen.c_str());
+                nbd.socket.c_str(), nbd.listen.empty() ? "" : ", tcp ", nbd.listen.c_str());
   }
   if (!node_name.empty()) {
     auto node = repld::SelectNode(c, node_name);

@@ -6,8 +6,8 @@ namespace repld::detail {
 [[noreturn]] void CheckFailed(const char* expr, const char* file, int line);
 }
 
-#define REPLD_CHECK(expr)                                                   \
-  do {                                                                      \
-    if (!(expr)) [[unlikely]]                                               \
-      ::repld::detail::CheckFailed(#expr, __FILE__, __LINE__);              \
+#define REPLD_CHECK(expr)                                      \
+  do {                                                         \
+    if (!(expr)) [[unlikely]]                                  \
+      ::repld::detail::CheckFailed(#expr, __FILE__, __LINE__); \
   } while (0)

@@ -27,11 +27,20 @@ std::optional<uint64_t> ParseSizeBytes(std::string_view text) {
     std::string_view rest = suffix.substr(1);
     if (!(rest.empty() || rest == "iB" || rest == "B")) return std::nullopt;
     switch (unit) {
-      case 'K': multiplier = kKiB; break;
-      case 'M': multiplier = kMiB; break;
-      case 'G': multiplier = kGiB; break;
-      case 'T': multiplier = kTiB; break;
-      default: return std::nullopt;
+      case 'K':
+        multiplier = kKiB;
+        break;
+      case 'M':
+        multiplier = kMiB;
+        break;
+      case 'G':
+        multiplier = kGiB;
+        break;
+      case 'T':
+        multiplier = kTiB;
+        break;
+      default:
+        return std::nullopt;
     }
   }
   if (value > UINT64_MAX / multiplier) return std::nullopt;

@@ -1,12 +1,12 @@
 #include "daemon/config.h"
 
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <fstream>
 #include <initializer_list>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "common/units.h"
 
@@ -95,8 +95,8 @@ class Reader {
                                std::string_view key, uint64_t min, uint64_t max) {
     const toml::node* node = table.get(key);
     if (node == nullptr) return std::nullopt;
-    const std::string allowed = "allowed: " + FormatSizeBytes(min) + " to " +
-                                FormatSizeBytes(max) + ", as bytes or with a unit (K, M, G, KiB, MiB, GiB)";
+    const std::string allowed = "allowed: " + FormatSizeBytes(min) + " to " + FormatSizeBytes(max) +
+                                ", as bytes or with a unit (K, M, G, KiB, MiB, GiB)";
     std::optional<uint64_t> v;
     std::string shown;
     if (node->is_integer() && node->as_integer()->get() >= 0) {
@@ -141,8 +141,8 @@ bool IsValidName(std::string_view name) {
 
 void ReadNbd(Reader& r, const toml::table& t, NbdConfig& nbd) {
   r.CheckKeys(t, "nbd",
-              {"socket", "listen", "export", "connections_max", "inflight_max",
-               "request_bytes_max", "buffer_pool_bytes"});
+              {"socket", "listen", "export", "connections_max", "inflight_max", "request_bytes_max",
+               "buffer_pool_bytes"});
   if (auto v = r.String(t, "nbd", "socket", false)) nbd.socket = *v;
   if (auto v = r.String(t, "nbd", "listen", false)) nbd.listen = *v;
   if (auto v = r.String(t, "nbd", "export", false)) nbd.export_name = *v;
@@ -179,8 +179,7 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
     return;
   }
   if (!IsValidName(name)) {
-    r.Fail(node.source(), prefix,
-           "node names are host names: 1 to 64 of A-Z a-z 0-9 _ - .");
+    r.Fail(node.source(), prefix, "node names are host names: 1 to 64 of A-Z a-z 0-9 _ - .");
     return;
   }
   const toml::table& t = *node.as_table();

@@ -22,8 +22,8 @@ struct NodeConfig {
 };
 
 struct NbdConfig {
-  std::string socket;   // default: /run/repld/<resource>.sock
-  std::string listen;   // empty: no TCP listener
+  std::string socket;  // default: /run/repld/<resource>.sock
+  std::string listen;  // empty: no TCP listener
   std::string export_name;
   uint32_t connections_max = 16;
   uint32_t inflight_max = 64;

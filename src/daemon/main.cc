@@ -1,5 +1,7 @@
 // repld: serves one resource on this node. Runs in the foreground; logs to stderr.
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <asio/co_spawn.hpp>
@@ -8,8 +10,6 @@
 #include <asio/signal_set.hpp>
 #include <cstdio>
 #include <optional>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <string>
 
 #include "daemon/config.h"
@@ -48,9 +48,8 @@ int main(int argc, char** argv) {
 
   auto config = repld::LoadConfig(config_path);
   if (!config.ok()) return Fail(config.status().message());
-  auto node = repld::SelectNode(config.value(),
-                                node_name.empty() ? std::nullopt
-                                                  : std::optional<std::string>(node_name));
+  auto node = repld::SelectNode(
+      config.value(), node_name.empty() ? std::nullopt : std::optional<std::string>(node_name));
   if (!node.ok()) return Fail(node.status().message());
 
   asio::io_context io(1);
@@ -66,8 +65,7 @@ int main(int argc, char** argv) {
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
-          repld::Status s =
-              co_await resource.value()->Stop(std::chrono::seconds(drain_timeout_s));
+          repld::Status s = co_await resource.value()->Stop(std::chrono::seconds(drain_timeout_s));
           if (!s.ok()) {
             spdlog::error("{}", s.message());
             exit_code = 1;

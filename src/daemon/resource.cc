@@ -1,11 +1,11 @@
 #include "daemon/resource.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
-#include <spdlog/spdlog.h>
 
 #include "blockdev/nbd_proto.h"
 #include "common/units.h"
@@ -20,8 +20,8 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
                                                    const NodeConfig& node) {
   std::unique_ptr<Resource> r(new Resource(config, node));
   // Every request in flight may hold one ring entry; the ring rounds up to a power of two.
-  const unsigned entries = std::clamp<unsigned>(
-      r->nbd_.connections_max * r->nbd_.inflight_max, 64, 4096);
+  const unsigned entries =
+      std::clamp<unsigned>(r->nbd_.connections_max * r->nbd_.inflight_max, 64, 4096);
   auto ring = DiskRing::Create(io, entries);
   if (!ring.ok()) return ring.status();
   r->ring_ = std::move(ring).value();

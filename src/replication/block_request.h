@@ -19,17 +19,22 @@ struct BlockRequest {
   BlockOp op = BlockOp::kRead;
   uint64_t offset_bytes = 0;
   uint64_t length_bytes = 0;
-  bool fua = false;         // durable before completion (writes, trims, write-zeroes)
-  bool may_punch = true;    // write-zeroes may deallocate (NBD: NO_HOLE not set)
+  bool fua = false;       // durable before completion (writes, trims, write-zeroes)
+  bool may_punch = true;  // write-zeroes may deallocate (NBD: NO_HOLE not set)
 };
 
 constexpr const char* BlockOpName(BlockOp op) {
   switch (op) {
-    case BlockOp::kRead: return "read";
-    case BlockOp::kWrite: return "write";
-    case BlockOp::kFlush: return "flush";
-    case BlockOp::kTrim: return "trim";
-    case BlockOp::kWriteZeroes: return "write-zeroes";
+    case BlockOp::kRead:
+      return "read";
+    case BlockOp::kWrite:
+      return "write";
+    case BlockOp::kFlush:
+      return "flush";
+    case BlockOp::kTrim:
+      return "trim";
+    case BlockOp::kWriteZeroes:
+      return "write-zeroes";
   }
   return "?";
 }

@@ -194,12 +194,12 @@ def require_binary(path: str, what: str) -> None:
 
 
 def run(cmd: list[str], *, timeout: float = 120, check: bool = False, input: bytes | None = None,
-        env: dict | None = None) -> subprocess.CompletedProcess:
+        env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run a command, capture output as text.  On check=True and non-zero
     exit raise AssertionError with the full output."""
     log("run: " + " ".join(cmd))
     cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                        input=input, env=env)
+                        input=input, env=env, cwd=cwd)
     cp.stdout = cp.stdout.decode(errors="replace")
     cp.stderr = cp.stderr.decode(errors="replace")
     if check and cp.returncode != 0:

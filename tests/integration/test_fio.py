@@ -22,8 +22,9 @@ class FioTest(harness.ReplTestCase):
         out = os.path.join(inst.tmp, "fio.json")
         argv = ["fio", "--ioengine=nbd", f"--uri={inst.uri('')}",
                 "--verify=crc32c", "--verify_fatal=1", "--do_verify=1",
+                "--verify_state_save=0",
                 "--output-format=json", f"--output={out}", *args]
-        cp = run(argv, timeout=280)
+        cp = run(argv, timeout=280, cwd=inst.tmp)  # fio drops state files in its cwd
         text = harness.read_text(out)
         self.assertEqual(cp.returncode, 0, f"fio exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}\n{text}")
         self.assertNotRegex(cp.stderr, r"(?i)verify|bad magic|crc32c",
@@ -64,7 +65,8 @@ class FioTest(harness.ReplTestCase):
         cp = run(["fio", "--ioengine=nbd", f"--uri={inst.uri('')}", "--name=persist",
                   "--rw=write", "--bs=64k", "--iodepth=16", "--size=16M", "--offset=48M",
                   "--verify=crc32c", "--verify_fatal=1", "--verify_only=1",
-                  "--output-format=json", f"--output={out}"], timeout=200)
+                  "--verify_state_save=0", "--verify_state_load=0",
+                  "--output-format=json", f"--output={out}"], timeout=200, cwd=inst.tmp)
         text = harness.read_text(out)
         self.assertEqual(cp.returncode, 0, f"{cp.stdout}\n{cp.stderr}\n{text}")
         job = json.loads(text[text.index("{"):])["jobs"][0]

@@ -83,16 +83,21 @@ INSTANTIATE_TEST_SUITE_P(
                 "r.toml:4:16: key 'nbd.inflight_max': 5000 is out of range; allowed: 1..1024"},
         BadCase{"[resource]\nname = \"r\"\n[nbd]\nsockett = \"/x\"\n[node.a]\ndisk = \"/x\"\n",
                 "r.toml:4:1: key 'nbd.sockett': unknown key; allowed here: socket, listen"},
-        BadCase{"[resource]\nname = \"r\"\n[nbd]\nrequest_bytes_max = \"10Q\"\n[node.a]\ndisk = \"/x\"\n",
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nrequest_bytes_max = \"10Q\"\n[node.a]\ndisk = "
+                "\"/x\"\n",
                 "key 'nbd.request_bytes_max': '10Q' is not a size"},
-        BadCase{"[resource]\nname = \"r\"\n[nbd]\nrequest_bytes_max = \"3M\"\n[node.a]\ndisk = \"/x\"\n",
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nrequest_bytes_max = \"3M\"\n[node.a]\ndisk = "
+                "\"/x\"\n",
                 "must be a power of two"},
-        BadCase{"[resource]\nname = \"r\"\n[nbd]\nbuffer_pool_bytes = \"1M\"\n[node.a]\ndisk = \"/x\"\n",
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nbuffer_pool_bytes = \"1M\"\n[node.a]\ndisk = "
+                "\"/x\"\n",
                 "cannot hold one request"},
-        BadCase{"[resource]\nname = \"r\"\n[nbd]\ninflight_max = \"many\"\n[node.a]\ndisk = \"/x\"\n",
-                "key 'nbd.inflight_max': must be an integer"},
-        BadCase{"[resource]\nname = \"r\"\n[disk]\ndirect_io = \"maybe\"\n[node.a]\ndisk = \"/x\"\n",
-                "allowed: \"auto\", \"on\", \"off\""},
+        BadCase{
+            "[resource]\nname = \"r\"\n[nbd]\ninflight_max = \"many\"\n[node.a]\ndisk = \"/x\"\n",
+            "key 'nbd.inflight_max': must be an integer"},
+        BadCase{
+            "[resource]\nname = \"r\"\n[disk]\ndirect_io = \"maybe\"\n[node.a]\ndisk = \"/x\"\n",
+            "allowed: \"auto\", \"on\", \"off\""},
         BadCase{"[resource]\nname = \"r\"\n[node.a]\nnbd_socket = \"/s\"\n",
                 "key 'node.a.disk': is required"},
         BadCase{"[resource]\nname = \"r\"\n", "at least one [node.NAME]"},
