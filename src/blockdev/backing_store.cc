@@ -4,6 +4,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,18 +43,49 @@ bool DirectReadWorks(int fd, uint32_t align_bytes) {
   return n >= 0;
 }
 
+Status StatDisk(const std::string& path, struct stat& st) {
+  if (stat(path.c_str(), &st) != 0) {
+    return Status::Error(errno, "cannot open '" + path + "': " + ErrnoText(errno));
+  }
+  if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode)) {
+    return Status::Invalid("cannot use '" + path + "': not a block device or a regular file");
+  }
+  return Status::Ok();
+}
+
+Status LockExclusive(int fd, const std::string& path) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return Status::Ok();
+    if (errno != EWOULDBLOCK) break;
+    usleep(100 * 1000);
+  }
+  if (errno == EWOULDBLOCK) {
+    return Status::Error(EBUSY, "'" + path + "' is in use by another repld (locked); stop it " +
+                                    "first, or fix the configuration if two resources name " +
+                                    "the same disk");
+  }
+  return Status::Error(errno, "cannot lock '" + path + "': " + ErrnoText(errno));
+}
+
 }  // namespace
+
+Status BackingStore::Probe(const std::string& path) {
+  struct stat st {};
+  if (Status s = StatDisk(path, st); !s.ok()) return s;
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Status::Error(errno, "cannot open '" + path + "': " + ErrnoText(errno));
+  close(fd);
+  if (st.st_size == 0 && S_ISREG(st.st_mode)) {
+    return Status::Invalid("'" + path + "' is empty");
+  }
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path, DirectIoMode mode,
                                                          DiskRing& ring) {
   struct stat st {};
-  if (stat(path.c_str(), &st) != 0) {
-    return Status::Error(errno, "cannot open '" + path + "': " + ErrnoText(errno));
-  }
+  if (Status s = StatDisk(path, st); !s.ok()) return s;
   const bool is_block_device = S_ISBLK(st.st_mode);
-  if (!is_block_device && !S_ISREG(st.st_mode)) {
-    return Status::Invalid("cannot use '" + path + "': not a block device or a regular file");
-  }
   // O_EXCL on a block device refuses one that is mounted or claimed by another user.
   const int base_flags = O_RDWR | O_CLOEXEC | (is_block_device ? O_EXCL : 0);
   int fd = -1;
@@ -69,6 +101,13 @@ Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path
   if (fd < 0) {
     fd = open(path.c_str(), base_flags);
     if (fd < 0) return Status::Error(errno, "cannot open '" + path + "': " + ErrnoText(errno));
+  }
+
+  // One daemon per disk: a second writer would corrupt it. A killed daemon's lock can outlive
+  // it by a moment (io_uring releases its files asynchronously), so wait a little for it.
+  if (Status s = LockExclusive(fd, path); !s.ok()) {
+    close(fd);
+    return s;
   }
 
   BackingInfo info;
@@ -90,9 +129,12 @@ Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path
         return Status::Invalid("'" + path +
                                "' does not support direct I/O; set disk.direct_io = \"off\"");
       }
-      close(fd);
-      fd = open(path.c_str(), base_flags);
-      if (fd < 0) return Status::Error(errno, "cannot open '" + path + "': " + ErrnoText(errno));
+      // Same descriptor (and lock), without O_DIRECT.
+      if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) != 0) {
+        const int err = errno;
+        close(fd);
+        return Status::Error(err, "cannot turn off O_DIRECT on '" + path + "': " + ErrnoText(err));
+      }
       direct = false;
     }
   }
@@ -101,11 +143,10 @@ Result<std::unique_ptr<BackingStore>> BackingStore::Open(const std::string& path
     info.mem_align_bytes = 1;
   }
   info.direct_io = direct;
-  info.size_bytes =
-      AlignDown(raw_size_bytes, std::max<uint64_t>(info.io_align_bytes, kSectorBytes));
+  info.size_bytes = AlignDown(raw_size_bytes, info.io_align_bytes);
   if (info.size_bytes == 0) {
     close(fd);
-    return Status::Invalid("'" + path + "' is empty or smaller than one sector (" +
+    return Status::Invalid("'" + path + "' is empty or smaller than one block (" +
                            std::to_string(raw_size_bytes) + " bytes)");
   }
   return std::unique_ptr<BackingStore>(new BackingStore(path, fd, info, ring));

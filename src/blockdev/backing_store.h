@@ -50,6 +50,8 @@ class BackingStore {
   // Opens `path` read-write. Errors name the path and the reason.
   static Result<std::unique_ptr<BackingStore>> Open(const std::string& path, DirectIoMode mode,
                                                     DiskRing& ring);
+  // Checks that `path` could be opened as a backing disk, without keeping it open.
+  static Status Probe(const std::string& path);
   ~BackingStore();
   BackingStore(const BackingStore&) = delete;
   BackingStore& operator=(const BackingStore&) = delete;

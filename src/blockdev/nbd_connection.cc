@@ -185,7 +185,7 @@ uint32_t NbdConnection::Validate(const nbd::Request& r, std::string& message) co
         message = "request of " + std::to_string(r.length_bytes) +
                   " bytes exceeds the maximum block size " +
                   std::to_string(export_.block_max_bytes);
-        return r.type == nbd::kCmdRead ? nbd::kEoverflow : nbd::kEinval;
+        return nbd::kEinval;
       }
       [[fallthrough]];
     case nbd::kCmdTrim:
@@ -194,7 +194,9 @@ uint32_t NbdConnection::Validate(const nbd::Request& r, std::string& message) co
         message = "offset " + std::to_string(r.offset_bytes) + " + length " +
                   std::to_string(r.length_bytes) + " is beyond the end of the export (" +
                   std::to_string(size) + " bytes)";
-        return r.type == nbd::kCmdRead ? nbd::kEinval : nbd::kEnospc;
+        // The protocol: EINVAL for reads and trims past the end, ENOSPC for writes.
+        return (r.type == nbd::kCmdRead || r.type == nbd::kCmdTrim) ? nbd::kEinval
+                                                                     : nbd::kEnospc;
       }
       if (!IsAligned(r.offset_bytes, export_.block_min_bytes) ||
           !IsAligned(r.length_bytes, export_.block_min_bytes)) {

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,14 +20,24 @@
 namespace repld {
 namespace {
 
-// True if something accepts connections on the unix socket at `path`.
+// True if a live server answers on the unix socket at `path`. A socket whose server died can
+// still accept into its backlog for a moment (io_uring releases a killed process's files
+// asynchronously), so a connect alone proves nothing: a live repld greets at once or, when it is
+// full, closes in an orderly way; a dead one resets or stays silent.
 bool UnixSocketIsLive(const std::string& path) {
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  const bool live = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  bool live = false;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 1000) == 1) {
+      char byte;
+      live = recv(fd, &byte, 1, MSG_DONTWAIT) >= 0;  // greeting, or an orderly close
+    }
+  }
   close(fd);
   return live;
 }
@@ -81,26 +92,12 @@ Status NbdServer::ListenUnix(const std::string& path) {
   return Status::Ok();
 }
 
-Status NbdServer::ListenTcp(const std::string& host_port) {
-  const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos) {
-    return Status::Invalid("'" + host_port + "' is not HOST:PORT");
-  }
-  std::string host = host_port.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  const std::string port_text = host_port.substr(colon + 1);
+Status NbdServer::ListenTcp(const std::string& host, uint16_t port) {
+  const std::string host_port = host + ":" + std::to_string(port);
   asio::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
   if (ec) return Status::Invalid("'" + host + "' is not an IP address");
-  unsigned long port = 0;
-  try {
-    port = std::stoul(port_text);
-  } catch (...) {
-    port = 0;
-  }
-  if (port == 0 || port > 65535) return Status::Invalid("'" + port_text + "' is not a TCP port");
-  const asio::ip::tcp::endpoint tcp_ep(address, static_cast<uint16_t>(port));
+  const asio::ip::tcp::endpoint tcp_ep(address, port);
   const asio::generic::stream_protocol::endpoint ep(tcp_ep);
   Acceptor& acceptor = acceptors_.emplace_back(io_);
   acceptor.open(ep.protocol(), ec);

@@ -28,8 +28,7 @@ class NbdServer {
 
   // A stale socket file left by a dead daemon is replaced; a live one is an error.
   Status ListenUnix(const std::string& path);
-  // "HOST:PORT" or "[V6]:PORT".
-  Status ListenTcp(const std::string& host_port);
+  Status ListenTcp(const std::string& host, uint16_t port);
   void Start();
 
   // Stops accepting, lets connections finish their requests in flight, aborts those still

@@ -25,9 +25,19 @@ int CheckConfig(const std::string& path, const std::string& node_name) {
     std::printf("  node %s: disk %s, nbd socket %s%s%s\n", node.name.c_str(), node.disk.c_str(),
                 nbd.socket.c_str(), nbd.listen.empty() ? "" : ", tcp ", nbd.listen.c_str());
   }
-  if (!node_name.empty()) {
-    auto node = repld::SelectNode(c, node_name);
-    if (!node.ok()) return Fail(node.status().message());
+  // The backing disk can only be checked on the node that owns it: the one named, or this host.
+  auto node = repld::SelectNode(
+      c, node_name.empty() ? std::nullopt : std::optional<std::string>(node_name));
+  if (!node.ok()) {
+    if (!node_name.empty()) return Fail(node.status().message());
+    std::printf("  (no node is named like this host: backing disks not checked; use --node)\n");
+  } else {
+    repld::Status s = repld::BackingStore::Probe(node->disk);
+    if (!s.ok()) {
+      return Fail(path + ": key 'node." + node->name + ".disk': " + s.message());
+    }
+    std::printf("  node %s: backing disk %s can be opened\n", node->name.c_str(),
+                node->disk.c_str());
   }
   std::printf("configuration is valid\n");
   return 0;

@@ -1,6 +1,7 @@
 #include "daemon/config.h"
 
 #include <toml++/toml.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -57,6 +58,15 @@ class Reader {
     return node->as_table();
   }
 
+  // The value as written, for messages.
+  static std::string Shown(const toml::node& node) {
+    std::ostringstream out;
+    node.visit([&out](auto&& v) { out << v; });
+    std::string text = out.str();
+    if (text.size() > 40) text = text.substr(0, 37) + "...";
+    return text;
+  }
+
   std::optional<std::string> String(const toml::table& table, const std::string& prefix,
                                     std::string_view key, bool required) {
     const toml::node* node = table.get(key);
@@ -65,7 +75,7 @@ class Reader {
       return std::nullopt;
     }
     if (!node->is_string()) {
-      Fail(node->source(), Join(prefix, key), "must be a string");
+      Fail(node->source(), Join(prefix, key), Shown(*node) + " is not a string; allowed: a \"quoted string\"");
       return std::nullopt;
     }
     return node->as_string()->get();
@@ -77,7 +87,8 @@ class Reader {
     if (node == nullptr) return std::nullopt;
     if (!node->is_integer()) {
       Fail(node->source(), Join(prefix, key),
-           "must be an integer; allowed: " + std::to_string(min) + ".." + std::to_string(max));
+           Shown(*node) + " is not an integer; allowed: " + std::to_string(min) + ".." +
+               std::to_string(max));
       return std::nullopt;
     }
     const int64_t v = node->as_integer()->get();
@@ -110,7 +121,7 @@ class Reader {
         return std::nullopt;
       }
     } else {
-      Fail(node->source(), Join(prefix, key), "must be a size; " + allowed);
+      Fail(node->source(), Join(prefix, key), Shown(*node) + " is not a size; " + allowed);
       return std::nullopt;
     }
     if (*v < min || *v > max) {
@@ -129,6 +140,33 @@ class Reader {
   Status status_;
 };
 
+}  // namespace
+
+std::optional<HostPort> ParseHostPort(std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  std::string host(text.substr(0, colon));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const std::string_view port_text = text.substr(colon + 1);
+  if (port_text.empty() || port_text.size() > 5) return std::nullopt;
+  uint32_t port = 0;
+  for (char c : port_text) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    port = port * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (port == 0 || port > 65535) return std::nullopt;
+  in6_addr scratch{};
+  if (inet_pton(AF_INET, host.c_str(), &scratch) != 1 &&
+      inet_pton(AF_INET6, host.c_str(), &scratch) != 1) {
+    return std::nullopt;
+  }
+  return HostPort{host, static_cast<uint16_t>(port)};
+}
+
+namespace {
+
 bool IsValidName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
@@ -144,7 +182,13 @@ void ReadNbd(Reader& r, const toml::table& t, NbdConfig& nbd) {
               {"socket", "listen", "export", "connections_max", "inflight_max", "request_bytes_max",
                "buffer_pool_bytes"});
   if (auto v = r.String(t, "nbd", "socket", false)) nbd.socket = *v;
-  if (auto v = r.String(t, "nbd", "listen", false)) nbd.listen = *v;
+  if (auto v = r.String(t, "nbd", "listen", false)) {
+    nbd.listen = *v;
+    if (!ParseHostPort(*v)) {
+      r.Fail(t.get("listen")->source(), "nbd.listen",
+             "'" + *v + "' is not HOST:PORT; allowed: \"127.0.0.1:10809\", \"[::1]:10809\"");
+    }
+  }
   if (auto v = r.String(t, "nbd", "export", false)) nbd.export_name = *v;
   if (auto v = r.Integer(t, "nbd", "connections_max", 1, 1024)) {
     nbd.connections_max = static_cast<uint32_t>(*v);
@@ -152,7 +196,8 @@ void ReadNbd(Reader& r, const toml::table& t, NbdConfig& nbd) {
   if (auto v = r.Integer(t, "nbd", "inflight_max", 1, 1024)) {
     nbd.inflight_max = static_cast<uint32_t>(*v);
   }
-  if (auto v = r.Size(t, "nbd", "request_bytes_max", 4 * kKiB, 32 * kMiB)) {
+  // The protocol asks for a maximum block size of at least 1 MiB.
+  if (auto v = r.Size(t, "nbd", "request_bytes_max", 1 * kMiB, 32 * kMiB)) {
     nbd.request_bytes_max = *v;
     if (!IsPowerOfTwo(*v)) {
       r.Fail(t.get("request_bytes_max")->source(), "nbd.request_bytes_max",
@@ -189,6 +234,10 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
   if (auto v = r.String(t, prefix, "disk", true)) n.disk = *v;
   n.nbd_socket = r.String(t, prefix, "nbd_socket", false);
   n.nbd_listen = r.String(t, prefix, "nbd_listen", false);
+  if (n.nbd_listen && !ParseHostPort(*n.nbd_listen)) {
+    r.Fail(t.get("nbd_listen")->source(), prefix + ".nbd_listen",
+           "'" + *n.nbd_listen + "' is not HOST:PORT; allowed: \"127.0.0.1:10809\", \"[::1]:10809\"");
+  }
   if (!r.failed() && n.disk.empty()) r.Fail(t.get("disk")->source(), prefix + ".disk", "is empty");
   nodes.push_back(std::move(n));
 }

@@ -39,6 +39,13 @@ struct ResourceConfig {
   std::vector<NodeConfig> nodes;
 };
 
+struct HostPort {
+  std::string host;  // an IPv4 or IPv6 address, without brackets
+  uint16_t port = 0;
+};
+// "127.0.0.1:10809", "[::1]:10809".
+std::optional<HostPort> ParseHostPort(std::string_view text);
+
 // Parses TOML text; `path` is used in messages only.
 Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path);
 Result<ResourceConfig> LoadConfig(const std::string& path);

@@ -64,7 +64,9 @@ Status Resource::Start() {
   Status s = server_->ListenUnix(nbd_.socket);
   if (!s.ok()) return Status::Invalid(config_.path + ": key 'nbd.socket': " + s.message());
   if (!nbd_.listen.empty()) {
-    s = server_->ListenTcp(nbd_.listen);
+    const auto hp = ParseHostPort(nbd_.listen);
+    REPLD_CHECK(hp.has_value());  // validated with the configuration
+    s = server_->ListenTcp(hp->host, hp->port);
     if (!s.ok()) return Status::Invalid(config_.path + ": key 'nbd.listen': " + s.message());
   }
   server_->Start();

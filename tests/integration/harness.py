@@ -11,14 +11,17 @@ failure).  The daemon binaries come from the environment:
 
 Everything a test creates (temp dirs, daemons, nbdfuse processes, loop
 devices, mounts) is registered on one cleanup stack that is unwound in LIFO
-order by the test's own cleanups, at interpreter exit (atexit) and on
-SIGTERM/SIGINT/SIGHUP.  Processes are only ever signalled by the PID of a
+order by the test's own cleanups, at interpreter exit (atexit, which also
+covers Ctrl-C) and on SIGTERM/SIGHUP.  Child processes get PR_SET_PDEATHSIG,
+and test_mount sweeps mounts/loop devices left by a test process that was
+SIGKILLed (e.g. by a ctest timeout).  Processes are only ever signalled by the PID of a
 process this module started.
 """
 
 from __future__ import annotations
 
 import atexit
+import glob
 import json
 import os
 import shutil
@@ -47,6 +50,17 @@ GiB = 1024 * MiB
 
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 20.0
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGTERM to this child if the test process
+    dies (e.g. killed by a ctest timeout), so no daemon outlives its test."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def log(msg: str) -> None:
@@ -122,8 +136,13 @@ for _sig in (signal.SIGTERM, signal.SIGHUP):
 # Files, configs
 # --------------------------------------------------------------------------
 
-def make_tempdir(prefix: str = "repld-it-") -> str:
-    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+TMP_PREFIX = "/tmp/repld-it-"
+
+
+def make_tempdir() -> str:
+    # the PID in the name lets sweep_stale() tell a dead run's leftovers from
+    # a live run's (another test process may be running at the same time)
+    d = tempfile.mkdtemp(prefix=f"repld-it-{os.getpid()}-", dir="/tmp")
     if not KEEP:
         register_cleanup(lambda: shutil.rmtree(d, ignore_errors=True), f"rmtree {d}")
     return d
@@ -209,11 +228,13 @@ def run(cmd: list[str], *, timeout: float = 120, check: bool = False, input: byt
 
 
 def unix_socket_accepts(path: str) -> bool:
+    """True once a server greets on the socket. A connect alone is not enough: the socket of a
+    daemon that was just killed can still accept into its backlog for a moment."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(1.0)
     try:
         s.connect(path)
-        return True
+        return s.recv(8, socket.MSG_WAITALL) == b"NBDMAGIC"
     except OSError:
         return False
     finally:
@@ -270,7 +291,7 @@ class Repld:
         logf.flush()
         log("start: " + " ".join(self.argv()))
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=logf,
-                                     stderr=logf, close_fds=True)
+                                     stderr=logf, close_fds=True, preexec_fn=_die_with_parent)
         logf.close()
         self.returncode = None
         self.started_at = time.monotonic()
@@ -501,7 +522,8 @@ class FuseFile:
         logf = open(self.log_path, "ab")
         cmd = ["nbdfuse", mountdir + "/", "--unix", sock]
         log("start: " + " ".join(cmd))
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                     preexec_fn=_die_with_parent)
         logf.close()
         self._token = register_cleanup(self._cleanup, f"nbdfuse pid {self.proc.pid}")
         ok = wait_until(lambda: self.proc.poll() is not None
@@ -533,6 +555,12 @@ class LoopDevice:
         cp = run(cmd, check=True, timeout=30)
         self.dev = cp.stdout.strip()
         self.file = file
+        # remembered next to the test's files so sweep_stale() can undo it if
+        # this process is killed before its cleanups run
+        if file.startswith(TMP_PREFIX):
+            tmpdir = TMP_PREFIX + file[len(TMP_PREFIX):].split("/", 1)[0]
+            with open(os.path.join(tmpdir, LOOP_RECORD), "a") as f:
+                f.write(f"{self.dev}\t{file}\n")
         self._token = register_cleanup(self._cleanup, f"losetup -d {self.dev}")
 
     def _cleanup(self) -> None:
@@ -570,6 +598,66 @@ class Mount:
         with _cleanup_lock:
             unregister_cleanup(self._token)
         self._cleanup()
+
+
+def _stale_owner_dead(path: str) -> bool:
+    """True for paths under /tmp/repld-it-PID-* whose PID is not running."""
+    if not path.startswith(TMP_PREFIX):
+        return False
+    pid = path[len(TMP_PREFIX):].split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def sweep_stale() -> None:
+    """Undo mounts and loop devices left by an earlier test process that was
+    killed before it could clean up (only those whose owner PID is gone)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f]
+    except OSError:
+        mounts = []
+    for mp in sorted(set(mounts), key=len, reverse=True):
+        mp = mp.replace("\\040", " ")
+        if _stale_owner_dead(mp):
+            log(f"sweeping stale mount {mp}")
+            subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(["fusermount3", "-u", "-z", mp], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    for d in sorted(glob.glob(TMP_PREFIX + "*")):
+        if not _stale_owner_dead(d):
+            continue
+        for dev, back in _read_loop_records(d):
+            cp = subprocess.run(["losetup", "-J", "-l", dev], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+            try:
+                cur = json.loads(cp.stdout or b"{}").get("loopdevices", [{}])[0].get("back-file", "")
+            except (ValueError, IndexError):
+                continue
+            # once the FUSE mount under it is gone the kernel shows "/nbd"
+            if cur and (cur == back or back.endswith(cur)):
+                log(f"sweeping stale loop device {dev} ({back})")
+                subprocess.run(["losetup", "-d", dev], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        with open("/proc/self/mountinfo") as f:
+            still = [ln.split()[4] for ln in f if ln.split()[4].startswith(d + "/")]
+        if still:
+            log(f"not removing {d}: still mounted: {still}")
+            continue
+        log(f"removing stale {d}")
+        shutil.rmtree(d, ignore_errors=True)
+
+
+LOOP_RECORD = ".loop-devices"
+
+
+def _read_loop_records(tmpdir: str) -> list[tuple[str, str]]:
+    try:
+        with open(os.path.join(tmpdir, LOOP_RECORD)) as f:
+            return [tuple(line.rstrip("\n").split("\t", 1)) for line in f if "\t" in line]
+    except OSError:
+        return []
 
 
 # --------------------------------------------------------------------------

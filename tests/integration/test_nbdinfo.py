@@ -121,7 +121,6 @@ class DirectIoOffTest(harness.ReplTestCase):
         self.assertEqual(e["block_size_minimum"], 1, e)
         self.assertEqual(e["export-size"], ODD_SIZE)
         # and unaligned I/O works
-        nbd = harness.nbd_module()
         h = inst.nbd_handle()
         h.pwrite(b"hello, world", 4097)
         self.assertEqual(h.pread(12, 4097), b"hello, world")
@@ -131,7 +130,6 @@ class DirectIoOffTest(harness.ReplTestCase):
         harness.close_nbd(h)
         self.assertEqual(inst.read_backing(4097, 12), b"hello, world")
         self.assertEqual(inst.read_backing(ODD_SIZE - 3, 3), b"END")
-        del nbd
         self.assertEqual(inst.daemon.stop(), 0)
 
 

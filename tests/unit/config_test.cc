@@ -44,6 +44,21 @@ TEST(Config, NodeSelectionAndOverrides) {
   EXPECT_NE(missing.status().message().find("lb1, lb2"), std::string::npos);
 }
 
+TEST(Config, HostPort) {
+  auto v4 = ParseHostPort("127.0.0.1:10809");
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(v4->host, "127.0.0.1");
+  EXPECT_EQ(v4->port, 10809);
+  auto v6 = ParseHostPort("[::1]:7788");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_FALSE(ParseHostPort("localhost:80"));  // addresses, not names: no DNS at start
+  EXPECT_FALSE(ParseHostPort("127.0.0.1"));
+  EXPECT_FALSE(ParseHostPort("127.0.0.1:0"));
+  EXPECT_FALSE(ParseHostPort("127.0.0.1:65536"));
+  EXPECT_FALSE(ParseHostPort(":80"));
+}
+
 TEST(Config, SizesTakeUnits) {
   auto c = ParseConfig(R"(
 [resource]
@@ -94,7 +109,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "cannot hold one request"},
         BadCase{
             "[resource]\nname = \"r\"\n[nbd]\ninflight_max = \"many\"\n[node.a]\ndisk = \"/x\"\n",
-            "key 'nbd.inflight_max': must be an integer"},
+            "key 'nbd.inflight_max': 'many' is not an integer; allowed: 1..1024"},
         BadCase{
             "[resource]\nname = \"r\"\n[disk]\ndirect_io = \"maybe\"\n[node.a]\ndisk = \"/x\"\n",
             "allowed: \"auto\", \"on\", \"off\""},
@@ -105,6 +120,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[resource]\nname = \"bad name\"\n[node.a]\ndisk = \"/x\"\n",
                 "is not a valid name"},
         BadCase{"[resource\nname = \"r\"\n", "r.toml:1:"},
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nlisten = \"nowhere\"\n[node.a]\ndisk = \"/x\"\n",
+                "r.toml:4:10: key 'nbd.listen': 'nowhere' is not HOST:PORT"},
+        BadCase{"[resource]\nname = \"r\"\n[node.a]\ndisk = \"/x\"\nnbd_listen = \"1.2.3.4:99999\"\n",
+                "key 'node.a.nbd_listen': '1.2.3.4:99999' is not HOST:PORT"},
+        BadCase{"[resource]\nname = \"r\"\n[nbd]\nconnections_max = true\n[node.a]\ndisk = \"/x\"\n",
+                "key 'nbd.connections_max': true is not an integer"},
         BadCase{"[resource]\nname = \"r\"\nprotocl = \"C\"\n[node.a]\ndisk = \"/x\"\n",
                 "key 'resource.protocl': unknown key"}));
 
