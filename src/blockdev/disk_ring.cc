@@ -13,7 +13,11 @@ Result<std::unique_ptr<DiskRing>> DiskRing::Create(asio::io_context& io, unsigne
   const int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd < 0) return Status::Error(errno, "eventfd: " + ErrnoText(errno));
   std::unique_ptr<DiskRing> ring(new DiskRing(io, efd));
-  const int rc = io_uring_queue_init(entries, &ring->ring_, 0);
+  // Only the loop thread submits, and it needs no interrupt to run completion work: it is either
+  // in the kernel waiting for events or about to be (Linux 6.0+; older kernels get plain rings).
+  int rc = io_uring_queue_init(entries, &ring->ring_,
+                               IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN);
+  if (rc == -EINVAL) rc = io_uring_queue_init(entries, &ring->ring_, 0);
   if (rc < 0) {
     return Status::Error(-rc, "io_uring_queue_init(" + std::to_string(entries) +
                                   "): " + ErrnoText(-rc) +

@@ -67,6 +67,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   asio::awaitable<void> ReadRequests();
   asio::awaitable<void> WriteReplies();
   asio::awaitable<bool> ReadExactly(uint8_t* dest, size_t length_bytes);
+  asio::awaitable<bool> ReadPayload(Slot& slot);
   asio::awaitable<bool> DiscardPayload(uint64_t length_bytes);
   asio::awaitable<Slot*> TakeSlot();
   // Returns an NBD error value and fills `message` when the request must be refused.
@@ -92,6 +93,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   std::vector<Slot*> reply_queue_;  // completed, waiting for the writer; capacity = slot count
   std::vector<Slot*> sending_;
   std::vector<asio::const_buffer> gather_;
+  std::vector<asio::mutable_buffer> payload_buffers_;
 
   std::vector<uint8_t> read_buffer_;
   size_t read_begin_ = 0;
