@@ -35,9 +35,15 @@ DiskRing::DiskRing(asio::io_context& io, int event_fd) : io_(io), event_fd_(io, 
 
 DiskRing::~DiskRing() {
   asio::error_code ignored;
-  event_fd_.cancel(ignored);
   event_fd_.close(ignored);
   if (ring_ready_) io_uring_queue_exit(&ring_);
+}
+
+void DiskRing::Close() {
+  REPLD_CHECK(inflight_ == 0);
+  asio::error_code ignored;
+  event_fd_.cancel(ignored);
+  event_fd_.close(ignored);
 }
 
 io_uring_sqe* DiskRing::NextSqe(DiskOp* op) {

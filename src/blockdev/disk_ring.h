@@ -36,6 +36,9 @@ class DiskRing {
   void Fallocate(int fd, int mode, uint64_t offset_bytes, uint64_t length_bytes, DiskOp* op);
 
   size_t inflight() const { return inflight_; }
+  // Stops waiting for completions, so that the event loop can run out of work. Only once
+  // nothing is in flight.
+  void Close();
 
  private:
   DiskRing(asio::io_context& io, int event_fd);

@@ -114,6 +114,8 @@ Status NbdServer::ListenTcp(const std::string& host, uint16_t port) {
 
 void NbdServer::Start() {
   for (Acceptor& acceptor : acceptors_) {
+    asio::error_code ec;
+    acceptor.non_blocking(true, ec);  // io_uring then polls instead of blocking a kernel worker
     const bool is_tcp = acceptor.local_endpoint().protocol().family() != AF_UNIX;
     asio::co_spawn(io_, AcceptLoop(acceptor, is_tcp ? "tcp" : "unix"), asio::detached);
   }
@@ -163,10 +165,19 @@ void NbdServer::Serve(asio::generic::stream_protocol::socket socket, std::string
   });
 }
 
+void NbdServer::AbortConnections() {
+  for (auto& connection : connections_) connection->Abort();
+}
+
 asio::awaitable<void> NbdServer::Shutdown(std::chrono::milliseconds drain_timeout) {
   stopping_ = true;
   asio::error_code ec;
-  for (Acceptor& acceptor : acceptors_) acceptor.close(ec);
+  for (Acceptor& acceptor : acceptors_) {
+    // A pending io_uring accept may sit in a kernel worker where cancellation does not reach
+    // it; shutting the listening socket down wakes it, then close() completes it as aborted.
+    ::shutdown(acceptor.native_handle(), SHUT_RDWR);
+    acceptor.close(ec);
+  }
   if (!unix_path_.empty()) {
     unlink(unix_path_.c_str());
     unix_path_.clear();
@@ -177,7 +188,7 @@ asio::awaitable<void> NbdServer::Shutdown(std::chrono::milliseconds drain_timeou
     if (wait_ec) return;
     spdlog::warn("nbd: {} connections still busy after the drain timeout; closing them",
                  connections_.size());
-    for (auto& connection : connections_) connection->Abort();
+    AbortConnections();
   });
   while (!connections_.empty()) co_await connection_closed_.Wait();
   deadline.cancel();

@@ -35,6 +35,8 @@ class NbdServer {
   // busy after `drain_timeout`. Returns when no connection is left.
   asio::awaitable<void> Shutdown(std::chrono::milliseconds drain_timeout);
 
+  void AbortConnections();
+
   size_t connection_count() const { return connections_.size(); }
   const NbdExport& exported() const { return export_; }
 

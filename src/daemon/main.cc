@@ -9,6 +9,8 @@
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -58,10 +60,20 @@ int main(int argc, char** argv) {
   if (auto s = resource.value()->Start(); !s.ok()) return Fail(s.message());
 
   int exit_code = 0;
+  bool stopping = false;
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const asio::error_code& ec, int signo) {
+  std::function<void(const asio::error_code&, int)> on_signal;
+  on_signal = [&](const asio::error_code& ec, int signo) {
     if (ec) return;
-    spdlog::info("signal {}: draining requests in flight (up to {} s)", signo, drain_timeout_s);
+    if (stopping) {
+      spdlog::warn("signal {} again: closing client connections without waiting", signo);
+      resource.value()->AbortClients();
+      return;
+    }
+    stopping = true;
+    spdlog::info("signal {}: draining requests in flight (up to {} s; signal again to cut it short)",
+                 signo, drain_timeout_s);
+    signals.async_wait(on_signal);
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
@@ -73,7 +85,13 @@ int main(int argc, char** argv) {
           io.stop();
         },
         asio::detached);
-  });
+  };
+  signals.async_wait(on_signal);
   io.run();
-  return exit_code;
+  // Everything written is on disk now. Leave without tearing the event loop down: operations
+  // still parked in the kernel's io_uring workers (an accept, say) would otherwise be destroyed
+  // after the objects they refer to. The kernel reclaims the rings, sockets and files.
+  spdlog::shutdown();
+  std::fflush(nullptr);
+  std::_Exit(exit_code);
 }

@@ -77,6 +77,7 @@ Status Resource::Start() {
 
 asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) {
   co_await server_->Shutdown(drain_timeout);
+  ring_->Close();
   Status s = store_->SyncNow();
   if (s.ok()) spdlog::info("resource {}: stopped; backing disk synced", config_.name);
   co_return s;

@@ -24,6 +24,8 @@ class Resource {
   Status Start();
   // Drains the frontend, then makes everything written durable.
   asio::awaitable<Status> Stop(std::chrono::milliseconds drain_timeout);
+  // During Stop: give up on the drain and close every client connection now.
+  void AbortClients() { server_->AbortConnections(); }
 
  private:
   Resource(const ResourceConfig& config, const NodeConfig& node);

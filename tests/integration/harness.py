@@ -227,6 +227,15 @@ def run(cmd: list[str], *, timeout: float = 120, check: bool = False, input: byt
     return cp
 
 
+def backtrace(pid: int) -> str:
+    """Every thread's stack of a live process, for a daemon that hangs (needs gdb)."""
+    if shutil.which("gdb") is None:
+        return "(gdb is not installed: no stacks)"
+    cp = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                        capture_output=True, text=True, timeout=60)
+    return "\n".join(l for l in cp.stdout.splitlines() if l.startswith(("#", "Thread")))
+
+
 def unix_socket_accepts(path: str) -> bool:
     """True once a server greets on the socket. A connect alone is not enough: the socket of a
     daemon that was just killed can still accept into its backlog for a moment."""
@@ -337,12 +346,14 @@ class Repld:
         if self.proc.poll() is None:
             self.send_signal(sig)
             if self.wait(timeout) is None:
+                stacks = backtrace(self.pid)
                 self.proc.kill()
                 self.proc.wait(timeout=10)
                 self.returncode = self.proc.returncode
                 self._unregister()
                 raise AssertionError(f"repld pid {self.pid} did not exit within {timeout}s "
-                                     f"after signal {sig}; killed with SIGKILL\n{self.log_tail()}")
+                                     f"after signal {sig}; killed with SIGKILL\n{self.log_tail()}"
+                                     f"\n---- its threads before the kill ----\n{stacks}")
         self.returncode = self.proc.returncode
         self._unregister()
         return self.returncode
