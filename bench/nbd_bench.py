@@ -247,6 +247,11 @@ class Server:
             return "    (no log)"
 
 
+# --page-cache: every target through the page cache (repld direct_io = "off", qemu-nbd
+# --cache=writeback, nbdkit's default cache, a buffered limit row), reported as its own table.
+PAGE_CACHE = False
+
+
 def make_server(target, tmp, backing, repld_bin):
     sock = os.path.join(tmp, f"{target}.sock")
     logpath = os.path.join(tmp, f"{target}.log")
@@ -255,14 +260,16 @@ def make_server(target, tmp, backing, repld_bin):
         with open(cfg, "w") as f:
             f.write('[resource]\nname = "bench"\n'
                     f'[nbd]\nsocket = "{sock}"\n'
-                    f'[node.bench]\ndisk = "{backing}"\n')
+                    + ('[disk]\ndirect_io = "off"\n' if PAGE_CACHE else '')
+                    + f'[node.bench]\ndisk = "{backing}"\n')
         argv = [repld_bin, "--config", cfg, "--node", "bench", "--log-level", "warn"]
     elif target == "qemu-nbd":
-        argv = ["qemu-nbd", "--cache=none", "--aio=io_uring", "-f", "raw", f"--socket={sock}",
+        cache = "--cache=writeback" if PAGE_CACHE else "--cache=none"
+        argv = ["qemu-nbd", cache, "--aio=io_uring", "-f", "raw", f"--socket={sock}",
                 "--shared=8", "-t", backing]
     elif target == "nbdkit":
         argv = ["nbdkit", "--foreground", "--exit-with-parent", "--unix", sock,
-                "file", backing, "cache=none"]
+                "file", backing] + ([] if PAGE_CACHE else ["cache=none"])
     else:
         raise ValueError(target)
     return Server(target, argv, sock, logpath)
@@ -277,7 +284,8 @@ def fio_argv(workload, target, backing, size, runtime, sock, outjson):
             f"--size={size}", "--randrepeat=0", "--norandommap", "--group_reporting",
             "--output-format=json", f"--output={outjson}"]
     if target == "limit":
-        argv += ["--ioengine=io_uring", "--direct=1", f"--filename={backing}"]
+        argv += ["--ioengine=io_uring", f"--direct={0 if PAGE_CACHE else 1}",
+                 f"--filename={backing}"]
     else:
         argv += ["--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}"]
     return argv
@@ -475,7 +483,14 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (backing file, configs, logs, fio JSON)")
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--json", help="also write every raw sample as JSON to this file")
+    ap.add_argument("--page-cache", action="store_true",
+                    help="run every target through the page cache: repld direct_io=off, "
+                         "qemu-nbd --cache=writeback, nbdkit default cache, buffered limit row")
     args = ap.parse_args()
+    global PAGE_CACHE
+    PAGE_CACHE = args.page_cache
+    if PAGE_CACHE:
+        TARGET_LABEL["limit"] = "limit (fio io_uring, buffered)"
     if args.runtime < 1 or args.runs < 1:
         ap.error("--runtime and --runs must be ≥ 1")
 
@@ -529,6 +544,10 @@ def main():
                       f"{first_line(cmd_output(['qemu-nbd', '--version']))}; "
                       f"{cmd_output(['nbdkit', '--version'])}"),
             ("repld", repld_note or f"{repld_bin} ({first_line(cmd_output([repld_bin, '--version'])) or 'no --version'})"),
+            ("cache mode", "page cache: repld direct_io=off, qemu-nbd --cache=writeback, nbdkit "
+                           "default cache, limit row buffered" if PAGE_CACHE else
+                           "direct: repld O_DIRECT, qemu-nbd --cache=none, nbdkit cache=none "
+                           "(nbdkit's is buffered I/O plus eviction, not O_DIRECT), limit row O_DIRECT"),
             ("command", f"`{cmdline}`"),
         ]
         for w in args.workloads:

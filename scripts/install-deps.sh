@@ -11,6 +11,8 @@ packages=(
   libnbd-bin python3 python3-libnbd qemu-utils nbdkit fio
   # mount test: nbdfuse -> loop -> ext4
   fuse3 e2fsprogs util-linux
+  # durability test (block-layer tracepoints) and stacks of a hung daemon
+  linux-perf gdb
 )
 
 missing=()
