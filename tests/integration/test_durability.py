@@ -73,6 +73,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -206,6 +207,12 @@ def trace_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return "needs root (tracefs)"
     root = tracefs_root()
+    if root is None and os.path.isdir("/sys/kernel/tracing"):
+        # A machine that has tracefs but did not mount it: mount it (left mounted, as the
+        # kernel's own default layout has it).
+        subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
+                       capture_output=True)
+        root = tracefs_root()
     if root is None:
         return "tracefs is not mounted (no /sys/kernel/tracing/instances)"
     for ev in ("block_rq_issue", "block_rq_complete"):
