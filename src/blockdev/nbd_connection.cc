@@ -138,7 +138,7 @@ asio::awaitable<bool> NbdConnection::ReadExactly(uint8_t* dest, size_t length_by
   if (length_bytes == 0) co_return true;
   read_begin_ = read_end_ = 0;
   if (length_bytes >= read_buffer_.size() / 4) {
-    // Large payloads go straight into their buffers.
+    // Large reads go straight to `dest` (the buffered loop below only fits smaller ones).
     co_await asio::async_read(socket_, asio::buffer(dest, length_bytes),
                               redirect_error(use_awaitable, ec));
     co_return !ec;
