@@ -7,6 +7,8 @@ packages=(
   # build
   build-essential cmake pkg-config git
   liburing-dev libasio-dev libspdlog-dev libtomlplusplus-dev libcli11-dev libgtest-dev
+  # HMAC-SHA256 and random challenges (OpenSSL), CRC32C (ISA-L), status/control JSON
+  libssl-dev libisal-dev nlohmann-json3-dev
   # real NBD clients and peers for tests and benchmarks
   libnbd-bin python3 python3-libnbd qemu-utils nbdkit fio
   # mount test: nbdfuse -> loop -> ext4

@@ -1,60 +1,55 @@
-// replctl: the operator's command line. Today: check-config. The verbs that talk to a running
-// daemon (status, primary, secondary, ...) arrive with the control socket.
+// replctl: the operator's command line. Each verb group lives in its own file (see verbs.h).
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <optional>
-#include <string>
 
-#include "common/units.h"
-#include "daemon/config.h"
+#include "cli/verbs.h"
 
-namespace {
+namespace repld::cli {
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "replctl: error: %s\n", message.c_str());
   return 1;
 }
 
-int CheckConfig(const std::string& path, const std::string& node_name) {
-  auto config = repld::LoadConfig(path);
-  if (!config.ok()) return Fail(config.status().message());
-  const repld::ResourceConfig& c = config.value();
-  std::printf("%s: resource '%s', %zu node(s)\n", path.c_str(), c.name.c_str(), c.nodes.size());
-  for (const auto& node : c.nodes) {
-    const repld::NbdConfig nbd = repld::EffectiveNbd(c, node);
-    std::printf("  node %s: disk %s, nbd socket %s%s%s\n", node.name.c_str(), node.disk.c_str(),
-                nbd.socket.c_str(), nbd.listen.empty() ? "" : ", tcp ", nbd.listen.c_str());
-  }
-  // The backing disk can only be checked on the node that owns it: the one named, or this host.
-  auto node = repld::SelectNode(
-      c, node_name.empty() ? std::nullopt : std::optional<std::string>(node_name));
-  if (!node.ok()) {
-    if (!node_name.empty()) return Fail(node.status().message());
-    std::printf("  (no node is named like this host: backing disks not checked; use --node)\n");
-  } else {
-    repld::Status s = repld::BackingStore::Probe(node->disk);
-    if (!s.ok()) {
-      return Fail(path + ": key 'node." + node->name + ".disk': " + s.message());
-    }
-    std::printf("  node %s: backing disk %s can be opened\n", node->name.c_str(),
-                node->disk.c_str());
-  }
-  std::printf("configuration is valid\n");
-  return 0;
+void AddResourceOptions(CLI::App& command, ResourceOptions& options) {
+  command.add_option("resource", options.resource, "the resource's name")->required();
+  command.add_option("-c,--config", options.config_path,
+                     "the resource's TOML file (default: /etc/repld/RESOURCE.toml)");
+  command.add_option("-n,--node", options.node,
+                     "act as this node of the file (default: the node named like this host)");
 }
 
-}  // namespace
+Result<Target> ResolveResource(const ResourceOptions& options) {
+  const std::string path = options.config_path.empty()
+                               ? "/etc/repld/" + options.resource + ".toml"
+                               : options.config_path;
+  auto config = LoadConfig(path);
+  if (!config.ok()) return config.status();
+  if (config->name != options.resource) {
+    return Status::Invalid(path + " describes resource '" + config->name + "', not '" +
+                           options.resource + "'");
+  }
+  auto node = SelectNode(config.value(), options.node.empty()
+                                             ? std::nullopt
+                                             : std::optional<std::string>(options.node));
+  if (!node.ok()) return node.status();
+  return Target{std::move(config).value(), std::move(node).value()};
+}
+
+}  // namespace repld::cli
 
 int main(int argc, char** argv) {
+  using namespace repld::cli;
   CLI::App app{"replctl: operate repld resources"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "replctl " REPLD_VERSION);
-  std::string path;
-  std::string node;
-  CLI::App* check = app.add_subcommand("check-config", "validate a resource configuration file");
-  check->add_option("file", path, "the resource's TOML file")->required();
-  check->add_option("-n,--node", node, "also check that this node is defined");
+  std::vector<Verb> verbs;
+  for (auto group : {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs}) {
+    for (Verb& v : group(app)) verbs.push_back(std::move(v));
+  }
   CLI11_PARSE(app, argc, argv);
-  if (check->parsed()) return CheckConfig(path, node);
+  for (const Verb& v : verbs) {
+    if (v.command->parsed()) return v.run();
+  }
   return 2;
 }

@@ -47,6 +47,33 @@ std::optional<uint64_t> ParseSizeBytes(std::string_view text) {
   return value * multiplier;
 }
 
+std::optional<uint64_t> ParseDurationMs(std::string_view text) {
+  size_t i = 0;
+  uint64_t value = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+    if (value > UINT64_MAX / 10 - 10) return std::nullopt;
+    value = value * 10 + static_cast<uint64_t>(text[i] - '0');
+    ++i;
+  }
+  if (i == 0) return std::nullopt;
+  while (i < text.size() && text[i] == ' ') ++i;
+  const std::string_view unit = text.substr(i);
+  uint64_t ms_per_unit = 0;
+  if (unit == "ms") {
+    ms_per_unit = 1;
+  } else if (unit.empty() || unit == "s") {
+    ms_per_unit = 1000;
+  } else if (unit == "m" || unit == "min") {
+    ms_per_unit = 60'000;
+  } else if (unit == "h") {
+    ms_per_unit = 3'600'000;
+  } else {
+    return std::nullopt;
+  }
+  if (value > UINT64_MAX / ms_per_unit) return std::nullopt;
+  return value * ms_per_unit;
+}
+
 std::string FormatSizeBytes(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   double v = static_cast<double>(bytes);

@@ -24,6 +24,9 @@ constexpr uint64_t DivCeil(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 // as in DRBD's configuration. Returns nullopt on anything else or on overflow.
 std::optional<uint64_t> ParseSizeBytes(std::string_view text);
 
+// Parses a duration: "500ms", "10s", "2m", "1h"; a bare number means seconds. Milliseconds out.
+std::optional<uint64_t> ParseDurationMs(std::string_view text);
+
 // "1.5 GiB", "512 B": for humans.
 std::string FormatSizeBytes(uint64_t bytes);
 

@@ -131,6 +131,33 @@ class Reader {
     return v;
   }
 
+  // A string with a unit ("500ms", "10s", "2m") or an integer number of seconds.
+  std::optional<std::chrono::milliseconds> Duration(const toml::table& table,
+                                                    const std::string& prefix, std::string_view key,
+                                                    uint64_t min_ms, uint64_t max_ms) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return std::nullopt;
+    const std::string allowed = "allowed: " + std::to_string(min_ms) + "ms to " +
+                                std::to_string(max_ms) + "ms, as \"500ms\", \"10s\", \"2m\"";
+    std::optional<uint64_t> ms;
+    std::string shown = Shown(*node);
+    if (node->is_integer() && node->as_integer()->get() >= 0) {
+      ms = static_cast<uint64_t>(node->as_integer()->get()) * 1000;
+    } else if (node->is_string()) {
+      shown = "'" + node->as_string()->get() + "'";
+      ms = ParseDurationMs(node->as_string()->get());
+    }
+    if (!ms) {
+      Fail(node->source(), Join(prefix, key), shown + " is not a duration; " + allowed);
+      return std::nullopt;
+    }
+    if (*ms < min_ms || *ms > max_ms) {
+      Fail(node->source(), Join(prefix, key), shown + " is out of range; " + allowed);
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(*ms);
+  }
+
   static std::string Join(const std::string& prefix, std::string_view key) {
     return prefix.empty() ? std::string(key) : prefix + "." + std::string(key);
   }
@@ -228,18 +255,45 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
     return;
   }
   const toml::table& t = *node.as_table();
-  r.CheckKeys(t, prefix, {"disk", "nbd_socket", "nbd_listen"});
+  r.CheckKeys(t, prefix,
+              {"disk", "meta_disk", "address", "nbd_socket", "nbd_listen", "control_socket"});
   NodeConfig n;
   n.name = name;
   if (auto v = r.String(t, prefix, "disk", true)) n.disk = *v;
+  n.meta_disk = r.String(t, prefix, "meta_disk", false);
+  n.address = r.String(t, prefix, "address", false);
   n.nbd_socket = r.String(t, prefix, "nbd_socket", false);
   n.nbd_listen = r.String(t, prefix, "nbd_listen", false);
-  if (n.nbd_listen && !ParseHostPort(*n.nbd_listen)) {
-    r.Fail(t.get("nbd_listen")->source(), prefix + ".nbd_listen",
-           "'" + *n.nbd_listen + "' is not HOST:PORT; allowed: \"127.0.0.1:10809\", \"[::1]:10809\"");
+  n.control_socket = r.String(t, prefix, "control_socket", false);
+  for (const auto& [key, value] : {std::pair{"nbd_listen", &n.nbd_listen}, {"address", &n.address}}) {
+    if (*value && !ParseHostPort(**value)) {
+      r.Fail(t.get(key)->source(), prefix + "." + key,
+             "'" + **value + "' is not HOST:PORT; allowed: \"10.0.0.1:7788\", \"[::1]:7788\"");
+    }
   }
   if (!r.failed() && n.disk.empty()) r.Fail(t.get("disk")->source(), prefix + ".disk", "is empty");
   nodes.push_back(std::move(n));
+}
+
+void ReadNet(Reader& r, const toml::table& t, NetConfig& net) {
+  r.CheckKeys(t, "net",
+              {"secret", "ping_interval", "ping_timeout", "ko_count", "connect_timeout",
+               "reconnect_max", "max_buffers"});
+  if (auto v = r.String(t, "net", "secret", false)) {
+    net.secret = *v;
+    if (v->empty() || v->size() > 256) {
+      r.Fail(t.get("secret")->source(), "net.secret",
+             "must be 1 to 256 characters; allowed: any shared string, the same on both nodes");
+    }
+  }
+  if (auto v = r.Duration(t, "net", "ping_interval", 100, 3'600'000)) net.ping_interval = *v;
+  if (auto v = r.Duration(t, "net", "ping_timeout", 10, 60'000)) net.ping_timeout = *v;
+  if (auto v = r.Integer(t, "net", "ko_count", 0, 1000)) net.ko_count = static_cast<uint32_t>(*v);
+  if (auto v = r.Duration(t, "net", "connect_timeout", 100, 600'000)) net.connect_timeout = *v;
+  if (auto v = r.Duration(t, "net", "reconnect_max", 100, 600'000)) net.reconnect_max = *v;
+  if (auto v = r.Integer(t, "net", "max_buffers", 32, 131072)) {
+    net.max_buffers = static_cast<uint32_t>(*v);
+  }
 }
 
 }  // namespace
@@ -256,14 +310,14 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   Reader r(path);
   ResourceConfig config;
   config.path = path;
-  r.CheckKeys(root, "", {"resource", "nbd", "disk", "node"});
+  r.CheckKeys(root, "", {"resource", "nbd", "net", "disk", "node"});
 
   const toml::table* resource = r.Table(root, "", "resource");
   if (!r.failed() && resource == nullptr) {
     r.Fail({}, "resource.name", "is required ([resource] with name = \"...\")");
   }
   if (resource != nullptr) {
-    r.CheckKeys(*resource, "resource", {"name"});
+    r.CheckKeys(*resource, "resource", {"name", "protocol"});
     if (auto v = r.String(*resource, "resource", "name", true)) {
       config.name = *v;
       if (!IsValidName(*v)) {
@@ -271,10 +325,33 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
                "'" + *v + "' is not a valid name; allowed: 1 to 64 of A-Z a-z 0-9 _ - .");
       }
     }
+    if (auto v = r.String(*resource, "resource", "protocol", false)) {
+      if (*v == "A") {
+        config.protocol = Protocol::kA;
+      } else if (*v == "B") {
+        config.protocol = Protocol::kB;
+      } else if (*v == "C") {
+        config.protocol = Protocol::kC;
+      } else {
+        r.Fail(resource->get("protocol")->source(), "resource.protocol",
+               "'" + *v + "' is not a protocol; allowed: \"A\", \"B\", \"C\"");
+      }
+    }
   }
+  if (const toml::table* net = r.Table(root, "", "net")) ReadNet(r, *net, config.net);
   if (const toml::table* nbd = r.Table(root, "", "nbd")) ReadNbd(r, *nbd, config.nbd);
   if (const toml::table* disk = r.Table(root, "", "disk")) {
-    r.CheckKeys(*disk, "disk", {"direct_io"});
+    r.CheckKeys(*disk, "disk", {"direct_io", "meta_disk", "al_extents"});
+    if (auto v = r.String(*disk, "disk", "meta_disk", false)) {
+      config.meta.meta_disk = *v;
+      if (v->empty()) {
+        r.Fail(disk->get("meta_disk")->source(), "disk.meta_disk",
+               "is empty; allowed: \"internal\" or the path of a file or block device");
+      }
+    }
+    if (auto v = r.Integer(*disk, "disk", "al_extents", 7, 65534)) {
+      config.meta.al_extents = static_cast<uint32_t>(*v);
+    }
     if (auto v = r.String(*disk, "disk", "direct_io", false)) {
       if (*v == "auto") {
         config.direct_io = DirectIoMode::kAuto;
@@ -293,6 +370,23 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   }
   if (!r.failed() && config.nodes.empty()) {
     r.Fail({}, "node", "at least one [node.NAME] table with disk = \"...\" is required");
+  }
+  if (!r.failed() && config.nodes.size() > 2) {
+    r.Fail({}, "node", std::to_string(config.nodes.size()) +
+                           " [node.NAME] tables; allowed: one (standalone) or two (a pair)");
+  }
+  if (!r.failed() && config.nodes.size() == 2) {
+    for (const NodeConfig& n : config.nodes) {
+      if (!n.address) {
+        r.Fail({}, "node." + n.name + ".address",
+               "is required when the file names two nodes (the peer link's \"HOST:PORT\")");
+      }
+    }
+    if (!r.failed() && config.net.secret.empty()) {
+      r.Fail({}, "net.secret",
+             "is required when the file names two nodes: the peers authenticate each other "
+             "with it (HMAC-SHA256)");
+    }
   }
   if (r.failed()) return r.status();
   if (config.nbd.socket.empty()) config.nbd.socket = "/run/repld/" + config.name + ".sock";
@@ -330,6 +424,19 @@ Result<NodeConfig> SelectNode(const ResourceConfig& config, std::optional<std::s
   }
   return Status::Invalid(config.path + ": no [node.NAME] table matches this host's name '" +
                          wanted + "'; nodes here: " + names + "; pass --node NAME");
+}
+
+std::string EffectiveMetaDisk(const ResourceConfig& config, const NodeConfig& node) {
+  return node.meta_disk ? *node.meta_disk : config.meta.meta_disk;
+}
+
+std::string ControlSocketPath(const ResourceConfig& config, const NodeConfig& node) {
+  return node.control_socket ? *node.control_socket : "/run/repld/" + config.name + ".ctl";
+}
+
+std::optional<NodeConfig> PeerOf(const ResourceConfig& config, const NodeConfig& node) {
+  if (config.nodes.size() != 2) return std::nullopt;
+  return config.nodes[0].name == node.name ? config.nodes[1] : config.nodes[0];
 }
 
 NbdConfig EffectiveNbd(const ResourceConfig& config, const NodeConfig& node) {

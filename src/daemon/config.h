@@ -3,6 +3,7 @@
 // the line and column, the key, and what is allowed (see docs/config.md).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,8 +18,32 @@ namespace repld {
 struct NodeConfig {
   std::string name;
   std::string disk;
-  std::optional<std::string> nbd_socket;  // overrides nbd.socket on this node
-  std::optional<std::string> nbd_listen;  // overrides nbd.listen on this node
+  std::optional<std::string> meta_disk;       // overrides disk.meta_disk on this node
+  std::optional<std::string> address;         // peer link "HOST:PORT" this node listens on
+  std::optional<std::string> nbd_socket;      // overrides nbd.socket on this node
+  std::optional<std::string> nbd_listen;      // overrides nbd.listen on this node
+  std::optional<std::string> control_socket;  // overrides the control socket path
+};
+
+// Replication protocol: when a write is complete for the client (see docs/replication.md).
+enum class Protocol : uint8_t { kA, kB, kC };
+constexpr char ProtocolLetter(Protocol p) {
+  return p == Protocol::kA ? 'A' : p == Protocol::kB ? 'B' : 'C';
+}
+
+struct NetConfig {
+  std::string secret;  // shared secret for HMAC-SHA256; empty: no peer link allowed
+  std::chrono::milliseconds ping_interval{10'000};
+  std::chrono::milliseconds ping_timeout{500};
+  uint32_t ko_count = 7;  // missed ping answers before the peer is dropped; 0: only the timeout
+  std::chrono::milliseconds connect_timeout{10'000};
+  std::chrono::milliseconds reconnect_max{10'000};  // backoff doubles up to this
+  uint32_t max_buffers = 2048;                      // writes in flight to the peer
+};
+
+struct MetaConfig {
+  std::string meta_disk = "internal";  // "internal" or a path
+  uint32_t al_extents = 1237;
 };
 
 struct NbdConfig {
@@ -36,6 +61,9 @@ struct ResourceConfig {
   std::string name;
   NbdConfig nbd;
   DirectIoMode direct_io = DirectIoMode::kAuto;
+  Protocol protocol = Protocol::kC;
+  NetConfig net;
+  MetaConfig meta;
   std::vector<NodeConfig> nodes;
 };
 
@@ -55,5 +83,14 @@ Result<NodeConfig> SelectNode(const ResourceConfig& config, std::optional<std::s
 
 // The NBD settings in force on `node` (node overrides applied).
 NbdConfig EffectiveNbd(const ResourceConfig& config, const NodeConfig& node);
+
+// "internal" or the external metadata path in force on `node`.
+std::string EffectiveMetaDisk(const ResourceConfig& config, const NodeConfig& node);
+
+// The control socket of `node`: its override, else /run/repld/<resource>.ctl.
+std::string ControlSocketPath(const ResourceConfig& config, const NodeConfig& node);
+
+// The other node of a two-node resource, if the file names exactly two.
+std::optional<NodeConfig> PeerOf(const ResourceConfig& config, const NodeConfig& node);
 
 }  // namespace repld

@@ -9,11 +9,16 @@ constexpr const char* kMinimal = R"(
 [resource]
 name = "www"
 
+[net]
+secret = "FooFunFactory"
+
 [node.lb1]
 disk = "/dev/sda5"
+address = "10.0.0.1:7788"
 
 [node.lb2]
 disk = "/dev/sdb5"
+address = "10.0.0.2:7788"
 nbd_socket = "/tmp/lb2.sock"
 )";
 
@@ -26,7 +31,55 @@ TEST(Config, MinimalFileGetsDefaults) {
   EXPECT_EQ(c->nbd.inflight_max, 64u);
   EXPECT_EQ(c->nbd.request_bytes_max, 32u << 20);
   EXPECT_EQ(c->direct_io, DirectIoMode::kAuto);
+  EXPECT_EQ(c->protocol, Protocol::kC);
+  EXPECT_EQ(c->net.ping_interval, std::chrono::seconds(10));
+  EXPECT_EQ(c->net.ping_timeout, std::chrono::milliseconds(500));
+  EXPECT_EQ(c->net.max_buffers, 2048u);
+  EXPECT_EQ(c->meta.al_extents, 1237u);
   ASSERT_EQ(c->nodes.size(), 2u);
+  EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[0]), "internal");
+  EXPECT_EQ(ControlSocketPath(c.value(), c->nodes[0]), "/run/repld/www.ctl");
+  EXPECT_EQ(PeerOf(c.value(), c->nodes[0])->name, "lb2");
+  EXPECT_EQ(PeerOf(c.value(), c->nodes[1])->name, "lb1");
+}
+
+TEST(Config, ReplicationKeys) {
+  auto c = ParseConfig(R"(
+[resource]
+name = "mysql"
+protocol = "B"
+[net]
+secret = "s"
+ping_interval = "2s"
+ping_timeout = "250ms"
+ko_count = 4
+reconnect_max = 30
+max_buffers = 64
+[disk]
+meta_disk = "/dev/sdc1"
+al_extents = 257
+[node.a]
+disk = "/x"
+address = "127.0.0.1:7788"
+meta_disk = "/md-a"
+control_socket = "/tmp/a.ctl"
+[node.b]
+disk = "/y"
+address = "127.0.0.1:7789"
+)",
+                       "mysql.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->protocol, Protocol::kB);
+  EXPECT_EQ(c->net.ping_interval, std::chrono::seconds(2));
+  EXPECT_EQ(c->net.ping_timeout, std::chrono::milliseconds(250));
+  EXPECT_EQ(c->net.ko_count, 4u);
+  EXPECT_EQ(c->net.reconnect_max, std::chrono::seconds(30));
+  EXPECT_EQ(c->net.max_buffers, 64u);
+  EXPECT_EQ(c->meta.al_extents, 257u);
+  EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[0]), "/md-a");
+  EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[1]), "/dev/sdc1");
+  EXPECT_EQ(ControlSocketPath(c.value(), c->nodes[0]), "/tmp/a.ctl");
+  EXPECT_EQ(*c->nodes[1].address, "127.0.0.1:7789");
 }
 
 TEST(Config, NodeSelectionAndOverrides) {
@@ -127,7 +180,23 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[resource]\nname = \"r\"\n[nbd]\nconnections_max = true\n[node.a]\ndisk = \"/x\"\n",
                 "key 'nbd.connections_max': true is not an integer"},
         BadCase{"[resource]\nname = \"r\"\nprotocl = \"C\"\n[node.a]\ndisk = \"/x\"\n",
-                "key 'resource.protocl': unknown key"}));
+                "key 'resource.protocl': unknown key"},
+        BadCase{"[resource]\nname = \"r\"\nprotocol = \"D\"\n[node.a]\ndisk = \"/x\"\n",
+                "r.toml:3:12: key 'resource.protocol': 'D' is not a protocol; allowed: \"A\", "
+                "\"B\", \"C\""},
+        BadCase{"[resource]\nname = \"r\"\n[net]\nping_timeout = \"5 parsecs\"\n[node.a]\ndisk = "
+                "\"/x\"\n",
+                "key 'net.ping_timeout': '5 parsecs' is not a duration; allowed: 10ms to 60000ms"},
+        BadCase{"[resource]\nname = \"r\"\n[disk]\nal_extents = 3\n[node.a]\ndisk = \"/x\"\n",
+                "key 'disk.al_extents': 3 is out of range; allowed: 7..65534"},
+        BadCase{"[resource]\nname = \"r\"\n[net]\nsecret = \"s\"\n[node.a]\ndisk = \"/x\"\n"
+                "address = \"127.0.0.1:1\"\n[node.b]\ndisk = \"/y\"\n",
+                "key 'node.b.address': is required when the file names two nodes"},
+        BadCase{"[resource]\nname = \"r\"\n[node.a]\ndisk = \"/x\"\naddress = \"127.0.0.1:1\"\n"
+                "[node.b]\ndisk = \"/y\"\naddress = \"127.0.0.1:2\"\n",
+                "key 'net.secret': is required when the file names two nodes"},
+        BadCase{"[resource]\nname = \"r\"\n[node.a]\ndisk = \"/x\"\naddress = \"peer:7788\"\n",
+                "r.toml:5:11: key 'node.a.address': 'peer:7788' is not HOST:PORT"}));
 
 }  // namespace
 }  // namespace repld

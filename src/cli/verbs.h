@@ -1,0 +1,44 @@
+// replctl's verbs, grouped by the files that implement them. Each group adds its subcommands to
+// the app and returns what to run when one of them was chosen on the command line.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "daemon/config.h"
+
+namespace repld::cli {
+
+struct Verb {
+  CLI::App* command = nullptr;
+  std::function<int()> run;  // the process exit status
+};
+
+std::vector<Verb> AddConfigVerbs(CLI::App& app);    // config_verbs.cc: check-config
+std::vector<Verb> AddMetadataVerbs(CLI::App& app);  // md_verbs.cc: create-md, dump-md
+std::vector<Verb> AddControlVerbs(CLI::App& app);   // control_verbs.cc: status, primary, ...
+
+// Options every verb on a resource takes: the resource's file (default /etc/repld/RES.toml) and
+// the node (default: the one named like this host).
+struct ResourceOptions {
+  std::string resource;
+  std::string config_path;
+  std::string node;
+};
+void AddResourceOptions(CLI::App& command, ResourceOptions& options);
+
+struct Target {
+  ResourceConfig config;
+  NodeConfig node;
+};
+// Loads the resource's file and picks the node; the file must describe `options.resource`.
+Result<Target> ResolveResource(const ResourceOptions& options);
+
+// Prints "replctl: error: MESSAGE" to stderr and returns 1.
+int Fail(const std::string& message);
+
+}  // namespace repld::cli
