@@ -12,6 +12,7 @@
 
 #include "blockdev/backing_store.h"
 #include "common/status.h"
+#include "replication/states.h"
 
 namespace repld {
 
@@ -24,12 +25,6 @@ struct NodeConfig {
   std::optional<std::string> nbd_listen;      // overrides nbd.listen on this node
   std::optional<std::string> control_socket;  // overrides the control socket path
 };
-
-// Replication protocol: when a write is complete for the client (see docs/replication.md).
-enum class Protocol : uint8_t { kA, kB, kC };
-constexpr char ProtocolLetter(Protocol p) {
-  return p == Protocol::kA ? 'A' : p == Protocol::kB ? 'B' : 'C';
-}
 
 struct NetConfig {
   std::string secret;  // shared secret for HMAC-SHA256; empty: no peer link allowed
