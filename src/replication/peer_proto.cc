@@ -1,0 +1,599 @@
+#include "replication/peer_proto.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "replication/crc32c.h"
+
+namespace repld::peer {
+namespace {
+
+// Little-endian field access, byte by byte: the layout does not depend on the host.
+void PutU16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+void PutU32(uint8_t* p, uint32_t v) {
+  PutU16(p, static_cast<uint16_t>(v));
+  PutU16(p + 2, static_cast<uint16_t>(v >> 16));
+}
+void PutU64(uint8_t* p, uint64_t v) {
+  PutU32(p, static_cast<uint32_t>(v));
+  PutU32(p + 4, static_cast<uint32_t>(v >> 32));
+}
+uint16_t GetU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t GetU32(const uint8_t* p) {
+  return GetU16(p) | (static_cast<uint32_t>(GetU16(p + 2)) << 16);
+}
+uint64_t GetU64(const uint8_t* p) {
+  return GetU32(p) | (static_cast<uint64_t>(GetU32(p + 4)) << 32);
+}
+
+// Header offsets (docs/peer-protocol.md, "Frame").
+constexpr size_t kAtMagic = 0;
+constexpr size_t kAtType = 4;
+constexpr size_t kAtFlags = 6;
+constexpr size_t kAtPayloadBytes = 8;
+constexpr size_t kAtPayloadCrc = 12;
+constexpr size_t kAtReserved = 16;
+constexpr size_t kAtHeaderCrc = 20;
+static_assert(kAtHeaderCrc + 4 == kFrameHeaderBytes);
+
+struct PayloadBounds {
+  uint32_t min_bytes;
+  uint32_t max_bytes;
+};
+
+// The payload length each known type allows; nullopt for a type this version does not know.
+std::optional<PayloadBounds> BoundsOf(uint16_t type) {
+  switch (static_cast<MessageType>(type)) {
+    case MessageType::kHello:
+      return PayloadBounds{Hello::kBytesMin, Hello::kBytesMax};
+    case MessageType::kAuth:
+      return PayloadBounds{Auth::kBytes, Auth::kBytes};
+    case MessageType::kState:
+      return PayloadBounds{State::kBytes, State::kBytes};
+    case MessageType::kError:
+      return PayloadBounds{Error::kBytesMin, Error::kBytesMax};
+    case MessageType::kPing:
+    case MessageType::kPingAck:
+    case MessageType::kRecvAck:
+    case MessageType::kFlush:
+      return PayloadBounds{8, 8};
+    case MessageType::kWriteAck:
+    case MessageType::kFlushAck:
+      return PayloadBounds{12, 12};
+    case MessageType::kData:
+      return PayloadBounds{Data::kHeadBytes, Data::kHeadBytes + kDataBytesMax};
+  }
+  return std::nullopt;
+}
+static_assert(Data::kHeadBytes + kDataBytesMax <= kPeerMaxPayload);
+static_assert(Error::kBytesMax <= kPeerMaxPayload && Hello::kBytesMax <= kPeerMaxPayload);
+
+std::string Hex(uint64_t v, int digits = 8) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%0*llx", digits, static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// What a stranger on our port probably is, from its first bytes.
+std::string GuessOtherProtocol(std::span<const uint8_t> b) {
+  const std::string_view s(reinterpret_cast<const char*>(b.data()), b.size());
+  if (b.size() >= 2 && b[0] == 0x16 && b[1] == 0x03) return " (a TLS handshake?)";
+  if (s.starts_with("NBDM")) return " (an NBD server?)";
+  if (s.starts_with("SSH-")) return " (an SSH server?)";
+  if (s.starts_with("GET ") || s.starts_with("POST") || s.starts_with("HTTP")) return " (HTTP?)";
+  return "";
+}
+
+Status Malformed(MessageType type, const std::string& what) {
+  return Status::Invalid("malformed " + std::string(MessageTypeName(type)) + " from peer: " + what);
+}
+
+Status CheckExactBytes(MessageType type, std::span<const uint8_t> payload, size_t bytes) {
+  if (payload.size() == bytes) return Status::Ok();
+  return Malformed(type, "payload is " + std::to_string(payload.size()) + " bytes, must be " +
+                             std::to_string(bytes));
+}
+
+Status CheckAckError(MessageType type, int32_t error) {
+  if (error >= 0 && error <= kAckErrorMax) return Status::Ok();
+  return Malformed(type, "error " + std::to_string(error) + " is not 0 or an errno value");
+}
+
+template <size_t N>
+std::array<uint8_t, kFrameHeaderBytes + N> FrameOf(MessageType type,
+                                                   const std::array<uint8_t, N>& payload) {
+  std::array<uint8_t, kFrameHeaderBytes + N> out{};
+  const FrameHeaderBytes header =
+      EncodeFrameHeader(type, 0, static_cast<uint32_t>(N), Crc32c(payload));
+  std::copy(header.begin(), header.end(), out.begin());
+  std::copy(payload.begin(), payload.end(), out.begin() + kFrameHeaderBytes);
+  return out;
+}
+
+// Frames of the messages that are one u64 (seq or token).
+template <typename M>
+std::array<uint8_t, kFrameHeaderBytes + 8> EncodeU64(uint64_t v) {
+  std::array<uint8_t, 8> p{};
+  PutU64(p.data(), v);
+  return FrameOf(M::kType, p);
+}
+
+template <typename M>
+std::array<uint8_t, kFrameHeaderBytes + 12> EncodeU64I32(uint64_t v, int32_t error) {
+  REPLD_CHECK(error >= 0 && error <= kAckErrorMax);
+  std::array<uint8_t, 12> p{};
+  PutU64(p.data(), v);
+  PutU32(p.data() + 8, static_cast<uint32_t>(error));
+  return FrameOf(M::kType, p);
+}
+
+uint8_t WireDiskState(DiskState d) {
+  switch (d) {  // wire values are fixed forever; the enum's numbering is not
+    case DiskState::kDiskless:
+      return 0;
+    case DiskState::kInconsistent:
+      return 1;
+    case DiskState::kOutdated:
+      return 2;
+    case DiskState::kUpToDate:
+      return 3;
+  }
+  REPLD_CHECK(false);
+}
+std::optional<DiskState> DiskStateFromWire(uint8_t v) {
+  constexpr DiskState kAll[] = {DiskState::kDiskless, DiskState::kInconsistent,
+                                DiskState::kOutdated, DiskState::kUpToDate};
+  for (DiskState d : kAll) {
+    if (WireDiskState(d) == v) return d;
+  }
+  return std::nullopt;
+}
+
+uint8_t WireRole(Role r) {
+  switch (r) {
+    case Role::kSecondary:
+      return 0;
+    case Role::kPrimary:
+      return 1;
+  }
+  REPLD_CHECK(false);
+}
+
+std::optional<Protocol> ProtocolFromLetter(uint8_t letter) {
+  for (Protocol p : {Protocol::kA, Protocol::kB, Protocol::kC}) {
+    if (static_cast<uint8_t>(ProtocolLetter(p)) == letter) return p;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view MessageTypeName(MessageType type) {
+  switch (type) {
+    case MessageType::kHello:
+      return "Hello";
+    case MessageType::kAuth:
+      return "Auth";
+    case MessageType::kState:
+      return "State";
+    case MessageType::kError:
+      return "Error";
+    case MessageType::kPing:
+      return "Ping";
+    case MessageType::kPingAck:
+      return "PingAck";
+    case MessageType::kData:
+      return "Data";
+    case MessageType::kRecvAck:
+      return "RecvAck";
+    case MessageType::kWriteAck:
+      return "WriteAck";
+    case MessageType::kFlush:
+      return "Flush";
+    case MessageType::kFlushAck:
+      return "FlushAck";
+  }
+  return "unknown message";
+}
+
+// ---- Frame ----------------------------------------------------------------------------------
+
+FrameHeaderBytes EncodeFrameHeader(MessageType type, uint16_t flags, uint32_t payload_bytes,
+                                   uint32_t payload_crc) {
+  const std::optional<PayloadBounds> bounds = BoundsOf(static_cast<uint16_t>(type));
+  REPLD_CHECK(bounds && payload_bytes >= bounds->min_bytes && payload_bytes <= bounds->max_bytes);
+  REPLD_CHECK((flags & ~kFrameFlagsKnown) == 0);
+  FrameHeaderBytes b{};
+  PutU32(b.data() + kAtMagic, kFrameMagic);
+  PutU16(b.data() + kAtType, static_cast<uint16_t>(type));
+  PutU16(b.data() + kAtFlags, flags);
+  PutU32(b.data() + kAtPayloadBytes, payload_bytes);
+  PutU32(b.data() + kAtPayloadCrc, payload_crc);
+  PutU32(b.data() + kAtReserved, 0);
+  PutU32(b.data() + kAtHeaderCrc, Crc32c(std::span(b).first(kAtHeaderCrc)));
+  return b;
+}
+
+Result<FrameHeader> DecodeFrameHeader(std::span<const uint8_t> b) {
+  if (b.size() != kFrameHeaderBytes) {
+    return Status::Invalid("peer frame header must be " + std::to_string(kFrameHeaderBytes) +
+                           " bytes, got " + std::to_string(b.size()));
+  }
+  const uint32_t magic = GetU32(b.data() + kAtMagic);
+  if (magic != kFrameMagic) {
+    std::string first;
+    for (size_t i = 0; i < 8; ++i) first += (i ? " " : "") + Hex(b[i], 2);
+    return Status::Invalid("peer speaks something else: first bytes " + first +
+                           GuessOtherProtocol(b) + ", expected \"RPL1\"; is the address of the " +
+                           "peer in the config the repld peer link of that node?");
+  }
+  const uint32_t header_crc = GetU32(b.data() + kAtHeaderCrc);
+  const uint32_t computed = Crc32c(b.first(kAtHeaderCrc));
+  if (header_crc != computed) {
+    return Status::Invalid("peer frame header checksum mismatch (sent " + Hex(header_crc) +
+                           ", computed " + Hex(computed) + "): corrupted on the way");
+  }
+  if (GetU32(b.data() + kAtReserved) != 0) {
+    return Status::Invalid("peer frame header has reserved bytes set: a newer protocol?");
+  }
+  FrameHeader h;
+  const uint16_t type = GetU16(b.data() + kAtType);
+  h.flags = GetU16(b.data() + kAtFlags);
+  h.payload_bytes = GetU32(b.data() + kAtPayloadBytes);
+  h.payload_crc = GetU32(b.data() + kAtPayloadCrc);
+  if ((h.flags & ~kFrameFlagsKnown) != 0) {
+    return Status::Invalid("peer frame has unknown flags " + Hex(h.flags, 4));
+  }
+  const std::optional<PayloadBounds> bounds = BoundsOf(type);
+  if (!bounds) {
+    return Status::Invalid("peer sent unknown message type " + Hex(type, 4) +
+                           ": a newer protocol it should not use with us");
+  }
+  h.type = static_cast<MessageType>(type);
+  if (h.payload_bytes > kPeerMaxPayload) {
+    return Status::Invalid("peer frame payload of " + std::to_string(h.payload_bytes) +
+                           " bytes is over the limit of " + std::to_string(kPeerMaxPayload));
+  }
+  if (h.payload_bytes < bounds->min_bytes || h.payload_bytes > bounds->max_bytes) {
+    return Status::Invalid("peer " + std::string(MessageTypeName(h.type)) + " payload of " +
+                           std::to_string(h.payload_bytes) + " bytes is outside " +
+                           std::to_string(bounds->min_bytes) + ".." +
+                           std::to_string(bounds->max_bytes));
+  }
+  return h;
+}
+
+Status CheckPayloadCrc(const FrameHeader& header, uint32_t computed_crc) {
+  if (header.payload_crc == computed_crc) return Status::Ok();
+  return Status::Invalid("peer " + std::string(MessageTypeName(header.type)) + " payload of " +
+                         std::to_string(header.payload_bytes) + " bytes: checksum mismatch (sent " +
+                         Hex(header.payload_crc) + ", computed " + Hex(computed_crc) +
+                         "): corrupted on the way");
+}
+
+std::vector<uint8_t> EncodeFrame(MessageType type, std::span<const uint8_t> payload) {
+  std::vector<uint8_t> out(kFrameHeaderBytes + payload.size());
+  const FrameHeaderBytes header =
+      EncodeFrameHeader(type, 0, static_cast<uint32_t>(payload.size()), Crc32c(payload));
+  std::copy(header.begin(), header.end(), out.begin());
+  std::copy(payload.begin(), payload.end(), out.begin() + kFrameHeaderBytes);
+  return out;
+}
+
+Result<FrameView> DecodeFrame(std::span<const uint8_t> frame) {
+  if (frame.size() < kFrameHeaderBytes) {
+    return Status::Invalid("peer frame truncated: " + std::to_string(frame.size()) +
+                           " bytes, the header alone is " + std::to_string(kFrameHeaderBytes));
+  }
+  Result<FrameHeader> header = DecodeFrameHeader(frame.first(kFrameHeaderBytes));
+  if (!header.ok()) return header.status();
+  const std::span<const uint8_t> payload = frame.subspan(kFrameHeaderBytes);
+  if (payload.size() != header->payload_bytes) {
+    return Status::Invalid("peer " + std::string(MessageTypeName(header->type)) + " frame has " +
+                           std::to_string(payload.size()) + " payload bytes, its header says " +
+                           std::to_string(header->payload_bytes));
+  }
+  Status s = CheckPayloadCrc(header.value(), Crc32c(payload));
+  if (!s.ok()) return s;
+  return FrameView{header.value(), payload};
+}
+
+// ---- Handshake messages -----------------------------------------------------------------------
+
+bool IsValidWireName(std::string_view name) {
+  if (name.empty() || name.size() > kNameBytesMax) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::vector<uint8_t> Hello::Encode() const {
+  REPLD_CHECK(version_min <= version_max);
+  REPLD_CHECK(IsValidWireName(resource) && IsValidWireName(node) && IsValidWireName(peer_node));
+  std::vector<uint8_t> p(kFixedBytes);
+  PutU16(p.data() + 0, version_min);
+  PutU16(p.data() + 2, version_max);
+  p[4] = static_cast<uint8_t>(ProtocolLetter(protocol));
+  // 5..7 reserved, zero
+  PutU64(p.data() + 8, features);
+  PutU64(p.data() + 16, data_bytes);
+  std::copy(nonce.begin(), nonce.end(), p.begin() + 24);
+  for (const std::string* s : {&resource, &node, &peer_node}) {
+    p.push_back(static_cast<uint8_t>(s->size()));
+    p.insert(p.end(), s->begin(), s->end());
+  }
+  return EncodeFrame(kType, p);
+}
+
+Result<Hello> Hello::Decode(std::span<const uint8_t> p) {
+  if (p.size() < kBytesMin || p.size() > kBytesMax) {
+    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
+                                std::to_string(kBytesMin) + ".." + std::to_string(kBytesMax));
+  }
+  Hello h;
+  h.version_min = GetU16(p.data());
+  h.version_max = GetU16(p.data() + 2);
+  if (h.version_min == 0 || h.version_min > h.version_max) {
+    return Malformed(kType, "version range " + std::to_string(h.version_min) + ".." +
+                                std::to_string(h.version_max) + " is empty");
+  }
+  const std::optional<Protocol> protocol = ProtocolFromLetter(p[4]);
+  if (!protocol)
+    return Malformed(kType, "replication protocol " + Hex(p[4], 2) + " is not A, B or C");
+  h.protocol = *protocol;
+  if (p[5] != 0 || p[6] != 0 || p[7] != 0) return Malformed(kType, "reserved bytes are set");
+  h.features = GetU64(p.data() + 8);
+  h.data_bytes = GetU64(p.data() + 16);
+  std::copy_n(p.begin() + 24, kNonceBytes, h.nonce.begin());
+  size_t at = kFixedBytes;
+  const char* const kWhat[] = {"resource name", "node name", "expected peer node name"};
+  std::string* const fields[] = {&h.resource, &h.node, &h.peer_node};
+  for (size_t i = 0; i < 3; ++i) {
+    if (at >= p.size() || p.size() - at - 1 < p[at]) {
+      return Malformed(kType, std::string(kWhat[i]) + " runs past the end of the payload");
+    }
+    const size_t bytes = p[at];
+    fields[i]->assign(reinterpret_cast<const char*>(p.data() + at + 1), bytes);
+    at += 1 + bytes;
+    if (!IsValidWireName(*fields[i])) {
+      return Malformed(kType, std::string(kWhat[i]) + " of " + std::to_string(bytes) +
+                                  " bytes is not 1 to 64 of A-Z a-z 0-9 _ - .");
+    }
+  }
+  if (at != p.size()) {
+    return Malformed(kType, std::to_string(p.size() - at) + " bytes after the last name");
+  }
+  return h;
+}
+
+std::array<uint8_t, kFrameHeaderBytes + Auth::kBytes> Auth::Encode() const {
+  return FrameOf(kType, response);
+}
+
+Result<Auth> Auth::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  Auth a;
+  std::copy(p.begin(), p.end(), a.response.begin());
+  return a;
+}
+
+std::array<uint8_t, kFrameHeaderBytes + State::kBytes> State::Encode() const {
+  REPLD_CHECK((flags & ~kStateFlagsKnown) == 0 && out_of_sync_bytes <= data_bytes);
+  std::array<uint8_t, kBytes> p{};
+  p[0] = WireRole(role);
+  p[1] = WireDiskState(disk);
+  // 2..3 reserved, zero
+  PutU32(p.data() + 4, flags);
+  PutU64(p.data() + 8, data_bytes);
+  PutU64(p.data() + 16, current_uuid);
+  PutU64(p.data() + 24, bitmap_uuid);
+  PutU64(p.data() + 32, history_uuids[0]);
+  PutU64(p.data() + 40, history_uuids[1]);
+  PutU64(p.data() + 48, out_of_sync_bytes);
+  return FrameOf(kType, p);
+}
+
+Result<State> State::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  State st;
+  if (p[0] > 1) return Malformed(kType, "role " + std::to_string(p[0]) + " is not 0 or 1");
+  st.role = p[0] == 1 ? Role::kPrimary : Role::kSecondary;
+  const std::optional<DiskState> disk = DiskStateFromWire(p[1]);
+  if (!disk) return Malformed(kType, "disk state " + std::to_string(p[1]) + " is unknown");
+  st.disk = *disk;
+  if (p[2] != 0 || p[3] != 0) return Malformed(kType, "reserved bytes are set");
+  st.flags = GetU32(p.data() + 4);
+  if ((st.flags & ~kStateFlagsKnown) != 0) {
+    return Malformed(kType, "unknown flags " + Hex(st.flags & ~kStateFlagsKnown));
+  }
+  st.data_bytes = GetU64(p.data() + 8);
+  st.current_uuid = GetU64(p.data() + 16);
+  st.bitmap_uuid = GetU64(p.data() + 24);
+  st.history_uuids[0] = GetU64(p.data() + 32);
+  st.history_uuids[1] = GetU64(p.data() + 40);
+  st.out_of_sync_bytes = GetU64(p.data() + 48);
+  if (st.out_of_sync_bytes > st.data_bytes) {
+    return Malformed(kType, "out-of-sync " + std::to_string(st.out_of_sync_bytes) +
+                                " bytes is more than the data size " +
+                                std::to_string(st.data_bytes));
+  }
+  return st;
+}
+
+std::string_view ErrorCodeName(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kUnspecified:
+      return "unspecified";
+    case ErrorCode::kProtocolVersion:
+      return "protocol-version";
+    case ErrorCode::kResource:
+      return "resource";
+    case ErrorCode::kNodeName:
+      return "node-name";
+    case ErrorCode::kReplicationProtocol:
+      return "replication-protocol";
+    case ErrorCode::kDataSize:
+      return "data-size";
+    case ErrorCode::kAuthFailed:
+      return "auth-failed";
+    case ErrorCode::kProtocolViolation:
+      return "protocol-violation";
+    case ErrorCode::kLoopback:
+      return "loopback";
+    case ErrorCode::kShutdown:
+      return "shutdown";
+  }
+  return "unknown";
+}
+
+std::vector<uint8_t> Error::Encode() const {
+  const size_t text_bytes = std::min(text.size(), kErrorTextBytesMax);
+  std::vector<uint8_t> p(kBytesMin + text_bytes);
+  PutU32(p.data(), static_cast<uint32_t>(code));
+  PutU16(p.data() + 4, static_cast<uint16_t>(text_bytes));
+  for (size_t i = 0; i < text_bytes; ++i) {
+    const auto c = static_cast<uint8_t>(text[i]);
+    p[kBytesMin + i] = (c < 0x20 || c == 0x7f) ? '?' : c;
+  }
+  return EncodeFrame(kType, p);
+}
+
+Result<Error> Error::Decode(std::span<const uint8_t> p) {
+  if (p.size() < kBytesMin || p.size() > kBytesMax) {
+    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
+                                std::to_string(kBytesMin) + ".." + std::to_string(kBytesMax));
+  }
+  Error e;
+  e.code = static_cast<ErrorCode>(GetU32(p.data()));
+  const size_t text_bytes = GetU16(p.data() + 4);
+  if (text_bytes > kErrorTextBytesMax || p.size() != kBytesMin + text_bytes) {
+    return Malformed(kType, "text length " + std::to_string(text_bytes) + " does not match the " +
+                                std::to_string(p.size()) + "-byte payload");
+  }
+  for (uint8_t c : p.subspan(kBytesMin)) {
+    if (c < 0x20 || c == 0x7f) return Malformed(kType, "text holds control character " + Hex(c, 2));
+  }
+  e.text.assign(reinterpret_cast<const char*>(p.data() + kBytesMin), text_bytes);
+  return e;
+}
+
+std::string DescribeRefusal(const Error& error, std::string_view peer_node) {
+  return "peer '" + std::string(peer_node) + "' refused the connection (" +
+         std::string(ErrorCodeName(error.code)) + "): " + error.text;
+}
+
+// ---- Replication messages ---------------------------------------------------------------------
+
+std::array<uint8_t, kFrameHeaderBytes + Data::kHeadBytes> Data::EncodeHead(
+    std::span<const uint8_t> data) const {
+  REPLD_CHECK((flags & ~kDataFlagsKnown) == 0);
+  REPLD_CHECK((flags & kDataFlagZeroes) == 0 || (flags & kDataFlagTrim) == 0);
+  REPLD_CHECK(length_bytes > 0 && IsAligned(length_bytes, kSectorBytes));
+  REPLD_CHECK(IsAligned(offset_bytes, kSectorBytes) && offset_bytes + length_bytes > offset_bytes);
+  REPLD_CHECK(HasPayloadData() ? data.size() == length_bytes && length_bytes <= kDataBytesMax
+                               : data.empty());
+  std::array<uint8_t, kFrameHeaderBytes + kHeadBytes> out{};
+  uint8_t* head = out.data() + kFrameHeaderBytes;
+  PutU64(head, seq);
+  PutU64(head + 8, offset_bytes);
+  PutU32(head + 16, length_bytes);
+  PutU32(head + 20, flags);
+  const uint32_t crc = Crc32c(data, Crc32c(std::span<const uint8_t>(head, kHeadBytes)));
+  const FrameHeaderBytes header = EncodeFrameHeader(kType, 0, PayloadBytes(), crc);
+  std::copy(header.begin(), header.end(), out.begin());
+  return out;
+}
+
+Result<Data> Data::DecodeHead(std::span<const uint8_t> h, uint32_t payload_bytes) {
+  if (Status s = CheckExactBytes(kType, h, kHeadBytes); !s.ok()) return s;
+  Data d;
+  d.seq = GetU64(h.data());
+  d.offset_bytes = GetU64(h.data() + 8);
+  d.length_bytes = GetU32(h.data() + 16);
+  d.flags = GetU32(h.data() + 20);
+  const std::string what = "write " + std::to_string(d.seq) + " ";
+  if ((d.flags & ~kDataFlagsKnown) != 0) {
+    return Malformed(kType, what + "has unknown flags " + Hex(d.flags & ~kDataFlagsKnown));
+  }
+  if ((d.flags & kDataFlagZeroes) != 0 && (d.flags & kDataFlagTrim) != 0) {
+    return Malformed(kType, what + "is both ZEROES and TRIM");
+  }
+  if (d.length_bytes == 0 || !IsAligned(d.length_bytes, kSectorBytes) ||
+      !IsAligned(d.offset_bytes, kSectorBytes) ||
+      d.offset_bytes + d.length_bytes < d.offset_bytes) {
+    return Malformed(kType, what + "of " + std::to_string(d.length_bytes) + " bytes at " +
+                                std::to_string(d.offset_bytes) +
+                                " is not a non-empty range in whole 512-byte sectors");
+  }
+  if (d.HasPayloadData() && d.length_bytes > kDataBytesMax) {
+    return Malformed(kType, what + "of " + std::to_string(d.length_bytes) +
+                                " bytes is over the limit of " + std::to_string(kDataBytesMax));
+  }
+  if (payload_bytes != d.PayloadBytes()) {
+    return Malformed(kType, what + "of " + std::to_string(d.length_bytes) +
+                                " bytes needs a payload of " + std::to_string(d.PayloadBytes()) +
+                                " bytes, the frame has " + std::to_string(payload_bytes));
+  }
+  return d;
+}
+
+Result<Data> Data::Decode(std::span<const uint8_t> payload) {
+  if (payload.size() < kHeadBytes) {
+    return Malformed(kType, "payload of " + std::to_string(payload.size()) +
+                                " bytes is shorter than the " + std::to_string(kHeadBytes) +
+                                "-byte head");
+  }
+  return DecodeHead(payload.first(kHeadBytes), static_cast<uint32_t>(payload.size()));
+}
+
+std::array<uint8_t, kFrameHeaderBytes + 8> RecvAck::Encode() const {
+  return EncodeU64<RecvAck>(seq);
+}
+std::array<uint8_t, kFrameHeaderBytes + 8> Flush::Encode() const { return EncodeU64<Flush>(seq); }
+std::array<uint8_t, kFrameHeaderBytes + 8> Ping::Encode() const { return EncodeU64<Ping>(token); }
+std::array<uint8_t, kFrameHeaderBytes + 8> PingAck::Encode() const {
+  return EncodeU64<PingAck>(token);
+}
+std::array<uint8_t, kFrameHeaderBytes + 12> WriteAck::Encode() const {
+  return EncodeU64I32<WriteAck>(seq, error);
+}
+std::array<uint8_t, kFrameHeaderBytes + 12> FlushAck::Encode() const {
+  return EncodeU64I32<FlushAck>(seq, error);
+}
+
+Result<RecvAck> RecvAck::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  return RecvAck{GetU64(p.data())};
+}
+Result<Flush> Flush::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  return Flush{GetU64(p.data())};
+}
+Result<Ping> Ping::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  return Ping{GetU64(p.data())};
+}
+Result<PingAck> PingAck::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  return PingAck{GetU64(p.data())};
+}
+Result<WriteAck> WriteAck::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  const WriteAck a{GetU64(p.data()), static_cast<int32_t>(GetU32(p.data() + 8))};
+  if (Status s = CheckAckError(kType, a.error); !s.ok()) return s;
+  return a;
+}
+Result<FlushAck> FlushAck::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  const FlushAck a{GetU64(p.data()), static_cast<int32_t>(GetU32(p.data() + 8))};
+  if (Status s = CheckAckError(kType, a.error); !s.ok()) return s;
+  return a;
+}
+
+}  // namespace repld::peer

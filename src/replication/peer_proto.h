@@ -1,0 +1,306 @@
+// The wire protocol between two repld peers: frames, messages and the handshake's Hello check.
+// Codec and logic only: no sockets, no clock, no randomness (docs/peer-protocol.md has every
+// layout with offsets). Everything on the wire is little-endian, written byte by byte.
+//
+// A frame is a 24-byte header and a payload. The header carries its own CRC and the payload's
+// CRC, so a receiver trusts the payload length before it reads the payload, and a data payload
+// (up to 32 MiB) is checksummed where it lies: the sender computes the CRC over its own buffer
+// and sends header and data with one gathered write; the receiver reads the data into its own
+// buffer and checks the CRC there. Nothing copies it into or out of a frame.
+//
+// Receiving, in order:
+//   1. read kFrameHeaderBytes, DecodeFrameHeader()       (magic, header CRC, type, length bounds)
+//   2. read header.payload_bytes into a buffer
+//        (a Data frame: read its kDataHeadBytes first, Data::DecodeHead(), then the data wherever
+//         it belongs)
+//   3. CheckPayloadCrc(header, Crc32c(payload))           (or the CRC chained over the pieces)
+//   4. T::Decode(payload)                                  (exact lengths, limits, enum ranges)
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "common/units.h"
+#include "replication/states.h"
+
+namespace repld::peer {
+
+// ---- Frame ----------------------------------------------------------------------------------
+
+inline constexpr uint32_t kFrameMagic = 0x314C5052;  // bytes "RPL1" on the wire
+inline constexpr size_t kFrameHeaderBytes = 24;
+// The largest payload: a Data head and 32 MiB of data, with room to spare.
+inline constexpr uint32_t kPeerMaxPayload = 32 * kMiB + 4 * kKiB;
+inline constexpr uint32_t kDataBytesMax = 32 * kMiB;  // data in one replicated write
+// Frame flags: none are defined in version 1; a set bit is rejected.
+inline constexpr uint16_t kFrameFlagsKnown = 0;
+
+// Protocol versions this build speaks (see "Versioning" in docs/peer-protocol.md).
+inline constexpr uint16_t kProtocolVersionMin = 1;
+inline constexpr uint16_t kProtocolVersionMax = 1;
+
+// Message types. Numbers are grouped so later milestones add types without renumbering:
+// 0x01..0x0F handshake and control, 0x10..0x1F replicated writes, 0x20..0x2F resync (reserved).
+// A decoder rejects every number it does not know; a sender sends a new type only when the
+// negotiated version or an agreed feature bit says the peer knows it.
+enum class MessageType : uint16_t {
+  kHello = 0x01,
+  kAuth = 0x02,
+  kState = 0x03,
+  kError = 0x04,
+  kPing = 0x05,
+  kPingAck = 0x06,
+  kData = 0x10,
+  kRecvAck = 0x11,
+  kWriteAck = 0x12,
+  kFlush = 0x13,
+  kFlushAck = 0x14,
+};
+std::string_view MessageTypeName(MessageType type);
+
+struct FrameHeader {
+  MessageType type = MessageType::kPing;
+  uint16_t flags = 0;
+  uint32_t payload_bytes = 0;
+  uint32_t payload_crc = 0;  // CRC32C of the payload; 0 for an empty payload
+};
+using FrameHeaderBytes = std::array<uint8_t, kFrameHeaderBytes>;
+
+// `payload_crc` is Crc32c() of the payload, chained over its pieces if it is in several.
+// Preconditions (checked): payload_bytes within the type's bounds, flags known.
+FrameHeaderBytes EncodeFrameHeader(MessageType type, uint16_t flags, uint32_t payload_bytes,
+                                   uint32_t payload_crc);
+// Checks, in this order: size, magic, header CRC, reserved bytes, flags, type, payload length
+// (kPeerMaxPayload and the type's own bounds). The payload is not read: see CheckPayloadCrc.
+Result<FrameHeader> DecodeFrameHeader(std::span<const uint8_t> bytes);
+// `computed_crc` is what the receiver computed over the payload it read.
+Status CheckPayloadCrc(const FrameHeader& header, uint32_t computed_crc);
+
+// A whole small frame (header + payload) in one buffer: the handshake and tests use this. The
+// data path does not (see Data).
+std::vector<uint8_t> EncodeFrame(MessageType type, std::span<const uint8_t> payload);
+struct FrameView {
+  FrameHeader header;
+  std::span<const uint8_t> payload;  // points into the decoded buffer
+};
+// `frame` must hold exactly one frame. Checks the header, the length and the payload CRC.
+Result<FrameView> DecodeFrame(std::span<const uint8_t> frame);
+
+// ---- Handshake messages -----------------------------------------------------------------------
+
+inline constexpr size_t kNonceBytes = 32;
+inline constexpr size_t kAuthResponseBytes = 32;  // HMAC-SHA256
+using Nonce = std::array<uint8_t, kNonceBytes>;
+using AuthResponse = std::array<uint8_t, kAuthResponseBytes>;
+
+// Names on the wire follow the config's rule: 1 to 64 of A-Z a-z 0-9 _ - .
+inline constexpr size_t kNameBytesMax = 64;
+bool IsValidWireName(std::string_view name);
+
+// Feature bits (Hello.features). The agreed set is the AND of both sides' bits; unknown bits
+// are ignored, which is what lets a newer peer offer more.
+inline constexpr uint64_t kFeatureTrim = 1ull << 0;    // Data may carry kDataFlagTrim
+inline constexpr uint64_t kFeatureZeroes = 1ull << 1;  // Data may carry kDataFlagZeroes
+inline constexpr uint64_t kFeaturesSupported = kFeatureTrim | kFeatureZeroes;
+
+// The first message each side sends. Its layout is frozen for every protocol version: it is
+// what two versions must both understand to agree on one.
+struct Hello {
+  static constexpr MessageType kType = MessageType::kHello;
+  static constexpr size_t kFixedBytes = 56;
+  static constexpr size_t kBytesMin = kFixedBytes + 3 * 2;
+  static constexpr size_t kBytesMax = kFixedBytes + 3 * (1 + kNameBytesMax);
+
+  uint16_t version_min = kProtocolVersionMin;
+  uint16_t version_max = kProtocolVersionMax;
+  uint64_t features = 0;
+  Protocol protocol = Protocol::kC;  // on the wire as the ASCII letter 'A', 'B' or 'C'
+  uint64_t data_bytes = 0;           // usable size of the replicated data; 0: diskless
+  Nonce nonce{};                     // the sender's challenge
+  std::string resource;
+  std::string node;       // the sender's node name
+  std::string peer_node;  // the node name the sender expects to be talking to
+
+  // A whole frame. Precondition (checked): names valid, version_min <= version_max.
+  std::vector<uint8_t> Encode() const;
+  static Result<Hello> Decode(std::span<const uint8_t> payload);
+};
+
+// The answer to the peer's nonce: see peer_auth.h for how it is computed.
+struct Auth {
+  static constexpr MessageType kType = MessageType::kAuth;
+  static constexpr size_t kBytes = kAuthResponseBytes;
+  AuthResponse response{};
+
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<Auth> Decode(std::span<const uint8_t> payload);
+};
+
+inline constexpr uint32_t kStateFlagCrashedPrimary = 1u << 0;  // was Primary, did not stop cleanly
+inline constexpr uint32_t kStateFlagsKnown = kStateFlagCrashedPrimary;
+
+// Sent by both sides after authentication, and again whenever role or disk state changes.
+struct State {
+  static constexpr MessageType kType = MessageType::kState;
+  static constexpr size_t kBytes = 56;
+
+  Role role = Role::kSecondary;
+  DiskState disk = DiskState::kDiskless;
+  uint32_t flags = 0;
+  uint64_t data_bytes = 0;
+  uint64_t current_uuid = 0;  // generation identifiers (DRBD's current, bitmap, history)
+  uint64_t bitmap_uuid = 0;
+  std::array<uint64_t, 2> history_uuids{};
+  uint64_t out_of_sync_bytes = 0;  // never more than data_bytes
+
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<State> Decode(std::span<const uint8_t> payload);
+};
+
+// Error codes carried by Error. Decoding accepts any value: a refusal from a newer peer must
+// still reach the log with its text.
+enum class ErrorCode : uint32_t {
+  kUnspecified = 0,
+  kProtocolVersion = 1,
+  kResource = 2,
+  kNodeName = 3,
+  kReplicationProtocol = 4,
+  kDataSize = 5,
+  kAuthFailed = 6,
+  kProtocolViolation = 7,  // malformed or unexpected message
+  kLoopback = 8,           // the connection leads back to the sender
+  kShutdown = 9,
+};
+std::string_view ErrorCodeName(ErrorCode code);
+
+inline constexpr size_t kErrorTextBytesMax = 512;
+
+// Sent before closing on a refusal, so both nodes log the same reason.
+struct Error {
+  static constexpr MessageType kType = MessageType::kError;
+  static constexpr size_t kBytesMin = 6;
+  static constexpr size_t kBytesMax = 6 + kErrorTextBytesMax;
+
+  ErrorCode code = ErrorCode::kUnspecified;
+  std::string text;  // printable; Encode cuts it to kErrorTextBytesMax, control chars become '?'
+
+  std::vector<uint8_t> Encode() const;
+  // Rejects control characters: the text goes into the peer's log.
+  static Result<Error> Decode(std::span<const uint8_t> payload);
+};
+// "peer 'alice' refused the connection (resource): <text>", for the receiver's log.
+std::string DescribeRefusal(const Error& error, std::string_view peer_node);
+
+// ---- Replication messages ---------------------------------------------------------------------
+
+inline constexpr uint32_t kDataFlagFua = 1u << 0;     // durable on the peer before WriteAck
+inline constexpr uint32_t kDataFlagZeroes = 1u << 1;  // the range reads as zeroes; no data
+inline constexpr uint32_t kDataFlagTrim = 1u << 2;    // discard the range; no data
+inline constexpr uint32_t kDataFlagResync = 1u << 3;  // resync traffic, not an application write
+inline constexpr uint32_t kDataFlagsKnown =
+    kDataFlagFua | kDataFlagZeroes | kDataFlagTrim | kDataFlagResync;
+
+// A replicated write. Payload: a 24-byte head, then length_bytes of data for a plain write, or
+// nothing for ZEROES and TRIM. Offset and length are multiples of 512 bytes.
+struct Data {
+  static constexpr MessageType kType = MessageType::kData;
+  static constexpr size_t kHeadBytes = 24;
+
+  uint64_t seq = 0;
+  uint64_t offset_bytes = 0;
+  uint32_t length_bytes = 0;
+  uint32_t flags = 0;
+
+  bool HasPayloadData() const { return (flags & (kDataFlagZeroes | kDataFlagTrim)) == 0; }
+  uint32_t PayloadBytes() const {
+    return static_cast<uint32_t>(kHeadBytes) + (HasPayloadData() ? length_bytes : 0);
+  }
+
+  // Frame header and head, with the CRC computed over head and `data` where `data` lies; send
+  // these 48 bytes, then `data`. `data` is empty for ZEROES/TRIM, else length_bytes long (both
+  // checked, like the ranges Decode checks).
+  std::array<uint8_t, kFrameHeaderBytes + kHeadBytes> EncodeHead(
+      std::span<const uint8_t> data) const;
+  // The head alone, from a frame whose header said `payload_bytes`: for a receiver that reads
+  // the data straight into its own buffer. The payload CRC is still the caller's to check.
+  static Result<Data> DecodeHead(std::span<const uint8_t> head, uint32_t payload_bytes);
+  // A whole payload in one buffer (head + data): the data is payload.subspan(kHeadBytes).
+  static Result<Data> Decode(std::span<const uint8_t> payload);
+};
+
+// The peer received Data `seq` (protocol B completes on this).
+struct RecvAck {
+  static constexpr MessageType kType = MessageType::kRecvAck;
+  static constexpr size_t kBytes = 8;
+  uint64_t seq = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<RecvAck> Decode(std::span<const uint8_t> payload);
+};
+
+// Errors carried by acks: 0 or a positive errno value below this.
+inline constexpr int32_t kAckErrorMax = 4095;
+
+// The peer wrote Data `seq` to its disk (protocol C completes on this), or failed with `error`.
+struct WriteAck {
+  static constexpr MessageType kType = MessageType::kWriteAck;
+  static constexpr size_t kBytes = 12;
+  uint64_t seq = 0;
+  int32_t error = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<WriteAck> Decode(std::span<const uint8_t> payload);
+};
+
+// A barrier: every Data sent before it must be durable on the peer before FlushAck `seq`.
+struct Flush {
+  static constexpr MessageType kType = MessageType::kFlush;
+  static constexpr size_t kBytes = 8;
+  uint64_t seq = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<Flush> Decode(std::span<const uint8_t> payload);
+};
+
+struct FlushAck {
+  static constexpr MessageType kType = MessageType::kFlushAck;
+  static constexpr size_t kBytes = 12;
+  uint64_t seq = 0;
+  int32_t error = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<FlushAck> Decode(std::span<const uint8_t> payload);
+};
+
+struct Ping {
+  static constexpr MessageType kType = MessageType::kPing;
+  static constexpr size_t kBytes = 8;
+  uint64_t token = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<Ping> Decode(std::span<const uint8_t> payload);
+};
+
+struct PingAck {
+  static constexpr MessageType kType = MessageType::kPingAck;
+  static constexpr size_t kBytes = 8;
+  uint64_t token = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<PingAck> Decode(std::span<const uint8_t> payload);
+};
+
+// One whole frame that must be of message M: DecodeFrame, the type, then M::Decode.
+template <typename M>
+Result<M> DecodeMessage(std::span<const uint8_t> frame) {
+  Result<FrameView> view = DecodeFrame(frame);
+  if (!view.ok()) return view.status();
+  if (view->header.type != M::kType) {
+    return Status::Invalid("peer sent " + std::string(MessageTypeName(view->header.type)) +
+                           " where " + std::string(MessageTypeName(M::kType)) + " was expected");
+  }
+  return M::Decode(view->payload);
+}
+
+}  // namespace repld::peer
