@@ -1,0 +1,475 @@
+// The Primary's write path, roles and the basics of the state machine. The Secondary's side
+// and the connection decision are in replica_peer.cc, resync in replica_resync.cc.
+#include "replication/replica.h"
+
+#include <cerrno>
+
+#include "common/check.h"
+
+namespace repld {
+
+Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitmap)
+    : options_(std::move(options)),
+      md_(md),
+      al_(std::move(al)),
+      bitmap_(std::move(bitmap)),
+      rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL) {
+  if (md_.primary) {
+    // It was Primary and did not demote cleanly: the peer may lack any write of a hot extent.
+    uint64_t marked = 0;
+    for (uint32_t extent : al_.table()) {
+      if (extent == kAlEmpty) continue;
+      const uint64_t offset = uint64_t{extent} * kAlExtentBytes;
+      if (offset >= options_.data_bytes) continue;
+      const uint64_t length = std::min(kAlExtentBytes, options_.data_bytes - offset);
+      bitmap_.SetRange(offset, length);
+      ++marked;
+    }
+    Warn("this node was Primary and stopped without demoting (a crash): " +
+         std::to_string(marked) + " activity log extent(s) marked out of sync");
+    md_.primary = false;
+    Emit(PersistBitmap{});
+    PersistMdNow();
+  }
+}
+
+std::vector<Action> Replica::TakeActions() {
+  std::vector<Action> out;
+  out.swap(actions_);
+  return out;
+}
+
+uint64_t Replica::NextRandom() {
+  // splitmix64: deterministic from the seed, which the daemon draws from the system RNG.
+  uint64_t z = (rng_ += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+void Replica::NewCurrentId() {
+  md_.ids.history[1] = md_.ids.history[0];
+  md_.ids.history[0] = md_.ids.current;
+  uint64_t id = 0;
+  while (id == 0) id = NextRandom() & ~uint64_t{1};
+  md_.ids.current = id;
+}
+
+void Replica::SetDisk(DiskState d) {
+  if (md_.disk == d) return;
+  Info(std::string("disk ") + DiskStateName(md_.disk) + " -> " + DiskStateName(d));
+  md_.disk = d;
+  PersistMdNow();
+}
+
+PeerState Replica::LocalState() const {
+  PeerState s;
+  s.role = role_;
+  s.disk = md_.disk;
+  s.ids = md_.ids;
+  s.data_bytes = options_.data_bytes;
+  s.out_of_sync_bytes = bitmap_.OutOfSyncBytes();
+  return s;
+}
+
+ReplicaStatus Replica::Report() const {
+  ReplicaStatus s;
+  s.role = role_;
+  s.disk = md_.disk;
+  s.conn = conn_;
+  s.repl = repl_;
+  s.peer = peer_;
+  s.protocol = options_.protocol;
+  s.counters = counters_;
+  s.counters.al_writes = al_.transactions();
+  uint64_t pending = 0;
+  for (const auto& [id, r] : requests_) pending += r.completed ? 0 : 1;
+  s.pending = pending;
+  s.unacked = unconfirmed_.size() + resync_frames_.size();
+  s.out_of_sync_bytes = bitmap_.OutOfSyncBytes();
+  s.resync_total_bytes = resync_total_bytes_;
+  s.ids = md_.ids;
+  return s;
+}
+
+std::vector<uint32_t> Replica::ExtentsOf(uint64_t offset, uint64_t length) const {
+  std::vector<uint32_t> out;
+  if (length == 0) return out;
+  for (uint64_t e = offset / kAlExtentBytes; e <= (offset + length - 1) / kAlExtentBytes; ++e) {
+    out.push_back(static_cast<uint32_t>(e));
+  }
+  return out;
+}
+
+// --- Client requests ---
+
+void Replica::ClientRead(RequestId id, uint64_t offset, uint64_t length) {
+  Request r;
+  r.type = Request::Type::kRead;
+  r.offset = offset;
+  r.length = length;
+  requests_.emplace(id, r);
+  if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
+    // Never serve data from a disk that is not UpToDate.
+    requests_[id].completed = true;
+    Forget(id);
+    Emit(Complete{id, EIO});
+    return;
+  }
+  Emit(SubmitRead{id});
+}
+
+void Replica::LocalReadDone(RequestId id, int error) {
+  auto it = requests_.find(id);
+  REPLD_CHECK(it != requests_.end());
+  if (error == 0) counters_.read_bytes += it->second.length;
+  requests_.erase(it);
+  Emit(Complete{id, error});
+}
+
+void Replica::ClientWrite(RequestId id, uint64_t offset, uint64_t length, WriteKind kind,
+                          bool fua) {
+  REPLD_CHECK(offset + length <= options_.data_bytes);
+  Request r;
+  r.offset = offset;
+  r.length = length;
+  r.kind = kind;
+  r.fua = fua;
+  const bool refused = role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate;
+  requests_.emplace(id, r);
+  if (refused) {
+    requests_.erase(id);
+    Emit(Complete{id, role_ != Role::kPrimary ? EROFS : EIO});
+    return;
+  }
+  waiting_.push_back(id);
+  PumpWrites();
+}
+
+bool Replica::LocalConflict(uint64_t offset, uint64_t length) const {
+  for (const auto& [order, other] : local_writes_) {
+    const Request& o = requests_.at(other);
+    if (Overlaps(offset, length, o.offset, o.length)) return true;
+  }
+  for (const auto& [token, b] : resync_blocks_) {
+    if (!b.read_done && Overlaps(offset, length, b.offset, b.length)) return true;
+  }
+  return false;
+}
+
+void Replica::PumpWrites() {
+  std::vector<uint32_t> wanted;
+  // Writes start in arrival order, except that a write may pass an earlier one it does not
+  // overlap. A write that overlaps an earlier waiting one waits behind it.
+  for (size_t i = 0; i < waiting_.size();) {
+    const RequestId id = waiting_[i];
+    Request& r = requests_.at(id);
+    bool blocked = LocalConflict(r.offset, r.length);
+    for (size_t j = 0; j < i && !blocked; ++j) {
+      const Request& earlier = requests_.at(waiting_[j]);
+      blocked = Overlaps(r.offset, r.length, earlier.offset, earlier.length);
+    }
+    if (!blocked && Connected() && PeerWindowFull()) {
+      SendBarrier();
+      break;  // backpressure: the peer must confirm before more writes start
+    }
+    if (!blocked) {
+      bool hot = true;
+      for (uint32_t e : ExtentsOf(r.offset, r.length)) {
+        if (!al_.IsHot(e)) {
+          hot = false;
+          wanted.push_back(e);
+        }
+      }
+      if (hot) {
+        waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+        StartWrite(id, r);
+        continue;
+      }
+    }
+    ++i;
+  }
+  if (!wanted.empty() && !al_writing_) {
+    al_plan_ = al_.Plan(wanted);
+    if (al_plan_) {
+      al_writing_ = true;
+      Emit(WriteAl{*al_plan_});
+    }
+  }
+}
+
+void Replica::AlWritten(uint64_t seq, int error) {
+  REPLD_CHECK(al_writing_ && al_plan_ && al_plan_->seq == seq);
+  al_writing_ = false;
+  if (error != 0) {
+    al_.Abandon();
+    al_plan_.reset();
+    // Without the activity log entry a crash could lose track of these writes: fail them.
+    Warn("activity log write failed (error " + std::to_string(error) +
+         "): failing the writes that needed it");
+    for (size_t i = 0; i < waiting_.size();) {
+      const RequestId id = waiting_[i];
+      const Request& r = requests_.at(id);
+      bool cold = false;
+      for (uint32_t e : ExtentsOf(r.offset, r.length)) cold = cold || !al_.IsHot(e);
+      if (cold) {
+        waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+        requests_.erase(id);
+        Emit(Complete{id, EIO});
+        continue;
+      }
+      ++i;
+    }
+  } else {
+    al_.Commit(*al_plan_);
+    al_plan_.reset();
+  }
+  PumpWrites();
+}
+
+void Replica::StartWrite(RequestId id, Request& r) {
+  for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Ref(e);
+  r.started = true;
+  local_writes_.emplace(++start_counter_, id);
+  Emit(SubmitWrite{id});
+  if (Connected()) {
+    r.sent = true;
+    r.seq = next_seq_++;
+    unconfirmed_.emplace(r.seq, id);
+    Emit(SendData{r.seq, id});
+    if (r.kind == WriteKind::kData) counters_.sent_bytes += r.length;
+  } else {
+    r.peer_gone = true;
+    bitmap_.SetRange(r.offset, r.length);
+  }
+}
+
+void Replica::LocalWriteDone(RequestId id, int error) {
+  auto it = requests_.find(id);
+  REPLD_CHECK(it != requests_.end() && it->second.started && !it->second.local_done);
+  Request& r = it->second;
+  r.local_done = true;
+  r.local_error = error;
+  for (auto lw = local_writes_.begin(); lw != local_writes_.end(); ++lw) {
+    if (lw->second == id) {
+      local_writes_.erase(lw);
+      break;
+    }
+  }
+  for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
+  if (error != 0) {
+    // The local disk failed this write; the peer may have it. The block differs: mark it.
+    bitmap_.SetRange(r.offset, r.length);
+    Warn("local write at " + std::to_string(r.offset) + " failed: error " + std::to_string(error));
+  } else {
+    counters_.written_bytes += r.length;
+  }
+  MaybeComplete(id);
+  PumpWrites();
+  PumpResync();
+}
+
+void Replica::MaybeComplete(RequestId id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return;
+  Request& r = it->second;
+  if (!r.completed) {
+    bool done = false;
+    if (r.type == Request::Type::kWrite) {
+      const bool peer_ok = !r.sent || r.peer_gone ||
+                           (options_.protocol == Protocol::kA && r.handed) ||
+                           (options_.protocol == Protocol::kB && (r.received || r.written)) ||
+                           r.written;
+      done = r.local_done && peer_ok;
+    } else if (r.type == Request::Type::kFlush) {
+      // Under C a flush also waits for the peer's flush; under A and B the peer flushes on
+      // its own time.
+      const bool peer_ok = !r.sent || r.peer_gone || options_.protocol != Protocol::kC || r.written;
+      done = r.local_done && peer_ok;
+    }
+    if (done) {
+      r.completed = true;
+      Emit(Complete{id, r.local_error});
+    }
+  }
+  const bool peer_settled = !r.sent || r.peer_gone || r.written;
+  if (r.completed && peer_settled) Forget(id);
+}
+
+void Replica::Forget(RequestId id) { requests_.erase(id); }
+
+void Replica::ClientFlush(RequestId id) {
+  Request r;
+  r.type = Request::Type::kFlush;
+  r.token = next_token_++;
+  flush_tokens_.emplace(r.token, id);
+  if (Connected()) {
+    r.sent = true;
+    r.seq = next_seq_++;
+    unconfirmed_.emplace(r.seq, id);
+    Emit(SendFlush{r.seq});
+  }
+  requests_.emplace(id, r);
+  Emit(SubmitFlush{r.token});
+}
+
+void Replica::LocalFlushDone(uint64_t token, int error) {
+  if (auto pf = peer_flush_tokens_.find(token); pf != peer_flush_tokens_.end()) {
+    const auto [seq, epoch] = pf->second;
+    peer_flush_tokens_.erase(pf);
+    peer_flush_running_ = false;
+    if (Connected() && epoch == epoch_) Emit(SendAck{AckKind::kFlushed, seq, error});
+    PumpPeerFlushes();
+    return;
+  }
+  auto ft = flush_tokens_.find(token);
+  REPLD_CHECK(ft != flush_tokens_.end());
+  const RequestId id = ft->second;
+  flush_tokens_.erase(ft);
+  Request& r = requests_.at(id);
+  r.local_done = true;
+  r.local_error = error;
+  MaybeComplete(id);
+}
+
+// --- Peer acknowledgements on the Primary ---
+
+void Replica::PeerSent(uint64_t seq) {
+  auto it = unconfirmed_.find(seq);
+  if (it == unconfirmed_.end()) return;
+  requests_.at(it->second).handed = true;
+  MaybeComplete(it->second);
+}
+
+void Replica::SendBarrier() {
+  if (barrier_seq_ || !Connected() || peer_unflushed_.empty()) return;
+  barrier_seq_ = next_seq_++;
+  Emit(SendFlush{*barrier_seq_});
+}
+
+void Replica::Tick() { SendBarrier(); }
+
+void Replica::PeerFlushed(uint64_t seq) {
+  // Acks arrive in the order the peer's disk finished, not in seq order: filter them all.
+  std::erase_if(peer_unflushed_, [seq](const Unflushed& u) { return u.seq < seq; });
+}
+
+void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
+  if (kind == AckKind::kFlushed && error == 0) PeerFlushed(seq);
+  if (barrier_seq_ && *barrier_seq_ == seq) {
+    if (kind == AckKind::kReceived) return;
+    barrier_seq_.reset();
+    if (error != 0) Warn("the peer's flush failed: error " + std::to_string(error));
+    PumpWrites();
+    PumpResync();
+    return;
+  }
+  if (auto rs = resync_frames_.find(seq); rs != resync_frames_.end()) {
+    const uint64_t token = rs->second;
+    if (kind == AckKind::kReceived) return;
+    resync_frames_.erase(rs);
+    auto block = resync_blocks_.find(token);
+    REPLD_CHECK(block != resync_blocks_.end());
+    if (error == 0) {
+      bitmap_.ClearRange(block->second.offset, block->second.length);
+      counters_.resync_bytes += block->second.length;
+      peer_unflushed_.push_back({seq, block->second.offset, block->second.length});
+    }
+    resync_blocks_.erase(block);
+    PumpResync();
+    PumpWrites();
+    return;
+  }
+  auto it = unconfirmed_.find(seq);
+  if (it == unconfirmed_.end()) {
+    Warn("peer acknowledged frame " + std::to_string(seq) + ", which is not outstanding");
+    return;
+  }
+  const RequestId id = it->second;
+  Request& r = requests_.at(id);
+  if (kind == AckKind::kReceived) {
+    r.received = true;
+  } else {
+    r.written = true;
+    unconfirmed_.erase(it);
+    if (error == 0 && r.type == Request::Type::kWrite) {
+      peer_unflushed_.push_back({seq, r.offset, r.length});
+    }
+    if (error != 0) {
+      if (r.type == Request::Type::kWrite) bitmap_.SetRange(r.offset, r.length);
+      Warn("peer failed frame " + std::to_string(seq) + ": error " + std::to_string(error) +
+           "; marked out of sync");
+    }
+  }
+  MaybeComplete(id);
+  PumpWrites();
+}
+
+// --- Roles ---
+
+Status Replica::Promote(bool force) {
+  if (role_ == Role::kPrimary) return Status::Ok();
+  if (Connected() && peer_ && peer_->role == Role::kPrimary) {
+    return Status::Invalid("the peer is Primary; demote it first (replctl secondary on the peer)");
+  }
+  if (md_.disk != DiskState::kUpToDate) {
+    if (!force) {
+      return Status::Invalid(std::string("the local disk is ") + DiskStateName(md_.disk) +
+                             ", not UpToDate; 'primary --force' makes this node's data the one "
+                             "that counts (the peer's differing data is overwritten)");
+    }
+    if (repl_ == ReplState::kSyncTarget) {
+      return Status::Invalid("this node is receiving a resync; --force would promote half-copied "
+                             "data: wait for the resync to finish");
+    }
+  }
+  const bool forced_over_data = md_.disk != DiskState::kUpToDate;
+  if (forced_over_data || !Connected()) {
+    // Our data diverges from whatever the peer has from now on.
+    if (md_.ids.bitmap == 0 && md_.ids.current != 0 && !forced_over_data) {
+      md_.ids.bitmap = md_.ids.current;
+    }
+    NewCurrentId();
+  }
+  role_ = Role::kPrimary;
+  md_.primary = true;
+  md_.disk = DiskState::kUpToDate;
+  PersistMdNow();
+  Info(std::string("role Secondary -> Primary") + (forced_over_data ? " (forced)" : ""));
+  if (Connected()) {
+    if (forced_over_data) {
+      // The peer's data no longer counts: reconnect, and the handshake starts a full sync.
+      Emit(DropPeer{"promoted with --force over the peer's data: reconnecting for a full sync",
+                    true});
+    } else {
+      Emit(SendState{LocalState()});
+    }
+  }
+  return Status::Ok();
+}
+
+Status Replica::Demote(uint32_t open_clients) {
+  if (role_ == Role::kSecondary) return Status::Ok();
+  if (open_clients > 0) {
+    return Status::Invalid(std::to_string(open_clients) +
+                           " client(s) have the device open; unmount / disconnect them first");
+  }
+  if (!requests_.empty() || !waiting_.empty()) {
+    return Status::Invalid("requests are still in flight; try again");
+  }
+  role_ = Role::kSecondary;
+  md_.primary = false;
+  Emit(PersistBitmap{});
+  PersistMdNow();
+  Info("role Primary -> Secondary");
+  if (Connected()) Emit(SendState{LocalState()});
+  return Status::Ok();
+}
+
+void Replica::Shutdown() {
+  Emit(PersistBitmap{});
+  md_.primary = false;
+  PersistMdNow();
+}
+
+}  // namespace repld

@@ -1,0 +1,317 @@
+// The replication core: one resource's state machine on one node. Events go in through the
+// methods below; what must happen (disk I/O, frames to the peer, replies to clients, metadata
+// writes) comes out as Actions, which the caller drains with TakeActions() and carries out. It
+// does no I/O, reads no clock and draws no randomness of its own, so the daemon (src/daemon)
+// and the simulator (tests/sim) drive the very same code. See docs/replication.md.
+//
+// Identifiers: RequestId names a client request (chosen by the caller, unique while in flight);
+// `seq` numbers the frames this node sends to its peer (data, flushes), and names the peer's
+// frames in the acknowledgements; `token` names local flushes and resync reads.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+#include "replication/activity_log.h"
+#include "replication/bitmap.h"
+#include "replication/states.h"
+
+namespace repld {
+
+using RequestId = uint64_t;
+
+enum class WriteKind : uint8_t { kData, kZeroes, kTrim };
+
+// The generation identifiers and flags that the metadata superblock keeps.
+struct GenerationIds {
+  uint64_t current = 0;  // 0: never had data (fresh metadata)
+  uint64_t bitmap = 0;   // the current id the peer had when this node started a bitmap
+  uint64_t history[2] = {0, 0};
+  bool operator==(const GenerationIds&) const = default;
+};
+
+struct MdState {
+  GenerationIds ids;
+  DiskState disk = DiskState::kInconsistent;
+  bool primary = false;  // was Primary and not cleanly demoted: a crash leaves it set
+  bool peer_outdated = false;
+};
+
+// What the peer says about itself, at connect and whenever it changes.
+struct PeerState {
+  Role role = Role::kSecondary;
+  DiskState disk = DiskState::kInconsistent;
+  GenerationIds ids;
+  uint64_t data_bytes = 0;
+  uint64_t out_of_sync_bytes = 0;
+  bool resync_done = false;  // sent by a SyncSource when the last block is confirmed
+};
+
+// --- Actions ---
+struct SubmitWrite {  // write the client's data (or zeroes/trim) to the local disk
+  RequestId id;
+};
+struct SubmitRead {  // read from the local disk for the client
+  RequestId id;
+};
+struct SubmitFlush {  // make every completed local write durable
+  uint64_t token;
+};
+struct SendData {  // send the client's write to the peer as frame `seq`
+  uint64_t seq;
+  RequestId id;
+};
+struct SendFlush {  // a barrier: the peer makes every earlier write durable, then acks
+  uint64_t seq;
+};
+struct ApplyPeerWrite {  // write the peer's frame received as `key` to the local disk
+  uint64_t key;
+};
+enum class AckKind : uint8_t { kReceived, kWritten, kFlushed };
+struct SendAck {
+  AckKind kind;
+  uint64_t seq;
+  int error;  // 0 or an errno value
+};
+struct ResyncRead {  // read [offset, offset+length) locally for a resync frame
+  uint64_t token;
+  uint64_t offset_bytes;
+  uint64_t length_bytes;
+};
+struct SendResync {  // send the block read by `token` to the peer as frame `seq`
+  uint64_t seq;
+  uint64_t token;
+};
+struct Complete {  // answer the client
+  RequestId id;
+  int error;
+};
+struct WriteAl {  // persist the transaction (dirty bitmap pages first), then call AlWritten
+  AlTransactionPlan plan;
+};
+struct PersistMd {  // write the superblock now, synchronously and durably
+  MdState md;
+};
+struct PersistBitmap {};  // write every dirty bitmap page, synchronously and durably
+struct SendState {        // tell the peer our state
+  PeerState state;
+};
+struct DropPeer {  // close the peer connection; `reconnect`: try again after the backoff
+  std::string reason;
+  bool reconnect;
+};
+struct Log {  // a line for the log
+  int level;  // 0 info, 1 warning, 2 error
+  std::string text;
+};
+using Action = std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush,
+                            ApplyPeerWrite, SendAck, ResyncRead, SendResync, Complete, WriteAl,
+                            PersistMd, PersistBitmap, SendState, DropPeer, Log>;
+
+struct ReplicaOptions {
+  std::string node_name;
+  uint64_t data_bytes = 0;
+  Protocol protocol = Protocol::kC;
+  uint32_t max_buffers = 2048;     // frames sent to the peer and not yet confirmed
+  uint32_t resync_window = 8;      // resync blocks in flight
+  uint64_t resync_block_bytes = 1 << 20;
+  uint64_t seed = 1;               // for new generation identifiers
+};
+
+struct ReplicaCounters {
+  uint64_t sent_bytes = 0, received_bytes = 0, written_bytes = 0, read_bytes = 0;
+  uint64_t al_writes = 0, bitmap_writes = 0, resync_bytes = 0;
+};
+
+struct ReplicaStatus {
+  Role role;
+  DiskState disk;
+  ConnState conn;
+  ReplState repl;
+  std::optional<PeerState> peer;
+  Protocol protocol;
+  ReplicaCounters counters;
+  uint64_t pending = 0;  // client requests not yet answered
+  uint64_t unacked = 0;  // frames sent to the peer, not yet confirmed
+  uint64_t out_of_sync_bytes = 0;
+  uint64_t resync_total_bytes = 0;
+  GenerationIds ids;
+};
+
+class Replica {
+ public:
+  // `md`, `al` and `bitmap` come from the metadata read at start. A node whose metadata says it
+  // was Primary and did not demote cleanly crashed: every extent of its activity log is marked
+  // out of sync, since the peer may lack those writes.
+  Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitmap);
+
+  std::vector<Action> TakeActions();
+  ReplicaStatus Report() const;
+  // What we tell the peer about ourselves (in the handshake and on changes).
+  PeerState LocalState() const;
+  Role role() const { return role_; }
+  DiskState disk() const { return md_.disk; }
+  const MdState& md() const { return md_; }
+  const Bitmap& bitmap() const { return bitmap_; }
+  Bitmap& bitmap() { return bitmap_; }
+  const ActivityLog& al() const { return al_; }
+
+  // --- Client requests (Primary only) ---
+  void ClientWrite(RequestId id, uint64_t offset_bytes, uint64_t length_bytes, WriteKind kind,
+                   bool fua);
+  void ClientRead(RequestId id, uint64_t offset_bytes, uint64_t length_bytes);
+  void ClientFlush(RequestId id);
+
+  // --- Local disk completions ---
+  void LocalWriteDone(RequestId id, int error);
+  void LocalReadDone(RequestId id, int error);
+  void LocalFlushDone(uint64_t token, int error);
+  void AlWritten(uint64_t seq, int error);
+  void ApplyDone(uint64_t key, int error);
+  void ResyncReadDone(uint64_t token, int error);
+
+  // --- Peer link ---
+  void PeerConnecting();
+  // The handshake succeeded (authenticated, same resource and sizes): decides who syncs.
+  void PeerUp(const PeerState& peer);
+  void PeerDown(const std::string& reason);
+  void PeerSent(uint64_t seq);  // frame `seq` was handed to the socket
+  void PeerAck(AckKind kind, uint64_t seq, int error);
+  // The peer's frame `seq`, received and kept by the caller under `key` (unique while in
+  // flight, whatever the connection).
+  // Returns false when the frame is refused or dropped (the caller frees its payload).
+  bool PeerData(uint64_t key, uint64_t seq, uint64_t offset_bytes, uint64_t length_bytes,
+                WriteKind kind, bool resync);
+  void PeerFlush(uint64_t seq);
+  void PeerStateChanged(const PeerState& peer);
+
+  // Periodic (the daemon: every second): sends a flush barrier when the peer holds writes that
+  // it has confirmed but not yet made durable, so that their record stays short.
+  void Tick();
+
+  // --- Operator ---
+  Status Promote(bool force);
+  Status Demote(uint32_t open_clients);
+  // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
+  void Shutdown();
+
+ private:
+  struct Request {
+    enum class Type : uint8_t { kWrite, kFlush, kRead } type = Type::kWrite;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    WriteKind kind = WriteKind::kData;
+    bool fua = false;
+    bool started = false;      // local write submitted
+    bool local_done = false;
+    int local_error = 0;
+    bool sent = false;         // a frame went to the peer
+    uint64_t seq = 0;
+    bool handed = false;       // the frame reached the socket
+    bool received = false;     // peer: RecvAck
+    bool written = false;      // peer: WriteAck (or FlushAck for a flush)
+    bool peer_gone = false;    // the peer left before confirming
+    bool completed = false;
+    uint64_t token = 0;        // flush: local flush token
+  };
+  struct Apply {  // a peer frame on the Secondary
+    uint64_t seq = 0;
+    uint64_t epoch = 0;  // the connection it came on
+    uint64_t order = 0;  // arrival order
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    bool resync = false;
+    bool started = false;
+  };
+  struct ResyncBlock {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    bool read_done = false;
+  };
+
+  void Emit(Action a) { actions_.push_back(std::move(a)); }
+  void Info(std::string text) { Emit(Log{0, std::move(text)}); }
+  void Warn(std::string text) { Emit(Log{1, std::move(text)}); }
+  bool Connected() const { return conn_ == ConnState::kConnected; }
+  bool Overlaps(uint64_t offset, uint64_t length, uint64_t o2, uint64_t l2) const {
+    return offset < o2 + l2 && o2 < offset + length;
+  }
+  bool LocalConflict(uint64_t offset, uint64_t length) const;
+  void PumpWrites();
+  void SendBarrier();
+  void PeerFlushed(uint64_t seq);
+  bool PeerWindowFull() const {
+    return unconfirmed_.size() + resync_frames_.size() + peer_unflushed_.size() / 4 >=
+           options_.max_buffers;
+  }
+  bool TryStart(RequestId id, Request& r);
+  void StartWrite(RequestId id, Request& r);
+  void MaybeComplete(RequestId id);
+  void Forget(RequestId id);
+  void PumpApplies();
+  void PumpPeerFlushes();
+  void PumpResync();
+  void FinishResync();
+  void StartResyncAsSource(bool full);
+  void NewCurrentId();
+  void SetDisk(DiskState d);
+  void PersistMdNow() { Emit(PersistMd{md_}); }
+  std::vector<uint32_t> ExtentsOf(uint64_t offset, uint64_t length) const;
+  uint64_t NextRandom();
+
+  ReplicaOptions options_;
+  MdState md_;
+  ActivityLog al_;
+  Bitmap bitmap_;
+  Role role_ = Role::kSecondary;
+  ConnState conn_ = ConnState::kStandAlone;
+  ReplState repl_ = ReplState::kOff;
+  std::optional<PeerState> peer_;
+  std::vector<Action> actions_;
+  ReplicaCounters counters_;
+  uint64_t rng_;
+
+  // Primary side.
+  std::unordered_map<RequestId, Request> requests_;
+  std::deque<RequestId> waiting_;               // writes not started yet, in arrival order
+  std::map<uint64_t, RequestId> local_writes_;  // started, not locally done: id by start order
+  std::map<uint64_t, RequestId> unconfirmed_;   // seq -> request, frames not yet confirmed
+  std::map<uint64_t, uint64_t> resync_frames_;  // seq -> resync token, not yet confirmed
+  // Written on the peer but not yet covered by a peer flush: if the peer crashes, its disk cache
+  // may lose them, so a lost peer marks them out of sync again. Barriers keep the list short.
+  struct Unflushed {
+    uint64_t seq, offset, length;
+  };
+  std::deque<Unflushed> peer_unflushed_;
+  std::optional<uint64_t> barrier_seq_;  // an internal flush barrier in flight
+  uint64_t start_counter_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t next_token_ = 1;
+  std::unordered_map<uint64_t, RequestId> flush_tokens_;  // token -> client flush
+  bool al_writing_ = false;
+  std::optional<AlTransactionPlan> al_plan_;
+
+  // Resync, source side.
+  std::map<uint64_t, ResyncBlock> resync_blocks_;  // token -> block being read or sent
+  uint64_t resync_cursor_bit_ = 0;
+  uint64_t resync_total_bytes_ = 0;
+  uint64_t last_resync_seq_ = 0;
+
+  // Secondary side.
+  std::map<uint64_t, uint64_t> apply_order_;    // arrival order -> key
+  std::unordered_map<uint64_t, Apply> applies_;  // key -> frame not yet written locally
+  uint64_t apply_counter_ = 0;
+  uint64_t epoch_ = 0;
+  std::deque<uint64_t> peer_flushes_;           // peer flush seqs waiting for earlier applies
+  std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>> peer_flush_tokens_;  // token -> seq, epoch
+  bool peer_flush_running_ = false;
+};
+
+}  // namespace repld

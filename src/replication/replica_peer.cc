@@ -1,0 +1,258 @@
+// The connection's side of the state machine: who syncs from whom at connect, what a lost peer
+// means for the writes in flight, and the Secondary applying the Primary's writes in order.
+#include <cerrno>
+
+#include "common/check.h"
+#include "replication/replica.h"
+
+namespace repld {
+
+void Replica::PeerConnecting() {
+  if (conn_ == ConnState::kConnected) return;
+  conn_ = ConnState::kConnecting;
+}
+
+void Replica::PeerUp(const PeerState& peer) {
+  REPLD_CHECK(conn_ != ConnState::kConnected);
+  const GenerationIds& mine = md_.ids;
+  const GenerationIds& theirs = peer.ids;
+  auto refuse = [&](const std::string& why) {
+    Emit(DropPeer{why, false});
+    conn_ = ConnState::kStandAlone;
+  };
+  if (peer.data_bytes != options_.data_bytes) {
+    refuse("the peer's data size is " + std::to_string(peer.data_bytes) + " bytes, ours " +
+           std::to_string(options_.data_bytes) + ": the disks must be the same size");
+    return;
+  }
+  if (role_ == Role::kPrimary && peer.role == Role::kPrimary) {
+    refuse("both nodes are Primary: split brain; demote one (replctl secondary) and reconnect");
+    return;
+  }
+  // Decide the direction of the data, from the generation identifiers.
+  enum class Plan { kNone, kSourceBitmap, kSourceFull, kTarget, kRefuse } plan = Plan::kNone;
+  std::string rule;
+  if (mine.current == theirs.current) {
+    rule = mine.current == 0 ? "both fresh: no data yet" : "same current id: in sync";
+    if (mine.current != 0 && bitmap_.CountSet() > 0 && md_.disk == DiskState::kUpToDate) {
+      plan = Plan::kSourceBitmap;
+      rule += ", our bitmap has blocks";
+    } else if (mine.current != 0 && peer.out_of_sync_bytes > 0 &&
+               peer.disk == DiskState::kUpToDate) {
+      plan = Plan::kTarget;
+      rule += ", the peer's bitmap has blocks";
+    }
+  } else if (theirs.current == 0 && md_.disk == DiskState::kUpToDate) {
+    plan = Plan::kSourceFull;
+    rule = "the peer has never had data: full sync from here";
+  } else if (mine.current == 0 && peer.disk == DiskState::kUpToDate) {
+    plan = Plan::kTarget;
+    rule = "this node has never had data: full sync from the peer";
+  } else if (mine.bitmap != 0 && mine.bitmap == theirs.current) {
+    plan = Plan::kSourceBitmap;
+    rule = "our bitmap id is the peer's current id: bitmap sync from here";
+  } else if (theirs.bitmap != 0 && theirs.bitmap == mine.current) {
+    plan = Plan::kTarget;
+    rule = "the peer's bitmap id is our current id: bitmap sync from the peer";
+  } else if (md_.disk != DiskState::kUpToDate && peer.disk == DiskState::kUpToDate &&
+             (mine.current == theirs.history[0] || mine.current == theirs.history[1])) {
+    plan = Plan::kTarget;
+    rule = "our current id is in the peer's history: full sync from the peer";
+  } else if (md_.disk == DiskState::kUpToDate && peer.disk != DiskState::kUpToDate &&
+             (theirs.current == mine.history[0] || theirs.current == mine.history[1])) {
+    plan = Plan::kSourceFull;
+    rule = "the peer's current id is in our history: full sync from here";
+  } else {
+    plan = Plan::kRefuse;
+    rule = "generation ids unrelated (ours " + std::to_string(mine.current) + "/" +
+           std::to_string(mine.bitmap) + ", peer's " + std::to_string(theirs.current) + "/" +
+           std::to_string(theirs.bitmap) +
+           "): both changed the data while apart (split brain) or the disks never were a pair";
+  }
+  if (plan == Plan::kTarget && role_ == Role::kPrimary) {
+    plan = Plan::kRefuse;
+    rule += "; but this node is Primary and would have to become the sync target";
+  }
+  if (plan == Plan::kRefuse) {
+    refuse(rule + "; no data moved");
+    return;
+  }
+  conn_ = ConnState::kConnected;
+  ++epoch_;
+  peer_ = peer;
+  repl_ = ReplState::kEstablished;
+  Info("connected to the peer (" + std::string(RoleName(peer.role)) + ", " +
+       DiskStateName(peer.disk) + "): " + rule);
+  switch (plan) {
+    case Plan::kNone:
+      if (mine.current != 0 && mine.current == theirs.current &&
+          peer.disk == DiskState::kUpToDate && md_.disk != DiskState::kUpToDate &&
+          md_.disk != DiskState::kDiskless) {
+        SetDisk(DiskState::kUpToDate);
+      }
+      if (md_.ids.bitmap != 0 && bitmap_.CountSet() == 0) {
+        md_.ids.bitmap = 0;
+        PersistMdNow();
+      }
+      break;
+    case Plan::kSourceBitmap:
+    case Plan::kSourceFull:
+      StartResyncAsSource(plan == Plan::kSourceFull);
+      break;
+    case Plan::kTarget:
+      repl_ = ReplState::kSyncTarget;
+      SetDisk(DiskState::kInconsistent);
+      break;
+    case Plan::kRefuse:
+      break;
+  }
+  Emit(SendState{LocalState()});
+}
+
+void Replica::PeerDown(const std::string& reason) {
+  const bool was_connected = Connected();
+  conn_ = ConnState::kConnecting;
+  const ReplState was = repl_;
+  repl_ = ReplState::kOff;
+  peer_.reset();
+  if (!was_connected) return;
+  Warn("lost the peer: " + reason);
+  // Every write the peer did not confirm may be missing there.
+  for (auto& [seq, id] : unconfirmed_) {
+    Request& r = requests_.at(id);
+    r.peer_gone = true;
+    if (r.type == Request::Type::kWrite) bitmap_.SetRange(r.offset, r.length);
+  }
+  // The peer's disk cache may have lost what it confirmed since its last flush.
+  for (const Unflushed& u : peer_unflushed_) bitmap_.SetRange(u.offset, u.length);
+  peer_unflushed_.clear();
+  barrier_seq_.reset();
+  std::vector<RequestId> ids;
+  for (auto& [seq, id] : unconfirmed_) ids.push_back(id);
+  unconfirmed_.clear();
+  for (RequestId id : ids) MaybeComplete(id);
+  // Resync frames in flight stay out of sync (their bits were never cleared).
+  resync_frames_.clear();
+  for (auto it = resync_blocks_.begin(); it != resync_blocks_.end();) {
+    it = it->second.read_done ? resync_blocks_.erase(it) : std::next(it);
+  }
+  if (role_ == Role::kPrimary && md_.ids.bitmap == 0 && md_.ids.current != 0) {
+    // From here on this node's data moves ahead of the peer's: remember where the peer stood.
+    md_.ids.bitmap = md_.ids.current;
+    NewCurrentId();
+    PersistMdNow();
+  }
+  if (was == ReplState::kSyncTarget) Warn("resync interrupted; this disk stays Inconsistent");
+  // A Secondary's applies in flight finish locally; their acks have nowhere to go.
+  peer_flushes_.clear();
+  PumpWrites();
+}
+
+void Replica::PeerStateChanged(const PeerState& peer) {
+  if (!Connected()) return;
+  const bool resync_done = peer.resync_done && repl_ == ReplState::kSyncTarget;
+  peer_ = peer;
+  if (resync_done) {
+    // The source confirmed every block: our data is now its data.
+    repl_ = ReplState::kEstablished;
+    md_.ids.current = peer.ids.current;
+    md_.ids.bitmap = 0;
+    bitmap_.ClearRange(0, options_.data_bytes);
+    Emit(PersistBitmap{});
+    SetDisk(DiskState::kUpToDate);
+    PersistMdNow();
+    Info("resync finished: UpToDate");
+    Emit(SendState{LocalState()});
+  } else if (peer.disk == DiskState::kUpToDate && peer.ids.current == md_.ids.current &&
+             md_.ids.bitmap != 0 && repl_ == ReplState::kEstablished && bitmap_.CountSet() == 0) {
+    // The peer caught up with us: forget where it stood.
+    md_.ids.bitmap = 0;
+    PersistMdNow();
+  } else if (peer.role == Role::kPrimary && role_ == Role::kSecondary &&
+             md_.disk == DiskState::kUpToDate && peer.ids.current != md_.ids.current) {
+    // The peer promoted while we were connected: follow its current id.
+    md_.ids.current = peer.ids.current;
+    PersistMdNow();
+  }
+}
+
+// --- Secondary: the peer's writes ---
+
+bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t length,
+                       WriteKind kind, bool resync) {
+  if (!Connected()) return false;
+  if (role_ == Role::kPrimary || offset + length > options_.data_bytes) {
+    Emit(SendAck{AckKind::kWritten, seq, role_ == Role::kPrimary ? EROFS : EINVAL});
+    return false;
+  }
+  if (options_.protocol == Protocol::kB && !resync) Emit(SendAck{AckKind::kReceived, seq, 0});
+  Apply a;
+  a.seq = seq;
+  a.epoch = epoch_;
+  a.order = ++apply_counter_;
+  a.offset = offset;
+  a.length = length;
+  a.resync = resync;
+  REPLD_CHECK(applies_.emplace(key, a).second);
+  apply_order_.emplace(a.order, key);
+  if (kind == WriteKind::kData) counters_.received_bytes += length;
+  PumpApplies();
+  return true;
+}
+
+void Replica::PumpApplies() {
+  // Frames are applied in parallel, except that a frame waits for every earlier frame it
+  // overlaps: overlapping writes land in the order the Primary sent them.
+  for (auto it = apply_order_.begin(); it != apply_order_.end(); ++it) {
+    Apply& a = applies_.at(it->second);
+    if (a.started) continue;
+    bool blocked = false;
+    for (auto e = apply_order_.begin(); e != it && !blocked; ++e) {
+      const Apply& earlier = applies_.at(e->second);
+      blocked = Overlaps(a.offset, a.length, earlier.offset, earlier.length);
+    }
+    if (blocked) continue;
+    a.started = true;
+    Emit(ApplyPeerWrite{it->second});
+  }
+}
+
+void Replica::ApplyDone(uint64_t key, int error) {
+  auto it = applies_.find(key);
+  REPLD_CHECK(it != applies_.end() && it->second.started);
+  const Apply a = it->second;
+  applies_.erase(it);
+  apply_order_.erase(a.order);
+  const uint64_t seq = a.seq;
+  if (error == 0) {
+    counters_.written_bytes += a.length;
+  } else {
+    Warn("writing the peer's block at " + std::to_string(a.offset) + " failed: error " +
+         std::to_string(error));
+  }
+  if (Connected() && a.epoch == epoch_) Emit(SendAck{AckKind::kWritten, seq, error});
+  PumpApplies();
+  PumpPeerFlushes();
+}
+
+void Replica::PeerFlush(uint64_t seq) {
+  if (!Connected()) return;
+  peer_flushes_.push_back(seq);
+  PumpPeerFlushes();
+}
+
+void Replica::PumpPeerFlushes() {
+  if (peer_flush_running_ || peer_flushes_.empty()) return;
+  const uint64_t seq = peer_flushes_.front();
+  // Every frame before the barrier must have reached the disk.
+  for (const auto& [key, a] : applies_) {
+    if (a.epoch == epoch_ && a.seq < seq) return;
+  }
+  peer_flushes_.pop_front();
+  peer_flush_running_ = true;
+  const uint64_t token = next_token_++;
+  peer_flush_tokens_.emplace(token, std::pair{seq, epoch_});
+  Emit(SubmitFlush{token});
+}
+
+}  // namespace repld

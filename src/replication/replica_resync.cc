@@ -1,0 +1,98 @@
+// Resync, SyncSource side: the blocks marked in the bitmap are read locally and sent to the peer
+// in order, a bounded window at a time; a block's bits clear when the peer confirms its write.
+// Application writes that overlap a block being read wait for it (and the other way round), so
+// the peer receives them in the order they hit this disk.
+#include "common/check.h"
+#include "replication/replica.h"
+
+namespace repld {
+
+void Replica::StartResyncAsSource(bool full) {
+  if (full) bitmap_.SetRange(0, options_.data_bytes);
+  repl_ = ReplState::kSyncSource;
+  resync_cursor_bit_ = 0;
+  resync_total_bytes_ = bitmap_.OutOfSyncBytes();
+  Emit(PersistBitmap{});
+  Info(std::string(full ? "full" : "bitmap") + " resync to the peer: " +
+       std::to_string(resync_total_bytes_) + " bytes");
+  PumpResync();
+}
+
+void Replica::PumpResync() {
+  if (repl_ != ReplState::kSyncSource || !Connected()) return;
+  const uint64_t grain = kBitmapGrainBytes;
+  const uint64_t bits = bitmap_.bit_count();
+  const uint64_t max_bits = options_.resync_block_bytes / grain;
+  while (resync_blocks_.size() < options_.resync_window && !PeerWindowFull()) {
+    const uint64_t first = bitmap_.FindNextSet(resync_cursor_bit_);
+    if (first >= bits) break;
+    uint64_t last = first;
+    while (last + 1 < bits && last + 1 - first < max_bits && bitmap_.Test(last + 1)) ++last;
+    const uint64_t offset = first * grain;
+    const uint64_t length = std::min((last + 1) * grain, options_.data_bytes) - offset;
+    if (LocalConflict(offset, length)) break;  // retried when that write completes
+    bool waiting_overlap = false;
+    for (RequestId id : waiting_) {
+      const Request& r = requests_.at(id);
+      waiting_overlap = waiting_overlap || Overlaps(offset, length, r.offset, r.length);
+    }
+    if (waiting_overlap) break;
+    const uint64_t token = next_token_++;
+    resync_blocks_.emplace(token, ResyncBlock{offset, length, false});
+    resync_cursor_bit_ = last + 1;
+    Emit(ResyncRead{token, offset, length});
+  }
+  if (PeerWindowFull()) SendBarrier();  // confirmed blocks wait for a peer flush to leave the window
+  if (resync_blocks_.empty() && bitmap_.FindNextSet(resync_cursor_bit_) >= bits) {
+    if (bitmap_.CountSet() > 0) {
+      resync_cursor_bit_ = 0;  // blocks failed or were marked again behind the cursor
+      if (bitmap_.FindNextSet(0) < bits) {
+        PumpResync();
+        return;
+      }
+    }
+    FinishResync();
+  }
+}
+
+void Replica::ResyncReadDone(uint64_t token, int error) {
+  auto it = resync_blocks_.find(token);
+  REPLD_CHECK(it != resync_blocks_.end());
+  if (error != 0 || !Connected()) {
+    if (error != 0) {
+      Warn("reading block at " + std::to_string(it->second.offset) +
+           " for the resync failed: error " + std::to_string(error) + "; resync stops");
+      repl_ = ReplState::kEstablished;
+    }
+    resync_blocks_.erase(it);
+    PumpWrites();
+    return;
+  }
+  it->second.read_done = true;
+  const uint64_t seq = next_seq_++;
+  resync_frames_.emplace(seq, token);
+  last_resync_seq_ = seq;
+  Emit(SendResync{seq, token});
+  counters_.sent_bytes += it->second.length;
+  PumpWrites();
+}
+
+void Replica::FinishResync() {
+  // The target becomes UpToDate on our word: its copy must be durable first.
+  for (const Unflushed& u : peer_unflushed_) {
+    if (u.seq <= last_resync_seq_) {
+      SendBarrier();
+      return;
+    }
+  }
+  repl_ = ReplState::kEstablished;
+  // The bitmap id stays until the peer says it is UpToDate with our current id: if the
+  // connection breaks before that, the next handshake must still see where the peer stands.
+  Emit(PersistBitmap{});
+  Info("resync finished: the peer is UpToDate");
+  PeerState s = LocalState();
+  s.resync_done = true;
+  Emit(SendState{s});
+}
+
+}  // namespace repld

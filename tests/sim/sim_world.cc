@@ -1,0 +1,429 @@
+#include "sim_world.h"
+
+#include <algorithm>
+#include <sstream>
+
+namespace repld::sim {
+
+void SimDisk::Write(uint64_t offset, const std::vector<uint64_t>& versions, bool fua) {
+  for (size_t i = 0; i < versions.size(); ++i) {
+    cache[offset / kBlock + i] = versions[i];
+    if (fua) durable[offset / kBlock + i] = versions[i];
+  }
+}
+
+void SimDisk::Crash(std::mt19937_64& rng) {
+  for (size_t b = 0; b < cache.size(); ++b) {
+    if (cache[b] != durable[b] && (rng() & 1)) cache[b] = durable[b];
+  }
+  durable = cache;
+}
+
+World::World(SimOptions options) : options_(options), rng_(options.seed) {
+  blocks_ = options_.data_bytes / kBlock;
+  acked_.assign(blocks_, 0);
+  for (int i = 0; i < 2; ++i) {
+    auto n = std::make_unique<Node>(blocks_);
+    n->index = i;
+    n->al_on_disk.assign(options_.al_extents, kAlEmpty);
+    n->bitmap_on_disk.emplace(options_.data_bytes);
+    nodes_.push_back(std::move(n));
+    MakeReplica(*nodes_.back());
+  }
+}
+
+void World::MakeReplica(Node& n) {
+  ReplicaOptions o;
+  o.node_name = n.index == 0 ? "alpha" : "beta";
+  o.data_bytes = options_.data_bytes;
+  o.protocol = options_.protocol;
+  o.max_buffers = options_.max_buffers;
+  o.resync_window = 4;
+  o.seed = options_.seed * 2 + static_cast<uint64_t>(n.index) + n.incarnation * 1000;
+  n.replica = std::make_unique<Replica>(o, n.md_on_disk, ActivityLog(n.al_on_disk, n.al_seq_on_disk),
+                                        *n.bitmap_on_disk);
+  n.frames.clear();
+  n.resync_reads.clear();
+  n.client_writes.clear();
+  Drain(n.index);
+}
+
+void World::At(Clock when, int node, std::function<void()> fn) {
+  const uint64_t inc = node >= 0 ? nodes_[static_cast<size_t>(node)]->incarnation : 0;
+  events_.push(Event{when, event_seq_++, node, inc, std::move(fn)});
+}
+
+bool World::Step() {
+  if (events_.empty() || !failure_.empty()) return false;
+  Event e = events_.top();
+  events_.pop();
+  now_ = e.when;
+  if (e.node >= 0) {
+    const Node& n = *nodes_[static_cast<size_t>(e.node)];
+    if (!n.up || n.incarnation != e.incarnation) return true;
+  }
+  e.fn();
+  return true;
+}
+
+void World::RunUntil(Clock t, const std::function<bool()>& stop) {
+  while (failure_.empty() && !events_.empty() && events_.top().when <= t) {
+    if (stop && stop()) return;
+    Step();
+  }
+  if (now_ < t) now_ = t;
+}
+
+void World::Fail(const std::string& what) {
+  if (failure_.empty()) failure_ = what + " (at " + std::to_string(now_) + " us; " + Where() + ")";
+}
+
+std::string World::Where() const {
+  std::ostringstream out;
+  for (const auto& n : nodes_) {
+    if (!n->up) {
+      out << "node" << n->index << " down; ";
+      continue;
+    }
+    const ReplicaStatus s = n->replica->Report();
+    out << "node" << n->index << " " << RoleName(s.role) << "/" << DiskStateName(s.disk) << "/"
+        << ConnStateName(s.conn) << "/" << ReplStateName(s.repl)
+        << " oos=" << s.out_of_sync_bytes << " pending=" << s.pending << "; ";
+  }
+  return out.str();
+}
+
+void World::Drain(int index) {
+  Node& n = *nodes_[static_cast<size_t>(index)];
+  for (int rounds = 0; n.up && rounds < 1000; ++rounds) {
+    std::vector<Action> actions = n.replica->TakeActions();
+    if (actions.empty()) return;
+    for (Action& a : actions) Execute(n, a);
+  }
+}
+
+void World::Execute(Node& n, Action& action) {
+  const int i = n.index;
+  Replica& r = *n.replica;
+  auto later = [&](Clock lo, Clock hi, std::function<void()> fn) {
+    After(Rand(lo, hi), i, [this, i, fn = std::move(fn)] {
+      fn();
+      Drain(i);
+    });
+  };
+  std::visit(
+      [&](auto& a) {
+        using T = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<T, SubmitWrite>) {
+          later(20, 400, [&n, id = a.id] {
+            const Node::ClientWrite& w = n.client_writes.at(id);
+            n.disk.Write(w.offset, std::vector<uint64_t>(w.length / kBlock, w.version), w.fua);
+            n.replica->LocalWriteDone(id, 0);
+          });
+        } else if constexpr (std::is_same_v<T, SubmitRead>) {
+          later(20, 200, [&n, id = a.id] { n.replica->LocalReadDone(id, 0); });
+        } else if constexpr (std::is_same_v<T, SubmitFlush>) {
+          later(100, 800, [&n, t = a.token] {
+            n.disk.Flush();
+            n.replica->LocalFlushDone(t, 0);
+          });
+        } else if constexpr (std::is_same_v<T, SendData>) {
+          const Node::ClientWrite& w = n.client_writes.at(a.id);
+          Frame f;
+          f.type = Frame::Type::kData;
+          f.seq = a.seq;
+          f.offset = w.offset;
+          f.length = w.length;
+          f.fua = w.fua;
+          f.versions.assign(w.length / kBlock, w.version);
+          Send(i, std::move(f));
+          later(5, 50, [&n, seq = a.seq] { n.replica->PeerSent(seq); });
+        } else if constexpr (std::is_same_v<T, SendFlush>) {
+          Frame f;
+          f.type = Frame::Type::kFlush;
+          f.seq = a.seq;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, ApplyPeerWrite>) {
+          if (n.frames.count(a.key) == 0) {
+            Fail("node" + std::to_string(i) + " asked to apply frame key " + std::to_string(a.key) +
+                 ", which it never received or already applied");
+            return;
+          }
+          later(20, 400, [&n, key = a.key] {
+            const Frame f = n.frames.at(key);
+            n.frames.erase(key);
+            n.disk.Write(f.offset, f.versions, f.fua);
+            n.replica->ApplyDone(key, 0);
+          });
+        } else if constexpr (std::is_same_v<T, SendAck>) {
+          Frame f;
+          f.type = Frame::Type::kAck;
+          f.ack = a.kind;
+          f.seq = a.seq;
+          f.error = a.error;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, ResyncRead>) {
+          later(20, 400, [&n, a] {
+            Frame f;
+            f.type = Frame::Type::kData;
+            f.resync = true;
+            f.offset = a.offset_bytes;
+            f.length = a.length_bytes;
+            for (uint64_t b = a.offset_bytes / kBlock; b < (a.offset_bytes + a.length_bytes) / kBlock;
+                 ++b) {
+              f.versions.push_back(n.disk.cache[b]);
+            }
+            n.resync_reads[a.token] = std::move(f);
+            n.replica->ResyncReadDone(a.token, 0);
+          });
+        } else if constexpr (std::is_same_v<T, SendResync>) {
+          auto it = n.resync_reads.find(a.token);
+          if (it == n.resync_reads.end()) {
+            Fail("SendResync for a block that was not read");
+            return;
+          }
+          Frame f = std::move(it->second);
+          n.resync_reads.erase(it);
+          f.seq = a.seq;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, Complete>) {
+          auto it = n.client_writes.find(a.id);
+          if (it != n.client_writes.end()) {
+            if (a.error == 0) {
+              for (uint64_t b = it->second.offset / kBlock;
+                   b < (it->second.offset + it->second.length) / kBlock; ++b) {
+                acked_[b] = std::max(acked_[b], it->second.version);
+              }
+              ++acked_writes_;
+            }
+            // The payload stays until the request is gone from the replica: SendData copies it.
+            n.client_writes.erase(it);
+          }
+          --client_inflight_;
+          After(Rand(0, 100), 0, [this] { ClientIssue(); });
+        } else if constexpr (std::is_same_v<T, WriteAl>) {
+          later(20, 300, [&n, plan = a.plan] {
+            n.bitmap_on_disk = n.replica->bitmap();
+            n.al_on_disk = plan.table;
+            n.al_seq_on_disk = plan.seq;
+            n.replica->AlWritten(plan.seq, 0);
+          });
+        } else if constexpr (std::is_same_v<T, PersistMd>) {
+          n.md_on_disk = a.md;
+        } else if constexpr (std::is_same_v<T, PersistBitmap>) {
+          n.bitmap_on_disk = r.bitmap();
+        } else if constexpr (std::is_same_v<T, SendState>) {
+          Frame f;
+          f.type = Frame::Type::kState;
+          f.state = a.state;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, DropPeer>) {
+          if (!a.reconnect) Fail("node" + std::to_string(i) + " refused the peer: " + a.reason);
+          After(0, -1, [this, reason = a.reason] { Disconnect(reason); });
+        } else if constexpr (std::is_same_v<T, Log>) {
+          log_.push_back(std::to_string(now_) + " node" + std::to_string(i) + ": " + a.text);
+        }
+      },
+      action);
+}
+
+void World::Send(int from, Frame f) {
+  if (!connected_) return;
+  const int to = 1 - from;
+  // In order per connection (TCP), with a random delay.
+  Clock when = std::max(now_ + Rand(10, 300), last_delivery_[to]);
+  last_delivery_[to] = when;
+  const uint64_t epoch = conn_epoch_;
+  At(when, to, [this, to, epoch, f = std::move(f)] {
+    if (!connected_ || epoch != conn_epoch_) return;
+    Deliver(to, f);
+    Drain(to);
+  });
+}
+
+void World::Deliver(int to, const Frame& f) {
+  Node& n = *nodes_[static_cast<size_t>(to)];
+  switch (f.type) {
+    case Frame::Type::kData: {
+      const uint64_t key = next_key_++;
+      n.frames.emplace(key, f);
+      if (!n.replica->PeerData(key, f.seq, f.offset, f.length, WriteKind::kData, f.resync)) {
+        n.frames.erase(key);
+      }
+      break;
+    }
+    case Frame::Type::kFlush:
+      n.replica->PeerFlush(f.seq);
+      break;
+    case Frame::Type::kAck:
+      n.replica->PeerAck(f.ack, f.seq, f.error);
+      break;
+    case Frame::Type::kState:
+      n.replica->PeerStateChanged(f.state);
+      break;
+  }
+}
+
+void World::TryConnect() {
+  connect_pending_ = false;
+  if (connected_ || !link_up_ || !nodes_[0]->up || !nodes_[1]->up) return;
+  connected_ = true;
+  ++conn_epoch_;
+  last_delivery_[0] = last_delivery_[1] = now_;
+  const PeerState s0 = nodes_[0]->replica->LocalState();
+  const PeerState s1 = nodes_[1]->replica->LocalState();
+  nodes_[0]->replica->PeerUp(s1);
+  nodes_[1]->replica->PeerUp(s0);
+  Drain(0);
+  Drain(1);
+}
+
+void World::Disconnect(const std::string& why) {
+  if (!connected_) return;
+  connected_ = false;
+  ++conn_epoch_;
+  for (auto& n : nodes_) {
+    if (!n->up) continue;
+    n->replica->PeerDown(why);
+
+    Drain(n->index);
+  }
+  if (!connect_pending_) {
+    connect_pending_ = true;
+    After(Rand(1000, 5000), -1, [this] { TryConnect(); });
+  }
+}
+
+void World::CrashNode(int index) {
+  Node& n = *nodes_[static_cast<size_t>(index)];
+  if (!n.up) return;
+  // Down first: a dead node notices nothing, not even the lost connection.
+  n.up = false;
+  ++n.incarnation;
+  Disconnect("node" + std::to_string(index) + " crashed");
+  n.disk.Crash(rng_);
+  n.replica.reset();
+  n.frames.clear();
+}
+
+void World::RestartNode(int index) {
+  Node& n = *nodes_[static_cast<size_t>(index)];
+  if (n.up) return;  // faults overlap: an earlier restart already brought it back
+  n.up = true;
+  ++n.incarnation;
+  MakeReplica(n);
+  if (!connect_pending_) {
+    connect_pending_ = true;
+    After(Rand(100, 1000), -1, [this] { TryConnect(); });
+  }
+}
+
+void World::ClientIssue() {
+  Node& p = *nodes_[0];
+  while (client_on_ && p.up && client_inflight_ < options_.queue_depth) {
+    const RequestId id = next_request_++;
+    ++client_inflight_;
+    if (Chance(0.05)) {
+      p.replica->ClientFlush(id);
+    } else {
+      // Half the writes go to a small hot area, so that writes overlap.
+      const uint64_t blocks = Rand(1, 8);
+      const uint64_t span = Chance(0.5) ? 64 : blocks_;
+      const uint64_t first = Rand(0, span - blocks);
+      const uint64_t version = next_version_++;
+      const bool fua = Chance(0.1);
+      p.client_writes[id] = Node::ClientWrite{first * kBlock, blocks * kBlock, version, fua};
+      p.replica->ClientWrite(id, first * kBlock, blocks * kBlock, WriteKind::kData, fua);
+    }
+    Drain(0);
+  }
+}
+
+std::string World::Run() {
+  // A fresh pair: node 0 takes over with --force and syncs node 1 in full, while writing.
+  Node& p = *nodes_[0];
+  Node& s = *nodes_[1];
+  if (Status st = p.replica->Promote(true); !st.ok()) return "promote: " + st.message();
+  Drain(0);
+  TryConnect();
+  client_on_ = true;
+  ClientIssue();
+
+  // Phase 1: faults while the client writes.
+  const Clock phase1_end = 200'000;
+  if (options_.faults) {
+    for (int k = 0, faults = static_cast<int>(Rand(1, 4)); k < faults; ++k) {
+      const Clock t = Rand(10'000, phase1_end - 40'000);
+      if (Chance(0.5)) {
+        At(t, -1, [this] {
+          link_up_ = false;
+          Disconnect("link cut");
+        });
+        At(t + Rand(2'000, 30'000), -1, [this] {
+          link_up_ = true;
+          if (!connect_pending_) {
+            connect_pending_ = true;
+            After(Rand(100, 2000), -1, [this] { TryConnect(); });
+          }
+        });
+      } else {
+        At(t, -1, [this] { CrashNode(1); });
+        At(t + Rand(2'000, 30'000), -1, [this] { RestartNode(1); });
+      }
+    }
+  }
+  RunUntil(phase1_end);
+  if (!failure_.empty()) return failure_;
+
+  // Phase 2: heal; the client pauses until the pair is in sync, then the disks must match.
+  client_on_ = false;
+  link_up_ = true;
+  if (!s.up) RestartNode(1);
+  if (!connected_ && !connect_pending_) TryConnect();
+  auto in_sync = [&] {
+    if (!s.up || !connected_ || client_inflight_ > 0) return false;
+    const ReplicaStatus ps = p.replica->Report(), ss = s.replica->Report();
+    return ps.repl == ReplState::kEstablished && ss.repl == ReplState::kEstablished &&
+           ss.disk == DiskState::kUpToDate && ps.out_of_sync_bytes == 0 && ps.unacked == 0 &&
+           ss.pending == 0;
+  };
+  RunUntil(now_ + 5'000'000, in_sync);
+  if (!failure_.empty()) return failure_;
+  if (!in_sync()) {
+    Fail("the pair did not get back in sync within 5 s after healing");
+    return failure_;
+  }
+  RunUntil(now_ + 2'000);  // let the Secondary's last applies land
+  for (uint64_t b = 0; b < blocks_; ++b) {
+    if (p.disk.cache[b] != s.disk.cache[b]) {
+      Fail("after the resync, block " + std::to_string(b) + " differs: Primary has version " +
+           std::to_string(p.disk.cache[b]) + ", Secondary " + std::to_string(s.disk.cache[b]));
+      return failure_;
+    }
+  }
+
+  // Phase 3: writes on a healthy pair, then the Primary dies at a random moment.
+  client_on_ = true;
+  ClientIssue();
+  RunUntil(now_ + Rand(1'000, 50'000));
+  if (!failure_.empty()) return failure_;
+  if (options_.protocol == Protocol::kC) {
+    CrashNode(0);
+    for (uint64_t b = 0; b < blocks_; ++b) {
+      if (s.disk.cache[b] < acked_[b]) {
+        Fail("the Primary died and block " + std::to_string(b) + " on the Secondary has version " +
+             std::to_string(s.disk.cache[b]) + ", but version " + std::to_string(acked_[b]) +
+             " was acknowledged under protocol C");
+        return failure_;
+      }
+    }
+    if (Status st = s.replica->Promote(false); !st.ok()) {
+      Fail("promoting the surviving UpToDate Secondary failed: " + st.message());
+      return failure_;
+    }
+  }
+  if (acked_writes_ == 0) Fail("no write was acknowledged: the sim did not exercise anything");
+  return failure_;
+}
+
+}  // namespace repld::sim

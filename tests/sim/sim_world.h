@@ -1,0 +1,141 @@
+// A deterministic world for the replication core: two nodes, each a Replica with a simulated
+// disk (a volatile cache that a crash partly loses), a simulated network between them (in-order
+// per connection, random delay, disconnects), a clock, and a client that writes versioned blocks
+// to the Primary. Everything random comes from one seed, so a failing seed replays exactly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "replication/replica.h"
+
+namespace repld::sim {
+
+inline constexpr uint64_t kBlock = 4096;
+
+// One 4 KiB block holds the version of the write that wrote it (0: never written).
+struct SimDisk {
+  std::vector<uint64_t> durable, cache;
+  explicit SimDisk(uint64_t blocks) : durable(blocks, 0), cache(blocks, 0) {}
+  void Write(uint64_t offset, const std::vector<uint64_t>& versions, bool fua);
+  void Flush() { durable = cache; }
+  // Power loss: each block written since the last flush keeps its new content or loses it.
+  void Crash(std::mt19937_64& rng);
+};
+
+struct Frame {
+  enum class Type { kData, kFlush, kAck, kState } type = Type::kData;
+  uint64_t seq = 0, offset = 0, length = 0;
+  std::vector<uint64_t> versions;  // data: one per 4 KiB block
+  bool fua = false, resync = false;
+  AckKind ack = AckKind::kWritten;
+  int error = 0;
+  PeerState state;
+};
+
+struct Node {
+  int index = 0;
+  std::unique_ptr<Replica> replica;
+  SimDisk disk;
+  bool up = true;
+  uint64_t incarnation = 0;  // bumped by a crash: events of the old life are dropped
+  // What survives a crash.
+  MdState md_on_disk;
+  std::optional<Bitmap> bitmap_on_disk;
+  std::vector<uint32_t> al_on_disk;
+  uint64_t al_seq_on_disk = 0;
+  // In-flight payloads.
+  struct ClientWrite {
+    uint64_t offset, length, version;
+    bool fua;
+  };
+  std::unordered_map<RequestId, ClientWrite> client_writes;  // request -> what it writes
+  std::unordered_map<uint64_t, Frame> frames;                // key -> received data frame
+  std::unordered_map<uint64_t, Frame> resync_reads;          // token -> block read
+  explicit Node(uint64_t blocks) : disk(blocks) {}
+};
+
+struct SimOptions {
+  uint64_t seed = 1;
+  Protocol protocol = Protocol::kC;
+  uint64_t data_bytes = 16ULL << 20;
+  uint32_t al_extents = 3;
+  uint32_t max_buffers = 64;
+  uint32_t queue_depth = 8;
+  bool faults = true;
+};
+
+class World {
+ public:
+  explicit World(SimOptions options);
+  // Runs the whole story; returns "" on success or what went wrong.
+  std::string Run();
+  const std::vector<std::string>& log() const { return log_; }
+
+ private:
+  using Clock = uint64_t;  // microseconds
+  void At(Clock when, int node, std::function<void()> fn);
+  void After(Clock delay, int node, std::function<void()> fn) { At(now_ + delay, node, std::move(fn)); }
+  bool Step();
+  void RunUntil(Clock t, const std::function<bool()>& stop = nullptr);
+  Clock Rand(Clock lo, Clock hi) { return std::uniform_int_distribution<Clock>(lo, hi)(rng_); }
+  bool Chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+
+  void MakeReplica(Node& n);
+  void Drain(int node);
+  void Execute(Node& n, Action& a);
+  void Send(int from, Frame f);
+  void Deliver(int to, const Frame& f);
+  void TryConnect();
+  void Disconnect(const std::string& why);
+  void CrashNode(int node);
+  void RestartNode(int node);
+  void ClientIssue();
+  void Fail(const std::string& what);
+  std::string Where() const;
+
+  SimOptions options_;
+  std::mt19937_64 rng_;
+  Clock now_ = 0;
+  uint64_t event_seq_ = 0;
+  struct Event {
+    Clock when;
+    uint64_t seq;
+    int node;  // -1: the world; else dropped if the node crashed since
+    uint64_t incarnation;
+    std::function<void()> fn;
+    bool operator>(const Event& o) const { return when != o.when ? when > o.when : seq > o.seq; }
+  };
+  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  uint64_t blocks_ = 0;
+
+  // Network: one connection at a time; frames of an old connection are dropped.
+  bool link_up_ = true;
+  bool connected_ = false;
+  uint64_t conn_epoch_ = 0;
+  Clock last_delivery_[2] = {0, 0};
+  bool connect_pending_ = false;
+
+  // Client on node 0 (the Primary).
+  bool client_on_ = false;
+  uint32_t client_inflight_ = 0;
+  uint64_t next_request_ = 1;
+  uint64_t next_version_ = 1;
+  uint64_t next_key_ = 1;
+  std::vector<uint64_t> acked_;  // per block: the highest acknowledged version
+  uint64_t acked_writes_ = 0;
+
+  std::string failure_;
+  std::vector<std::string> log_;
+};
+
+}  // namespace repld::sim
