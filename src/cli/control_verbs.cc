@@ -1,8 +1,105 @@
-// The verbs that talk to a running daemon over its control socket.
+// status, primary, secondary: the verbs that talk to a running daemon over its control socket
+// (docs/control.md). Exit codes: 0 done, 1 the daemon refused (or the resource's file is
+// wrong), 2 command-line usage (CLI11), 3 the daemon is not running.
+#include <cerrno>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/status_format.h"
 #include "cli/verbs.h"
+#include "daemon/control_proto.h"
 
 namespace repld::cli {
+namespace {
 
-std::vector<Verb> AddControlVerbs(CLI::App&) { return {}; }
+constexpr int kExitNotRunning = 3;
+
+struct ControlArgs {
+  ResourceOptions resource;
+  bool json = false;   // status
+  bool force = false;  // primary
+};
+
+// Sends one request to the daemon of the resource; prints what went wrong and sets `exit_code`
+// when it fails.
+Result<nlohmann::json> Ask(const ControlArgs& args, const std::string& command,
+                           const nlohmann::json& arguments, int& exit_code) {
+  auto target = ResolveResource(args.resource);
+  if (!target.ok()) {
+    exit_code = Fail(target.status().message());
+    return target.status();
+  }
+  const Target& t = target.value();
+  const std::string path = ControlSocketPath(t.config, t.node);
+  auto response = CallControl(path, ControlRequestLine(command, arguments),
+                              std::chrono::milliseconds(kControlClientTimeout));
+  if (response.ok()) return response;
+  const Status& s = response.status();
+  if (s.code() == ENOENT || s.code() == ECONNREFUSED) {
+    Fail("the repld daemon for resource '" + t.config.name + "' (node " + t.node.name +
+         ") is not running: no control socket at " + path + "; start it with: systemctl start " +
+         "repld@" + t.config.name + " (or repld --config " + t.config.path + " --node " +
+         t.node.name + ")");
+    exit_code = kExitNotRunning;
+  } else if (s.code() == EACCES || s.code() == EPERM) {
+    exit_code = Fail(s.message() + " (the control socket is for root only: run replctl as root)");
+  } else {
+    exit_code = Fail(command + " " + t.config.name + ": " + s.message());
+  }
+  return s;
+}
+
+int RunStatus(const ControlArgs& args) {
+  int exit_code = 0;
+  auto response = Ask(args, "status", nlohmann::json::object(), exit_code);
+  if (!response.ok()) return exit_code;
+  const nlohmann::json& status = response.value()["status"];
+  if (!status.is_object()) return Fail("the daemon's status answer has no \"status\" object");
+  if (args.json) {
+    std::printf("%s\n",
+                status.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else {
+    std::fputs(FormatStatus(status).c_str(), stdout);
+  }
+  return 0;
+}
+
+int RunRole(const ControlArgs& args, const std::string& command) {
+  int exit_code = 0;
+  nlohmann::json arguments = nlohmann::json::object();
+  if (command == "primary") arguments["force"] = args.force;
+  auto response = Ask(args, command, arguments, exit_code);
+  if (!response.ok()) return exit_code;
+  const auto message = response.value().find("message");
+  if (message != response.value().end() && message->is_string()) {
+    std::printf("%s\n", message->get<std::string>().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::vector<Verb> AddControlVerbs(CLI::App& app) {
+  auto args = std::make_shared<ControlArgs>();
+  std::vector<Verb> verbs;
+
+  CLI::App* status = app.add_subcommand("status", "show the state of a running resource");
+  AddResourceOptions(*status, args->resource);
+  status->add_flag("--json", args->json, "print the daemon's status object (docs/control.md)");
+  verbs.push_back({status, [args] { return RunStatus(*args); }});
+
+  CLI::App* primary = app.add_subcommand("primary", "promote this node of the resource");
+  AddResourceOptions(*primary, args->resource);
+  primary->add_flag("--force", args->force,
+                    "promote even without up-to-date data (makes this node's data the truth)");
+  verbs.push_back({primary, [args] { return RunRole(*args, "primary"); }});
+
+  CLI::App* secondary = app.add_subcommand("secondary", "demote this node of the resource");
+  AddResourceOptions(*secondary, args->resource);
+  verbs.push_back({secondary, [args] { return RunRole(*args, "secondary"); }});
+  return verbs;
+}
 
 }  // namespace repld::cli

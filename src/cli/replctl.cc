@@ -47,7 +47,13 @@ int main(int argc, char** argv) {
   for (auto group : {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs}) {
     for (Verb& v : group(app)) verbs.push_back(std::move(v));
   }
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage error exits 2 (see docs/control.md).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
   for (const Verb& v : verbs) {
     if (v.command->parsed()) return v.run();
   }

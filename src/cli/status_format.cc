@@ -1,0 +1,96 @@
+#include "cli/status_format.h"
+
+#include <cstdio>
+
+#include "common/units.h"
+
+namespace repld::cli {
+namespace {
+
+using nlohmann::json;
+
+const json& Field(const json& object, const char* key) {
+  static const json kNull;
+  if (!object.is_object()) return kNull;
+  const auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
+}
+
+std::string Text(const json& object, const char* key) {
+  const json& v = Field(object, key);
+  return v.is_string() ? v.get<std::string>() : "?";
+}
+
+uint64_t Count(const json& object, const char* key) {
+  const json& v = Field(object, key);
+  return v.is_number_unsigned() ? v.get<uint64_t>() : 0;
+}
+
+std::string CountersLine(const json& counters) {
+  return "  counters: sent " + FormatSizeBytes(Count(counters, "sent_bytes")) + ", received " +
+         FormatSizeBytes(Count(counters, "received_bytes")) + ", written " +
+         FormatSizeBytes(Count(counters, "written_bytes")) + ", read " +
+         FormatSizeBytes(Count(counters, "read_bytes")) + ", al-writes " +
+         std::to_string(Count(counters, "al_writes")) + ", bitmap-writes " +
+         std::to_string(Count(counters, "bitmap_writes")) + ", pending " +
+         std::to_string(Count(counters, "pending")) + ", unacked " +
+         std::to_string(Count(counters, "unacked")) + "\n";
+}
+
+}  // namespace
+
+std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes) {
+  constexpr int kBarChars = 20;
+  if (done_bytes > total_bytes) done_bytes = total_bytes;
+  const double fraction =
+      total_bytes == 0 ? 1.0 : static_cast<double>(done_bytes) / static_cast<double>(total_bytes);
+  const int filled = static_cast<int>(fraction * kBarChars);
+  std::string bar = "[";
+  if (filled >= kBarChars) {
+    bar += std::string(kBarChars, '=');
+  } else {
+    bar += std::string(static_cast<size_t>(filled), '=') + ">" +
+           std::string(static_cast<size_t>(kBarChars - 1 - filled), '.');
+  }
+  bar += "]";
+  // Truncated, not rounded: 99.96% done is not 100.0%.
+  const double percent = static_cast<double>(static_cast<uint64_t>(fraction * 1000.0)) / 10.0;
+  char text[160];
+  std::snprintf(text, sizeof text, " sync'ed: %.1f%% (%llu/%llu)M  done: %s of %s", percent,
+                static_cast<unsigned long long>((total_bytes - done_bytes) / kMiB),
+                static_cast<unsigned long long>(total_bytes / kMiB),
+                FormatSizeBytes(done_bytes).c_str(), FormatSizeBytes(total_bytes).c_str());
+  return bar + text;
+}
+
+std::string FormatStatus(const json& status) {
+  std::string out = Text(status, "resource") + " role:" + Text(status, "role") + "\n";
+  out += "  disk:" + Text(status, "disk") + "\n";
+
+  const json& peer = Field(status, "peer");
+  const std::string connection = Text(status, "connection");
+  const uint64_t out_of_sync_bytes = Count(status, "out_of_sync_bytes");
+  if (peer.is_object() || connection != "StandAlone") {
+    const std::string name = peer.is_object() ? Text(peer, "node") : "peer";
+    if (connection == "Connected") {
+      out += "  " + name + " role:" + Text(peer, "role") + "\n";
+      out += "    replication:" + Text(status, "replication") + " peer-disk:" + Text(peer, "disk") +
+             "\n";
+    } else {
+      out += "  " + name + " connection:" + connection + "\n";
+    }
+    if (out_of_sync_bytes > 0)
+      out += "    out-of-sync: " + FormatSizeBytes(out_of_sync_bytes) + "\n";
+    const json& resync = Field(status, "resync");
+    if (resync.is_object()) {
+      out += "    " +
+             FormatResyncProgress(Count(resync, "done_bytes"), Count(resync, "total_bytes")) + "\n";
+    }
+  } else if (out_of_sync_bytes > 0) {
+    out += "  out-of-sync: " + FormatSizeBytes(out_of_sync_bytes) + "\n";
+  }
+  out += CountersLine(Field(status, "counters"));
+  return out;
+}
+
+}  // namespace repld::cli

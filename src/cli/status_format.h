@@ -1,0 +1,25 @@
+// `replctl status`'s human form, as DRBD's `drbdadm status` reads:
+//
+//   r0 role:Primary
+//     disk:UpToDate
+//     beta role:Secondary
+//       replication:SyncSource peer-disk:Inconsistent
+//       out-of-sync: 736.0 MiB
+//       [=====>..............] sync'ed: 28.1% (736/1024)M  done: 288.0 MiB of 1.0 GiB
+//     counters: sent 1.2 GiB, received 0 B, written 1.2 GiB, read 3.4 MiB, al-writes 12, ...
+//
+// A pure function of the daemon's status object (docs/control.md), so that it is tested without
+// a daemon. Missing or mistyped fields print as "?" or 0; it never throws.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace repld::cli {
+
+std::string FormatStatus(const nlohmann::json& status);
+
+// "[=====>..............] sync'ed: 28.1% (736/1024)M  done: 288.0 MiB of 1.0 GiB".
+std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes);
+
+}  // namespace repld::cli

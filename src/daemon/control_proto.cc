@@ -1,0 +1,256 @@
+#include "daemon/control_proto.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+
+namespace repld {
+namespace {
+
+using nlohmann::json;
+
+// Never throws: invalid UTF-8 is replaced by U+FFFD.
+std::string Dump(const json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
+// Lines longer than this are cut in messages.
+std::string Excerpt(std::string_view text) {
+  constexpr size_t kExcerptBytesMax = 80;
+  if (text.size() <= kExcerptBytesMax) return std::string(text);
+  return std::string(text.substr(0, kExcerptBytesMax)) + "...";
+}
+
+Status CheckVersion(const json& object) {
+  const std::string speaks = "; this daemon speaks " + std::to_string(kControlVersion);
+  const auto it = object.find("version");
+  if (it == object.end()) {
+    return Status::Invalid("unsupported control protocol version (missing)" + speaks +
+                           ": add \"version\":" + std::to_string(kControlVersion) +
+                           " to the request");
+  }
+  // nlohmann keeps non-negative integers as unsigned.
+  if (!it->is_number_unsigned() || it->get<uint64_t>() < 1) {
+    return Status::Invalid("unsupported control protocol version " + Excerpt(Dump(*it)) + speaks +
+                           " (\"version\" is a positive integer)");
+  }
+  if (it->get<uint64_t>() > static_cast<uint64_t>(kControlVersion)) {
+    return Status::Invalid("unsupported control protocol version " +
+                           std::to_string(it->get<uint64_t>()) + speaks +
+                           " (use the replctl that came with the running repld)");
+  }
+  return Status::Ok();
+}
+
+Status CheckArguments(const std::string& command, const json& request) {
+  if (command == "status" || command == "secondary") return Status::Ok();
+  if (command == "primary") {
+    const auto force = request.find("force");
+    if (force != request.end() && !force->is_boolean()) {
+      return Status::Invalid("\"force\" must be true or false, not " + Dump(*force));
+    }
+    return Status::Ok();
+  }
+  return Status::Invalid("unknown command '" + command +
+                         "'; the commands are status, primary, secondary");
+}
+
+}  // namespace
+
+Result<json> ParseControlRequest(std::string_view line) {
+  if (line.size() > kControlLineBytesMax) {
+    return Status::Invalid("request line longer than " + std::to_string(kControlLineBytesMax) +
+                           " bytes");
+  }
+  json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) {
+    return Status::Invalid("the request is not JSON: send one JSON object per line, like " +
+                           Dump(json{{"version", kControlVersion}, {"command", "status"}}));
+  }
+  if (!request.is_object()) {
+    return Status::Invalid("the request must be a JSON object, not " + Excerpt(Dump(request)));
+  }
+  if (Status s = CheckVersion(request); !s.ok()) return s;
+  const auto command = request.find("command");
+  if (command == request.end() || !command->is_string()) {
+    return Status::Invalid("the request has no \"command\" string; the commands are status, " +
+                           std::string("primary, secondary"));
+  }
+  if (Status s = CheckArguments(command->get<std::string>(), request); !s.ok()) return s;
+  return request;
+}
+
+std::string ControlResponseLine(json answer) {
+  if (!answer.is_object()) {
+    return ControlErrorLine("internal error: the daemon built a response that is not an object");
+  }
+  answer.erase("version");
+  json response = {{"version", kControlVersion}};
+  if (!answer.contains("ok")) response["ok"] = true;
+  response.update(answer);
+  return Dump(response) + "\n";
+}
+
+std::string ControlErrorLine(const std::string& message) {
+  return Dump(json{{"version", kControlVersion}, {"ok", false}, {"error", message}}) + "\n";
+}
+
+std::string ControlRequestLine(const std::string& command, const json& arguments) {
+  json request = {{"version", kControlVersion}, {"command", command}};
+  if (arguments.is_object()) request.update(arguments);
+  return Dump(request) + "\n";
+}
+
+Result<json> ParseControlResponse(std::string_view line) {
+  json response = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (response.is_discarded() || !response.is_object()) {
+    return Status::Invalid("the daemon's answer is not a JSON object: " + Excerpt(line));
+  }
+  const auto version = response.find("version");
+  if (version == response.end() || !version->is_number_integer() ||
+      version->get<int64_t>() != kControlVersion) {
+    return Status::Invalid("the daemon answered in control protocol version " +
+                           (version == response.end() ? std::string("(none)") : Dump(*version)) +
+                           "; this replctl speaks " + std::to_string(kControlVersion) +
+                           " (use the replctl that came with the running repld)");
+  }
+  const auto ok = response.find("ok");
+  if (ok == response.end() || !ok->is_boolean()) {
+    return Status::Invalid("the daemon's answer has no \"ok\": " + Excerpt(line));
+  }
+  if (!ok->get<bool>()) {
+    const auto error = response.find("error");
+    return Status::Invalid(error != response.end() && error->is_string()
+                               ? error->get<std::string>()
+                               : "the daemon refused without saying why");
+  }
+  return response;
+}
+
+Result<json> CallControl(const std::string& path, const std::string& request_line,
+                         std::chrono::milliseconds timeout) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    return Status::Invalid("control socket path '" + path + "' is longer than " +
+                           std::to_string(sizeof addr.sun_path - 1) + " bytes");
+  }
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::Error(errno, "cannot create a unix socket: " + ErrnoText(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  // On AF_UNIX the send timeout also bounds connect() to a daemon whose backlog is full.
+  const timeval tv{static_cast<time_t>(timeout.count() / 1000),
+                   static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    const int e = (errno == EAGAIN || errno == EINPROGRESS) ? ETIMEDOUT : errno;
+    return Status::Error(e, "cannot connect to the control socket '" + path + "': " + ErrnoText(e));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (size_t sent = 0; sent < request_line.size();) {
+    const ssize_t n =
+        send(fd, request_line.data() + sent, request_line.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno == EAGAIN ? ETIMEDOUT : errno;
+      return Status::Error(e, "cannot send to the control socket '" + path + "': " + ErrnoText(e));
+    }
+    sent += static_cast<size_t>(n);
+  }
+  std::string line;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    const int ready = left.count() > 0 ? poll(&p, 1, static_cast<int>(left.count())) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) {
+      return Status::Error(ETIMEDOUT, "the daemon did not answer on '" + path + "' within " +
+                                          std::to_string(timeout.count()) + " ms");
+    }
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno;
+      return Status::Error(e,
+                           "cannot read from the control socket '" + path + "': " + ErrnoText(e));
+    }
+    if (n == 0) {
+      return Status::Error(ECONNRESET, "the daemon closed the control connection on '" + path +
+                                           "' without answering");
+    }
+    line.append(buf, static_cast<size_t>(n));
+    if (const size_t nl = line.find('\n'); nl != std::string::npos) {
+      return ParseControlResponse(std::string_view(line).substr(0, nl));
+    }
+    if (line.size() > kControlLineBytesMax * 16) {
+      return Status::Invalid("the daemon's answer on '" + path + "' has no end of line");
+    }
+  }
+}
+
+std::string GenerationIdText(uint64_t id) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016" PRIX64, id);
+  return buf;
+}
+
+json StatusToJson(const StatusSnapshot& s) {
+  const ReplicaStatus& r = s.replica;
+  // As DRBD shows it: what the peer says of itself is known only while connected.
+  json peer = nullptr;
+  if (s.peer_node) {
+    const bool live = r.conn == ConnState::kConnected && r.peer;
+    peer = {{"node", *s.peer_node},
+            {"role", live ? RoleName(r.peer->role) : "Unknown"},
+            {"disk", live ? DiskStateName(r.peer->disk) : "DUnknown"}};
+  }
+  json resync = nullptr;
+  if (r.repl == ReplState::kSyncSource || r.repl == ReplState::kSyncTarget) {
+    const uint64_t total = r.resync_total_bytes;
+    const uint64_t left = std::min(r.out_of_sync_bytes, total);
+    resync = {{"total_bytes", total}, {"done_bytes", total - left}};
+  }
+  const ReplicaCounters& c = r.counters;
+  return {
+      {"resource", s.resource},
+      {"node", s.node},
+      {"role", RoleName(r.role)},
+      {"disk", DiskStateName(r.disk)},
+      {"connection", ConnStateName(r.conn)},
+      {"replication", ReplStateName(r.repl)},
+      {"protocol", std::string(1, ProtocolLetter(r.protocol))},
+      {"peer", peer},
+      {"out_of_sync_bytes", r.out_of_sync_bytes},
+      {"resync", resync},
+      {"counters",
+       {{"sent_bytes", c.sent_bytes},
+        {"received_bytes", c.received_bytes},
+        {"written_bytes", c.written_bytes},
+        {"read_bytes", c.read_bytes},
+        {"al_writes", c.al_writes},
+        {"bitmap_writes", c.bitmap_writes},
+        {"pending", r.pending},
+        {"unacked", r.unacked}}},
+      {"generation",
+       {{"current", GenerationIdText(r.ids.current)},
+        {"bitmap", GenerationIdText(r.ids.bitmap)},
+        {"history",
+         json::array({GenerationIdText(r.ids.history[0]), GenerationIdText(r.ids.history[1])})}}},
+      {"clients", s.clients},
+      {"size_bytes", s.size_bytes},
+  };
+}
+
+}  // namespace repld

@@ -1,0 +1,276 @@
+#include "daemon/control_server.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read_until.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <cerrno>
+#include <filesystem>
+#include <list>
+
+#include "daemon/control_proto.h"
+
+namespace repld {
+namespace {
+
+using Socket = asio::local::stream_protocol::socket;
+using Acceptor = asio::local::stream_protocol::acceptor;
+
+// A pending io_uring operation may sit in a kernel worker that cancellation does not reach;
+// shutting the socket down wakes it, then close() completes it as aborted.
+template <typename S>
+void ShutdownAndClose(S& s) {
+  if (!s.is_open()) return;
+  ::shutdown(s.native_handle(), SHUT_RDWR);
+  asio::error_code ignored;
+  s.close(ignored);
+}
+
+// True if a live daemon answers on the control socket at `path`. A connect alone proves little
+// (a killed process's socket can accept into its backlog for a moment), so ask for the status:
+// a live daemon answers (or, when full, says so), a dead one resets or stays silent.
+bool ControlSocketIsLive(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  bool live = false;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string probe = ControlRequestLine("status");
+    if (send(fd, probe.data(), probe.size(), MSG_NOSIGNAL | MSG_DONTWAIT) ==
+        static_cast<ssize_t>(probe.size())) {
+      pollfd p{fd, POLLIN, 0};
+      char byte;
+      live = poll(&p, 1, 1000) == 1 && recv(fd, &byte, 1, MSG_DONTWAIT) > 0;
+    }
+  }
+  close(fd);
+  return live;
+}
+
+Status PrepareDirectory(const std::string& path) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) return Status::Ok();
+  std::error_code ec;
+  if (std::filesystem::create_directories(dir, ec)) {
+    chmod(dir.c_str(), 0755);
+  } else if (ec) {
+    return Status::Error(ec.value(), "cannot create the control socket's directory '" +
+                                         dir.string() + "': " + ec.message());
+  }
+  return Status::Ok();
+}
+
+Status RemoveStaleSocket(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return Status::Ok();
+  if (!S_ISSOCK(st.st_mode)) {
+    return Status::Invalid("'" + path + "' exists and is not a socket; remove it or set another " +
+                           "control_socket for this node");
+  }
+  if (ControlSocketIsLive(path)) {
+    return Status::Invalid("a daemon already answers on the control socket '" + path +
+                           "' (is this resource already running on this node?)");
+  }
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::Error(
+        errno, "cannot remove the stale control socket '" + path + "': " + ErrnoText(errno));
+  }
+  spdlog::info("control: replaced the stale socket {} left by a daemon that died", path);
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct ControlServer::Core {
+  Core(asio::io_context& io, Handler h) : acceptor(io), handler(std::move(h)) {}
+
+  Acceptor acceptor;
+  Handler handler;
+  std::list<std::shared_ptr<Socket>> connections;  // at most kControlConnectionsMax
+  bool stopping = false;
+
+  static asio::awaitable<void> AcceptLoop(std::shared_ptr<Core> core);
+  static asio::awaitable<void> Serve(std::shared_ptr<Core> core, std::shared_ptr<Socket> socket);
+  static void Spawn(const std::shared_ptr<Core>& core, Socket socket);
+  // The response line to one request line.
+  std::string Answer(std::string_view line);
+};
+
+asio::awaitable<void> ControlServer::Core::AcceptLoop(std::shared_ptr<Core> core) {
+  for (;;) {
+    asio::error_code ec;
+    Socket socket =
+        co_await core->acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (core->stopping || ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // EMFILE and friends: log, back off briefly, keep serving the connections we have.
+      spdlog::warn("control: accept failed: {}", ec.message());
+      asio::steady_timer pause(core->acceptor.get_executor(), std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    if (core->connections.size() >= kControlConnectionsMax) {
+      // A fresh socket's send buffer is empty, so this short line never blocks.
+      const std::string refusal =
+          ControlErrorLine("too many control connections (" +
+                           std::to_string(kControlConnectionsMax) + " at once); try again");
+      (void)!send(socket.native_handle(), refusal.data(), refusal.size(),
+                  MSG_NOSIGNAL | MSG_DONTWAIT);
+      spdlog::warn("control: refused a connection: {} open already", core->connections.size());
+      ShutdownAndClose(socket);
+      continue;
+    }
+    Spawn(core, std::move(socket));
+  }
+}
+
+void ControlServer::Core::Spawn(const std::shared_ptr<Core>& core, Socket socket) {
+  auto shared = std::make_shared<Socket>(std::move(socket));
+  auto it = core->connections.insert(core->connections.end(), shared);
+  asio::co_spawn(core->acceptor.get_executor(), Serve(core, shared),
+                 [core, it](std::exception_ptr e) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       spdlog::error("control: connection failed: {}", ex.what());
+                     }
+                   }
+                   ShutdownAndClose(**it);
+                   core->connections.erase(it);
+                 });
+}
+
+asio::awaitable<void> ControlServer::Core::Serve(std::shared_ptr<Core> core,
+                                                 std::shared_ptr<Socket> socket) {
+  asio::error_code ec;
+  socket->non_blocking(true, ec);
+  asio::steady_timer watchdog(socket->get_executor());
+  // Every read and write must make progress within kControlIdleTimeout.
+  auto arm = [&watchdog, weak = std::weak_ptr<Socket>(socket)] {
+    watchdog.expires_after(kControlIdleTimeout);
+    watchdog.async_wait([weak](const asio::error_code& wait_ec) {
+      if (wait_ec) return;
+      if (auto s = weak.lock()) ShutdownAndClose(*s);
+    });
+  };
+  std::string buffer;
+  for (;;) {
+    arm();
+    // One byte more than a line may hold, so that a full buffer without '\n' means too long.
+    const size_t n = co_await asio::async_read_until(
+        *socket, asio::dynamic_buffer(buffer, kControlLineBytesMax + 1), '\n',
+        asio::redirect_error(asio::use_awaitable, ec));
+    if (core->stopping) co_return;
+    std::string response;
+    bool close_after = false;
+    if (ec == asio::error::not_found) {
+      response =
+          ControlErrorLine("request line longer than " + std::to_string(kControlLineBytesMax) +
+                           " bytes; closing the connection");
+      close_after = true;
+    } else if (ec == asio::error::eof && !buffer.empty()) {
+      response = core->Answer(buffer);  // a last request without its '\n'
+      close_after = true;
+    } else if (ec) {
+      co_return;  // closed by the client, the watchdog or Stop()
+    } else {
+      std::string_view line(buffer.data(), n - 1);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      response = core->Answer(line);
+      buffer.erase(0, n);
+    }
+    arm();
+    co_await asio::async_write(*socket, asio::buffer(response),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || close_after || core->stopping) co_return;
+  }
+}
+
+std::string ControlServer::Core::Answer(std::string_view line) {
+  auto request = ParseControlRequest(line);
+  if (!request.ok()) return ControlErrorLine(request.status().message());
+  const std::string command = request.value()["command"].get<std::string>();
+  try {
+    return ControlResponseLine(handler(request.value()));
+  } catch (const std::exception& e) {
+    spdlog::error("control: '{}' failed: {}", command, e.what());
+    return ControlErrorLine("internal error in the daemon while handling '" + command +
+                            "': " + e.what() + "; see the daemon's log");
+  }
+}
+
+ControlServer::ControlServer(asio::io_context& io, std::string path, Handler handler)
+    : io_(io), path_(std::move(path)), core_(std::make_shared<Core>(io, std::move(handler))) {}
+
+ControlServer::~ControlServer() { Stop(); }
+
+size_t ControlServer::connection_count() const { return core_->connections.size(); }
+
+Status ControlServer::Start() {
+  if (path_.size() >= sizeof(sockaddr_un::sun_path)) {
+    return Status::Invalid("control socket path '" + path_ + "' is longer than " +
+                           std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes");
+  }
+  if (Status s = PrepareDirectory(path_); !s.ok()) return s;
+  if (Status s = RemoveStaleSocket(path_); !s.ok()) return s;
+  asio::error_code ec;
+  Acceptor& acceptor = core_->acceptor;
+  const asio::local::stream_protocol::endpoint ep(path_);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (ec) {
+    ShutdownAndClose(acceptor);
+    return Status::Error(ec.value(),
+                         "cannot bind the control socket '" + path_ + "': " + ec.message());
+  }
+  bound_ = true;
+  // Before listen(), nobody can connect, so the mode is 0600 before anyone can use it.
+  if (chmod(path_.c_str(), 0600) != 0) {
+    const int e = errno;
+    Stop();
+    return Status::Error(
+        e, "cannot make the control socket '" + path_ + "' mode 0600: " + ErrnoText(e));
+  }
+  acceptor.listen(static_cast<int>(kControlConnectionsMax), ec);
+  if (!ec) acceptor.non_blocking(true, ec);  // io_uring then polls instead of blocking a worker
+  if (ec) {
+    Stop();
+    return Status::Error(ec.value(),
+                         "cannot listen on the control socket '" + path_ + "': " + ec.message());
+  }
+  asio::co_spawn(io_, Core::AcceptLoop(core_), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("control: the accept loop failed: {}", ex.what());
+    }
+  });
+  spdlog::info("control: listening on {}", path_);
+  return Status::Ok();
+}
+
+void ControlServer::Stop() {
+  core_->stopping = true;
+  ShutdownAndClose(core_->acceptor);
+  for (auto& socket : core_->connections) ShutdownAndClose(*socket);
+  if (bound_) {
+    unlink(path_.c_str());
+    bound_ = false;
+  }
+}
+
+}  // namespace repld

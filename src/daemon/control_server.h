@@ -1,0 +1,47 @@
+// The daemon's control socket: replctl's way in (docs/control.md). A unix stream socket, mode
+// 0600, one JSON request per line and one JSON response per line, several per connection. It is
+// bounded: kControlConnectionsMax connections (more are told so and closed), lines of at most
+// kControlLineBytesMax bytes (a longer one is answered with an error and the connection closed),
+// kControlIdleTimeout without progress closes a connection. Nothing throws out of it.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/status.h"
+
+namespace repld {
+
+class ControlServer {
+ public:
+  // Called on the io_context's thread with a checked request (see ParseControlRequest): returns
+  // the response object without "version"; "ok" defaults to true. An exception it throws
+  // becomes an error response.
+  using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+
+  ControlServer(asio::io_context& io, std::string path, Handler handler);
+  ~ControlServer();  // Stop()s
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  // Creates the socket (and its directory, 0755, if missing) and starts accepting. A stale
+  // socket file left by a dead daemon is replaced; one that answers is an error.
+  [[nodiscard]] Status Start();
+  // Closes the listener and every connection and removes the socket file. Idempotent.
+  void Stop();
+
+  const std::string& path() const { return path_; }
+  size_t connection_count() const;
+
+ private:
+  struct Core;  // shared with the connections' coroutines, which may outlive a Stop()
+  asio::io_context& io_;
+  std::string path_;
+  std::shared_ptr<Core> core_;
+  bool bound_ = false;  // the socket file is ours to remove
+};
+
+}  // namespace repld

@@ -1,0 +1,94 @@
+#include "cli/status_format.h"
+
+#include <gtest/gtest.h>
+
+namespace repld::cli {
+namespace {
+
+using nlohmann::json;
+
+json Status(const char* overrides) {
+  json s = json::parse(R"({
+    "resource":"r0","node":"alpha","role":"Primary","disk":"UpToDate",
+    "connection":"Connected","replication":"Established","protocol":"C",
+    "peer":{"node":"beta","role":"Secondary","disk":"UpToDate"},
+    "out_of_sync_bytes":0,"resync":null,
+    "counters":{"sent_bytes":1288490189,"received_bytes":0,"written_bytes":1288490189,
+                "read_bytes":3565158,"al_writes":12,"bitmap_writes":3,"pending":0,"unacked":0},
+    "generation":{"current":"0123456789ABCDEF","bitmap":"0000000000000000",
+                  "history":["0000000000000000","0000000000000000"]},
+    "clients":1,"size_bytes":1073741824})");
+  s.update(json::parse(overrides));
+  return s;
+}
+
+constexpr const char* kCounters =
+    "  counters: sent 1.2 GiB, received 0 B, written 1.2 GiB, read 3.4 MiB, al-writes 12, "
+    "bitmap-writes 3, pending 0, unacked 0\n";
+
+TEST(StatusFormat, Connected) {
+  EXPECT_EQ(FormatStatus(Status("{}")),
+            std::string("r0 role:Primary\n"
+                        "  disk:UpToDate\n"
+                        "  beta role:Secondary\n"
+                        "    replication:Established peer-disk:UpToDate\n") +
+                kCounters);
+}
+
+TEST(StatusFormat, Disconnected) {
+  EXPECT_EQ(FormatStatus(Status(R"({"connection":"Connecting","replication":"Off",
+                                    "peer":{"node":"beta","role":"Unknown","disk":"DUnknown"}})")),
+            std::string("r0 role:Primary\n"
+                        "  disk:UpToDate\n"
+                        "  beta connection:Connecting\n") +
+                kCounters);
+  // No peer in the file, and not trying: no peer line at all.
+  EXPECT_EQ(FormatStatus(Status(R"({"connection":"StandAlone","replication":"Off","peer":null})")),
+            std::string("r0 role:Primary\n  disk:UpToDate\n") + kCounters);
+}
+
+TEST(StatusFormat, OutOfSync) {
+  EXPECT_EQ(FormatStatus(Status(R"({"connection":"StandAlone","replication":"Off",
+                              "out_of_sync_bytes":13107200,
+                              "peer":{"node":"beta","role":"Unknown","disk":"DUnknown"}})")),
+            std::string("r0 role:Primary\n"
+                        "  disk:UpToDate\n"
+                        "  beta connection:StandAlone\n"
+                        "    out-of-sync: 12.5 MiB\n") +
+                kCounters);
+}
+
+TEST(StatusFormat, Resyncing) {
+  // 288 of 1024 MiB done: 28.1%.
+  EXPECT_EQ(FormatStatus(Status(R"({"role":"Secondary","disk":"Inconsistent",
+                                    "replication":"SyncTarget","out_of_sync_bytes":771751936,
+                                    "peer":{"node":"beta","role":"Primary","disk":"UpToDate"},
+                                    "resync":{"total_bytes":1073741824,"done_bytes":301989888}})")),
+            std::string("r0 role:Secondary\n"
+                        "  disk:Inconsistent\n"
+                        "  beta role:Primary\n"
+                        "    replication:SyncTarget peer-disk:UpToDate\n"
+                        "    out-of-sync: 736.0 MiB\n"
+                        "    [=====>..............] sync'ed: 28.1% (736/1024)M  done: 288.0 MiB "
+                        "of 1.0 GiB\n") +
+                kCounters);
+}
+
+TEST(StatusFormat, ProgressBarEnds) {
+  EXPECT_EQ(FormatResyncProgress(0, 100 * (1 << 20)).substr(0, 22), "[>...................]");
+  EXPECT_EQ(FormatResyncProgress(100 * (1 << 20), 100 * (1 << 20)).substr(0, 36),
+            "[====================] sync'ed: 100.");
+  // Almost done is not done.
+  EXPECT_NE(FormatResyncProgress(9999, 10000).find("99.9%"), std::string::npos);
+  EXPECT_NE(FormatResyncProgress(0, 0).find("100.0%"), std::string::npos);
+}
+
+TEST(StatusFormat, SurvivesMissingAndMistypedFields) {
+  EXPECT_NO_THROW(FormatStatus(json::object()));
+  EXPECT_NO_THROW(FormatStatus(json::array()));
+  EXPECT_NO_THROW(FormatStatus(Status(R"({"peer":7,"counters":"x","resync":{"done_bytes":-1}})")));
+  EXPECT_EQ(FormatStatus(json::object()).substr(0, 25), "? role:?\n  disk:?\n  peer ");
+}
+
+}  // namespace
+}  // namespace repld::cli
