@@ -158,7 +158,8 @@ TEST(PeerAuth, EmptySecretAndBadNamesAreErrors) {
   EXPECT_THAT(r.status().message(), HasSubstr("net.secret"));
   EXPECT_FALSE(VerifyAuthResponse("", t, AuthResponse{}));
   AuthTranscript bad = t;
-  bad.resource = std::string(300, 'x');
+  const std::string too_long(300, 'x');  // the transcript holds views: keep the string alive
+  bad.resource = too_long;
   EXPECT_FALSE(ComputeAuthResponse("k", bad).ok());
   EXPECT_THAT(AuthRefusal(h.bob).text, HasSubstr("'bob' could not verify the HMAC response of "
                                                  "'alice'"));
