@@ -1,5 +1,7 @@
 #include "blockdev/nbd_server.h"
 
+#include "common/unix_socket.h"
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -18,31 +20,6 @@
 #include <asio/use_awaitable.hpp>
 
 namespace repld {
-namespace {
-
-// True if a live server answers on the unix socket at `path`. A socket whose server died can
-// still accept into its backlog for a moment (io_uring releases a killed process's files
-// asynchronously), so a connect alone proves nothing: a live repld greets at once or, when it is
-// full, closes in an orderly way; a dead one resets or stays silent.
-bool UnixSocketIsLive(const std::string& path) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  bool live = false;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 1000) == 1) {
-      char byte;
-      live = recv(fd, &byte, 1, MSG_DONTWAIT) >= 0;  // greeting, or an orderly close
-    }
-  }
-  close(fd);
-  return live;
-}
-
-}  // namespace
 
 NbdServer::NbdServer(asio::io_context& io, NbdExport exp, NbdLimits limits, BackingStore& store,
                      BufferPool& pool)

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <list>
 
+#include "common/unix_socket.h"
 #include "daemon/control_proto.h"
 
 namespace repld {
@@ -36,28 +37,6 @@ void ShutdownAndClose(S& s) {
   s.close(ignored);
 }
 
-// True if a live daemon answers on the control socket at `path`. A connect alone proves little
-// (a killed process's socket can accept into its backlog for a moment), so ask for the status:
-// a live daemon answers (or, when full, says so), a dead one resets or stays silent.
-bool ControlSocketIsLive(const std::string& path) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  bool live = false;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string probe = ControlRequestLine("status");
-    if (send(fd, probe.data(), probe.size(), MSG_NOSIGNAL | MSG_DONTWAIT) ==
-        static_cast<ssize_t>(probe.size())) {
-      pollfd p{fd, POLLIN, 0};
-      char byte;
-      live = poll(&p, 1, 1000) == 1 && recv(fd, &byte, 1, MSG_DONTWAIT) > 0;
-    }
-  }
-  close(fd);
-  return live;
-}
 
 Status PrepareDirectory(const std::string& path) {
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
@@ -79,7 +58,7 @@ Status RemoveStaleSocket(const std::string& path) {
     return Status::Invalid("'" + path + "' exists and is not a socket; remove it or set another " +
                            "control_socket for this node");
   }
-  if (ControlSocketIsLive(path)) {
+  if (UnixSocketIsLive(path, ControlRequestLine("status"))) {
     return Status::Invalid("a daemon already answers on the control socket '" + path +
                            "' (is this resource already running on this node?)");
   }

@@ -104,18 +104,16 @@ std::vector<uint32_t> Replica::ExtentsOf(uint64_t offset, uint64_t length) const
 // --- Client requests ---
 
 void Replica::ClientRead(RequestId id, uint64_t offset, uint64_t length) {
+  if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
+    // Never serve data from a disk that is not UpToDate.
+    Emit(Complete{id, EIO});
+    return;
+  }
   Request r;
   r.type = Request::Type::kRead;
   r.offset = offset;
   r.length = length;
   requests_.emplace(id, r);
-  if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
-    // Never serve data from a disk that is not UpToDate.
-    requests_[id].completed = true;
-    Forget(id);
-    Emit(Complete{id, EIO});
-    return;
-  }
   Emit(SubmitRead{id});
 }
 
@@ -130,18 +128,16 @@ void Replica::LocalReadDone(RequestId id, int error) {
 void Replica::ClientWrite(RequestId id, uint64_t offset, uint64_t length, WriteKind kind,
                           bool fua) {
   REPLD_CHECK(offset + length <= options_.data_bytes);
+  if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
+    Emit(Complete{id, role_ != Role::kPrimary ? EROFS : EIO});
+    return;
+  }
   Request r;
   r.offset = offset;
   r.length = length;
   r.kind = kind;
   r.fua = fua;
-  const bool refused = role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate;
   requests_.emplace(id, r);
-  if (refused) {
-    requests_.erase(id);
-    Emit(Complete{id, role_ != Role::kPrimary ? EROFS : EIO});
-    return;
-  }
   waiting_.push_back(id);
   PumpWrites();
 }
@@ -229,8 +225,8 @@ void Replica::AlWritten(uint64_t seq, int error) {
 
 void Replica::StartWrite(RequestId id, Request& r) {
   for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Ref(e);
-  r.started = true;
-  local_writes_.emplace(++start_counter_, id);
+  r.started = ++start_counter_;
+  local_writes_.emplace(r.started, id);
   Emit(SubmitWrite{id});
   if (Connected()) {
     r.sent = true;
@@ -250,12 +246,7 @@ void Replica::LocalWriteDone(RequestId id, int error) {
   Request& r = it->second;
   r.local_done = true;
   r.local_error = error;
-  for (auto lw = local_writes_.begin(); lw != local_writes_.end(); ++lw) {
-    if (lw->second == id) {
-      local_writes_.erase(lw);
-      break;
-    }
-  }
+  local_writes_.erase(r.started);
   for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
   if (error != 0) {
     // The local disk failed this write; the peer may have it. The block differs: mark it.

@@ -209,7 +209,7 @@ class Replica {
     uint64_t length = 0;
     WriteKind kind = WriteKind::kData;
     bool fua = false;
-    bool started = false;      // local write submitted
+    uint64_t started = 0;      // local write submitted: its key in local_writes_ (from 1)
     bool local_done = false;
     int local_error = 0;
     bool sent = false;         // a frame went to the peer
@@ -236,7 +236,12 @@ class Replica {
     bool read_done = false;
   };
 
-  void Emit(Action a) { actions_.push_back(std::move(a)); }
+  void Emit(Action a) {
+    if (std::holds_alternative<PersistBitmap>(a) || std::holds_alternative<WriteAl>(a)) {
+      ++counters_.bitmap_writes;  // both write the dirty bitmap pages
+    }
+    actions_.push_back(std::move(a));
+  }
   void Info(std::string text) { Emit(Log{0, std::move(text)}); }
   void Warn(std::string text) { Emit(Log{1, std::move(text)}); }
   bool Connected() const { return conn_ == ConnState::kConnected; }
