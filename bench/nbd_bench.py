@@ -261,7 +261,8 @@ def make_server(target, tmp, backing, repld_bin):
             f.write('[resource]\nname = "bench"\n'
                     f'[nbd]\nsocket = "{sock}"\n'
                     + ('[disk]\ndirect_io = "off"\n' if PAGE_CACHE else '')
-                    + f'[node.bench]\ndisk = "{backing}"\n')
+                    + f'[node.bench]\ndisk = "{backing}"\n'
+                    + f'control_socket = "{os.path.join(tmp, "repld.ctl")}"\n')
         argv = [repld_bin, "--config", cfg, "--node", "bench", "--log-level", "warn"]
     elif target == "qemu-nbd":
         cache = "--cache=writeback" if PAGE_CACHE else "--cache=none"

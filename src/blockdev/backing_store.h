@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "blockdev/block_sink.h"
 #include "blockdev/disk_ring.h"
 #include "common/status.h"
 #include "replication/block_request.h"
@@ -45,14 +46,14 @@ struct DiskIo {
   uint8_t stage = 0;
 };
 
-class BackingStore {
+class BackingStore : public BlockSink {
  public:
   // Opens `path` read-write. Errors name the path and the reason.
   static Result<std::unique_ptr<BackingStore>> Open(const std::string& path, DirectIoMode mode,
                                                     DiskRing& ring);
   // Checks that `path` could be opened as a backing disk, without keeping it open.
   static Status Probe(const std::string& path);
-  ~BackingStore();
+  ~BackingStore() override;
   BackingStore(const BackingStore&) = delete;
   BackingStore& operator=(const BackingStore&) = delete;
 
@@ -61,7 +62,7 @@ class BackingStore {
 
   // Starts the request; io->done runs on the loop thread when it finished or failed. Requests
   // must be validated by the caller (in range, aligned).
-  void Submit(DiskIo* io);
+  void Submit(DiskIo* io) override;
 
   // Synchronous fdatasync, for shutdown.
   Status SyncNow();

@@ -47,7 +47,7 @@ uint32_t ToNbdError(int errno_value) {
 }  // namespace
 
 NbdConnection::NbdConnection(Socket socket, std::string name, const NbdExport& exp,
-                             const NbdLimits& limits, BackingStore& store, BufferPool& pool)
+                             const NbdLimits& limits, BlockSink& store, BufferPool& pool)
     : socket_(std::move(socket)),
       name_(std::move(name)),
       export_(exp),

@@ -17,6 +17,7 @@
 
 #include "blockdev/async_signal.h"
 #include "blockdev/backing_store.h"
+#include "blockdev/block_sink.h"
 #include "blockdev/buffer_pool.h"
 #include "blockdev/nbd_export.h"
 #include "blockdev/nbd_handshake.h"
@@ -29,7 +30,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   using Socket = asio::generic::stream_protocol::socket;
 
   NbdConnection(Socket socket, std::string name, const NbdExport& exp, const NbdLimits& limits,
-                BackingStore& store, BufferPool& pool);
+                BlockSink& store, BufferPool& pool);
 
   // Handshake, then serve requests until the client disconnects or Stop() is called; returns
   // when every request in flight has completed and its reply was sent (or could not be).
@@ -84,7 +85,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   std::string name_;
   const NbdExport& export_;
   const NbdLimits& limits_;
-  BackingStore& store_;
+  BlockSink& store_;
   BufferPool& pool_;
   NbdSession session_;
 

@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 namespace repld {
@@ -14,6 +16,11 @@ struct NbdExport {
   uint32_t block_preferred_bytes = 4096;
   uint32_t block_max_bytes = 32u << 20;  // largest READ/WRITE payload
   uint16_t transmission_flags = 0;
+  // Asked when a client selects the export: nullopt lets it in; a text refuses it (NBD_OPT_GO
+  // and NBD_OPT_INFO get NBD_REP_ERR_POLICY with the text (libnbd shows it in its debug
+  // output, and reports "Operation not permitted"); EXPORT_NAME,
+  // which has no error reply, closes). A Secondary uses it: its data is not to be served.
+  std::function<std::optional<std::string>()> admission;
 };
 
 struct NbdLimits {

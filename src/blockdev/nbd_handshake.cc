@@ -1,5 +1,7 @@
 #include "blockdev/nbd_handshake.h"
 
+#include <spdlog/spdlog.h>
+
 #include <array>
 #include <asio/read.hpp>
 #include <asio/redirect_error.hpp>
@@ -31,6 +33,13 @@ asio::awaitable<bool> ReplyInfo(Socket& s, uint32_t option, const nbd::InfoReque
   };
   if (!ExportMatches(req.export_name, exp)) {
     co_return co_await send(nbd::kRepErrUnknown, {});
+  }
+  if (exp.admission) {
+    if (const std::optional<std::string> refusal = exp.admission()) {
+      spdlog::warn("nbd: refused a client: {}", *refusal);
+      const auto* text = reinterpret_cast<const uint8_t*>(refusal->data());
+      co_return co_await send(nbd::kRepErrPolicy, std::span(text, refusal->size()));
+    }
   }
   if (!co_await send(nbd::kRepInfo, nbd::EncodeInfoExport(exp.size_bytes, exp.transmission_flags)))
     co_return false;
@@ -117,6 +126,12 @@ asio::awaitable<std::optional<NbdSession>> NegotiateNbd(Socket& s, const NbdExpo
           why = "client asked for unknown export '" + name + "'";
           co_return std::nullopt;  // the protocol has no error reply here: close
         }
+        if (exp.admission) {
+          if (std::optional<std::string> refusal = exp.admission()) {
+            why = "refused: " + *refusal;
+            co_return std::nullopt;
+          }
+        }
         std::array<uint8_t, nbd::kExportNameReplyBytes + 124> out{};
         nbd::PutU64(out.data(), exp.size_bytes);
         nbd::PutU16(out.data() + 8, exp.transmission_flags);
@@ -154,7 +169,8 @@ asio::awaitable<std::optional<NbdSession>> NegotiateNbd(Socket& s, const NbdExpo
           break;
         }
         sent = co_await ReplyInfo(s, header.option, *request, exp, session);
-        if (sent && header.option == nbd::kOptGo && ExportMatches(request->export_name, exp)) {
+        if (sent && header.option == nbd::kOptGo && ExportMatches(request->export_name, exp) &&
+            !(exp.admission && exp.admission())) {
           co_return session;
         }
         break;

@@ -21,7 +21,7 @@
 
 namespace repld {
 
-NbdServer::NbdServer(asio::io_context& io, NbdExport exp, NbdLimits limits, BackingStore& store,
+NbdServer::NbdServer(asio::io_context& io, NbdExport exp, NbdLimits limits, BlockSink& store,
                      BufferPool& pool)
     : io_(io),
       export_(std::move(exp)),

@@ -13,6 +13,7 @@
 
 #include "blockdev/async_signal.h"
 #include "blockdev/backing_store.h"
+#include "blockdev/block_sink.h"
 #include "blockdev/buffer_pool.h"
 #include "blockdev/nbd_connection.h"
 #include "blockdev/nbd_export.h"
@@ -22,7 +23,7 @@ namespace repld {
 
 class NbdServer {
  public:
-  NbdServer(asio::io_context& io, NbdExport exp, NbdLimits limits, BackingStore& store,
+  NbdServer(asio::io_context& io, NbdExport exp, NbdLimits limits, BlockSink& store,
             BufferPool& pool);
   ~NbdServer();
 
@@ -48,7 +49,7 @@ class NbdServer {
   asio::io_context& io_;
   NbdExport export_;
   NbdLimits limits_;
-  BackingStore& store_;
+  BlockSink& store_;
   BufferPool& pool_;
   std::list<Acceptor> acceptors_;
   std::list<std::shared_ptr<NbdConnection>> connections_;

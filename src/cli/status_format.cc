@@ -78,6 +78,8 @@ std::string FormatStatus(const json& status) {
              "\n";
     } else {
       out += "  " + name + " connection:" + connection + "\n";
+      const json& why = Field(status, "connection_error");
+      if (why.is_string()) out += "    last error: " + why.get<std::string>() + "\n";
     }
     if (out_of_sync_bytes > 0)
       out += "    out-of-sync: " + FormatSizeBytes(out_of_sync_bytes) + "\n";

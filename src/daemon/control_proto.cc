@@ -232,6 +232,9 @@ json StatusToJson(const StatusSnapshot& s) {
       {"replication", ReplStateName(r.repl)},
       {"protocol", std::string(1, ProtocolLetter(r.protocol))},
       {"peer", peer},
+      {"connection_error", s.connection_error.empty() || r.conn == ConnState::kConnected
+                               ? json(nullptr)
+                               : json(s.connection_error)},
       {"out_of_sync_bytes", r.out_of_sync_bytes},
       {"resync", resync},
       {"counters",

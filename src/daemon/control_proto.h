@@ -65,6 +65,7 @@ struct StatusSnapshot {
   ReplicaStatus replica;
   uint64_t clients = 0;     // NBD/ublk clients connected
   uint64_t size_bytes = 0;  // the replicated device's size
+  std::string connection_error;  // why the peer link last failed; empty if it did not
 };
 nlohmann::json StatusToJson(const StatusSnapshot& snapshot);
 

@@ -4,11 +4,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <cerrno>
 #include <filesystem>
 
 #include "blockdev/nbd_proto.h"
 #include "common/units.h"
+#include "daemon/control_proto.h"
 
 namespace repld {
 
@@ -19,9 +22,10 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
                                                    const ResourceConfig& config,
                                                    const NodeConfig& node) {
   std::unique_ptr<Resource> r(new Resource(config, node));
-  // Every request in flight may hold one ring entry; the ring rounds up to a power of two.
+  // Every request in flight may hold one ring entry, and so may each replication operation
+  // (applies, resync reads, flushes); the ring rounds up to a power of two.
   const unsigned entries =
-      std::clamp<unsigned>(r->nbd_.connections_max * r->nbd_.inflight_max, 64, 4096);
+      std::clamp<unsigned>(r->nbd_.connections_max * r->nbd_.inflight_max * 2, 64, 4096);
   auto ring = DiskRing::Create(io, entries);
   if (!ring.ok()) return ring.status();
   r->ring_ = std::move(ring).value();
@@ -43,18 +47,83 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
   NbdExport exp;
   exp.name = r->nbd_.export_name;
   exp.size_bytes = info.size_bytes;
+  BlockSink* sink = r->store_.get();
+  if (PeerOf(config, node)) {
+    ReplicatedDevice::Options options;
+    options.requests_max = r->nbd_.connections_max * r->nbd_.inflight_max;
+    auto device = ReplicatedDevice::Open(io, config, node, *r->store_, options);
+    if (!device.ok()) return device.status();
+    r->device_ = std::move(device).value();
+    sink = r->device_.get();
+    exp.size_bytes = r->device_->data_bytes();
+    exp.admission = [raw = r.get()] { return raw->Admission(); };
+  }
   exp.block_min_bytes = std::max<uint32_t>(info.io_align_bytes, 1);
   exp.block_preferred_bytes = std::max<uint32_t>(exp.block_min_bytes, 4096);
   exp.block_max_bytes = static_cast<uint32_t>(r->nbd_.request_bytes_max);
-  // CAN_MULTI_CONN holds: every connection writes the one backing file, and a FLUSH on any of
-  // them fdatasyncs that file, covering writes completed on all connections.
+  // CAN_MULTI_CONN holds: every connection writes the one backing file (through one replication
+  // core), and a FLUSH on any of them covers writes completed on all connections.
   exp.transmission_flags = nbd::kTxHasFlags | nbd::kTxSendFlush | nbd::kTxSendFua |
                            nbd::kTxSendTrim | nbd::kTxSendWriteZeroes | nbd::kTxCanMultiConn;
   NbdLimits limits;
   limits.connections_max = r->nbd_.connections_max;
   limits.inflight_max = r->nbd_.inflight_max;
-  r->server_ = std::make_unique<NbdServer>(io, exp, limits, *r->store_, *r->pool_);
+  r->server_ = std::make_unique<NbdServer>(io, exp, limits, *sink, *r->pool_);
+  r->control_ = std::make_unique<ControlServer>(
+      io, ControlSocketPath(config, node),
+      [raw = r.get()](const nlohmann::json& request) { return raw->HandleControl(request); });
   return r;
+}
+
+std::optional<std::string> Resource::Admission() const {
+  if (device_ == nullptr || device_->role() == Role::kPrimary) return std::nullopt;
+  return "resource " + config_.name + " is Secondary on node " + node_.name +
+         "; its data is served by the Primary only. To serve it here: replctl primary " +
+         config_.name + " (on node " + node_.name + ")";
+}
+
+nlohmann::json Resource::StatusJson() const {
+  StatusSnapshot snapshot;
+  snapshot.resource = config_.name;
+  snapshot.node = node_.name;
+  snapshot.clients = server_->connection_count();
+  if (device_ != nullptr) {
+    if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;
+    snapshot.replica = device_->Report();
+    snapshot.size_bytes = device_->data_bytes();
+    snapshot.connection_error = device_->link_error();
+  } else {
+    // Served alone: always the Primary of its own data.
+    snapshot.replica.role = Role::kPrimary;
+    snapshot.replica.disk = DiskState::kUpToDate;
+    snapshot.replica.conn = ConnState::kStandAlone;
+    snapshot.replica.repl = ReplState::kOff;
+    snapshot.replica.protocol = config_.protocol;
+    snapshot.size_bytes = server_->exported().size_bytes;
+  }
+  return StatusToJson(snapshot);
+}
+
+nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
+  const std::string command = request.at("command").get<std::string>();
+  auto fail = [](const std::string& message) {
+    return nlohmann::json{{"ok", false}, {"error", message}};
+  };
+  if (command == "status") return {{"status", StatusJson()}};
+  if (device_ == nullptr) {
+    return fail("resource " + config_.name + " has one node in " + config_.path +
+                ": it is not replicated, and has no roles to change");
+  }
+  Status s = Status::Ok();
+  if (command == "primary") {
+    s = device_->Promote(request.value("force", false));
+  } else if (command == "secondary") {
+    s = device_->Demote(static_cast<uint32_t>(server_->connection_count()));
+  } else {
+    return fail("unknown command '" + command + "'");
+  }
+  if (!s.ok()) return fail(s.message());
+  return {{"status", StatusJson()}};
 }
 
 Status Resource::Start() {
@@ -69,16 +138,38 @@ Status Resource::Start() {
     s = server_->ListenTcp(hp->host, hp->port);
     if (!s.ok()) return Status::Invalid(config_.path + ": key 'nbd.listen': " + s.message());
   }
+  s = control_->Start();
+  if (!s.ok()) return Status::Invalid("control socket: " + s.message());
+  if (device_ != nullptr) {
+    s = device_->Start();
+    if (!s.ok()) return Status::Invalid(config_.path + ": peer link: " + s.message());
+  }
   server_->Start();
-  spdlog::info("resource {}: node {} serving export '{}' ({} bytes) over NBD", config_.name,
-               node_.name, server_->exported().name, server_->exported().size_bytes);
+  spdlog::info("resource {}: node {} serving export '{}' ({} bytes) over NBD{}", config_.name,
+               node_.name, server_->exported().name, server_->exported().size_bytes,
+               device_ == nullptr ? ""
+                                  : " while Primary (it starts Secondary: replctl primary " +
+                                        config_.name + ")");
   return Status::Ok();
 }
 
 asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) {
   co_await server_->Shutdown(drain_timeout);
-  ring_->Close();
+  if (device_ != nullptr) {
+    device_->StopLink();
+    // Applies and flushes still on the disk finish first: the bitmap must see their outcome.
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    const auto deadline = std::chrono::steady_clock::now() + drain_timeout;
+    while (!device_->Idle() && std::chrono::steady_clock::now() < deadline) {
+      pause.expires_after(std::chrono::milliseconds(10));
+      asio::error_code ec;
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
   Status s = store_->SyncNow();
+  if (device_ != nullptr && s.ok()) device_->Shutdown();  // clean: after the data is durable
+  control_->Stop();
+  ring_->Close();
   if (s.ok()) spdlog::info("resource {}: stopped; backing disk synced", config_.name);
   co_return s;
 }

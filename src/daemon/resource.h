@@ -1,5 +1,7 @@
-// One resource on this node: its backing disk, the disk ring, the buffer pool and the NBD
-// frontend, wired together. Replication joins here in [2/5].
+// One resource on this node: its backing disk, the disk ring, the buffer pool, the NBD frontend
+// and the control socket, wired together. A resource whose file names two nodes is replicated:
+// the frontend's requests go through a ReplicatedDevice (metadata, replication core, peer link);
+// a resource of one node serves its disk alone, without metadata.
 #pragma once
 
 #include <asio/awaitable.hpp>
@@ -13,6 +15,8 @@
 #include "blockdev/nbd_server.h"
 #include "common/status.h"
 #include "daemon/config.h"
+#include "daemon/control_server.h"
+#include "daemon/replicated_device.h"
 
 namespace repld {
 
@@ -29,6 +33,9 @@ class Resource {
 
  private:
   Resource(const ResourceConfig& config, const NodeConfig& node);
+  nlohmann::json HandleControl(const nlohmann::json& request);
+  nlohmann::json StatusJson() const;
+  std::optional<std::string> Admission() const;
 
   ResourceConfig config_;
   NodeConfig node_;
@@ -36,7 +43,9 @@ class Resource {
   std::unique_ptr<DiskRing> ring_;
   std::unique_ptr<BackingStore> store_;
   std::unique_ptr<BufferPool> pool_;
+  std::unique_ptr<ReplicatedDevice> device_;  // null for a resource served alone
   std::unique_ptr<NbdServer> server_;
+  std::unique_ptr<ControlServer> control_;
 };
 
 }  // namespace repld

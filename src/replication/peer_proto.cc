@@ -490,23 +490,53 @@ std::string DescribeRefusal(const Error& error, std::string_view peer_node) {
 
 // ---- Replication messages ---------------------------------------------------------------------
 
+namespace {
+
+using DataHeadFrame = std::array<uint8_t, kFrameHeaderBytes + Data::kHeadBytes>;
+
+// Checks `d` as DecodeHead would and that `data_bytes` of data go with it, writes the head after
+// the frame header's place in `out`, and returns the head's CRC (the start of the payload CRC).
+uint32_t PutDataHead(const Data& d, uint64_t data_bytes, DataHeadFrame& out) {
+  REPLD_CHECK((d.flags & ~kDataFlagsKnown) == 0);
+  REPLD_CHECK((d.flags & kDataFlagZeroes) == 0 || (d.flags & kDataFlagTrim) == 0);
+  REPLD_CHECK(d.length_bytes > 0 && IsAligned(d.length_bytes, kSectorBytes));
+  REPLD_CHECK(IsAligned(d.offset_bytes, kSectorBytes) &&
+              d.offset_bytes + d.length_bytes > d.offset_bytes);
+  REPLD_CHECK(d.HasPayloadData() ? data_bytes == d.length_bytes && d.length_bytes <= kDataBytesMax
+                                 : data_bytes == 0);
+  uint8_t* head = out.data() + kFrameHeaderBytes;
+  PutU64(head, d.seq);
+  PutU64(head + 8, d.offset_bytes);
+  PutU32(head + 16, d.length_bytes);
+  PutU32(head + 20, d.flags);
+  return Crc32c(std::span<const uint8_t>(head, Data::kHeadBytes));
+}
+
+void PutDataFrameHeader(const Data& d, uint32_t payload_crc, DataHeadFrame& out) {
+  const FrameHeaderBytes header = EncodeFrameHeader(Data::kType, 0, d.PayloadBytes(), payload_crc);
+  std::copy(header.begin(), header.end(), out.begin());
+}
+
+}  // namespace
+
 std::array<uint8_t, kFrameHeaderBytes + Data::kHeadBytes> Data::EncodeHead(
     std::span<const uint8_t> data) const {
-  REPLD_CHECK((flags & ~kDataFlagsKnown) == 0);
-  REPLD_CHECK((flags & kDataFlagZeroes) == 0 || (flags & kDataFlagTrim) == 0);
-  REPLD_CHECK(length_bytes > 0 && IsAligned(length_bytes, kSectorBytes));
-  REPLD_CHECK(IsAligned(offset_bytes, kSectorBytes) && offset_bytes + length_bytes > offset_bytes);
-  REPLD_CHECK(HasPayloadData() ? data.size() == length_bytes && length_bytes <= kDataBytesMax
-                               : data.empty());
-  std::array<uint8_t, kFrameHeaderBytes + kHeadBytes> out{};
-  uint8_t* head = out.data() + kFrameHeaderBytes;
-  PutU64(head, seq);
-  PutU64(head + 8, offset_bytes);
-  PutU32(head + 16, length_bytes);
-  PutU32(head + 20, flags);
-  const uint32_t crc = Crc32c(data, Crc32c(std::span<const uint8_t>(head, kHeadBytes)));
-  const FrameHeaderBytes header = EncodeFrameHeader(kType, 0, PayloadBytes(), crc);
-  std::copy(header.begin(), header.end(), out.begin());
+  DataHeadFrame out{};
+  const uint32_t head_crc = PutDataHead(*this, data.size(), out);
+  PutDataFrameHeader(*this, Crc32c(data, head_crc), out);
+  return out;
+}
+
+std::array<uint8_t, kFrameHeaderBytes + Data::kHeadBytes> Data::EncodeHeadGathered(
+    std::span<const iovec> data) const {
+  uint64_t data_bytes = 0;
+  for (const iovec& piece : data) data_bytes += piece.iov_len;
+  DataHeadFrame out{};
+  uint32_t crc = PutDataHead(*this, data_bytes, out);
+  for (const iovec& piece : data) {
+    crc = Crc32c(std::span(static_cast<const uint8_t*>(piece.iov_base), piece.iov_len), crc);
+  }
+  PutDataFrameHeader(*this, crc, out);
   return out;
 }
 

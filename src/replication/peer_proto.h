@@ -17,6 +17,8 @@
 //   4. T::Decode(payload)                                  (exact lengths, limits, enum ranges)
 #pragma once
 
+#include <sys/uio.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -144,7 +146,10 @@ struct Auth {
 };
 
 inline constexpr uint32_t kStateFlagCrashedPrimary = 1u << 0;  // was Primary, did not stop cleanly
-inline constexpr uint32_t kStateFlagsKnown = kStateFlagCrashedPrimary;
+// The sender is SyncSource and the peer has confirmed the last resync block (PeerState's
+// resync_done): the SyncTarget may now call its data UpToDate.
+inline constexpr uint32_t kStateFlagResyncDone = 1u << 1;
+inline constexpr uint32_t kStateFlagsKnown = kStateFlagCrashedPrimary | kStateFlagResyncDone;
 
 // Sent by both sides after authentication, and again whenever role or disk state changes.
 struct State {
@@ -228,6 +233,10 @@ struct Data {
   // checked, like the ranges Decode checks).
   std::array<uint8_t, kFrameHeaderBytes + kHeadBytes> EncodeHead(
       std::span<const uint8_t> data) const;
+  // The same for data in pieces, sent with one gathered write: the CRC is chained over the head
+  // and then each piece in order. The pieces add up to length_bytes (none for ZEROES/TRIM).
+  std::array<uint8_t, kFrameHeaderBytes + kHeadBytes> EncodeHeadGathered(
+      std::span<const iovec> data) const;
   // The head alone, from a frame whose header said `payload_bytes`: for a receiver that reads
   // the data straight into its own buffer. The payload CRC is still the caller's to check.
   static Result<Data> DecodeHead(std::span<const uint8_t> head, uint32_t payload_bytes);

@@ -429,8 +429,10 @@ class Instance:
         nbd_cfg.update(nbd or {})
         self.config_path = os.path.join(self.tmp, "repld.toml")
         with open(self.config_path, "w") as f:
+            # the control socket in the temp dir: tests run side by side with one resource name
             f.write(config_text(nbd=nbd_cfg, disk=disk,
-                                nodes={node: {"disk": self.disk_path}}))
+                                nodes={node: {"disk": self.disk_path,
+                                              "control_socket": os.path.join(self.tmp, "ctl")}}))
         self.log_path = os.path.join(self.tmp, "repld.log")
         self.daemon = Repld(self.config_path, node, self.socket, self.log_path,
                             log_level=log_level)

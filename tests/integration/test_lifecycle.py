@@ -262,6 +262,7 @@ direct_io = "auto"
 {disk_extra}
 [node.a]
 disk = "{disk}"
+control_socket = "{sock}.ctl"
 {tail}"""
 
 

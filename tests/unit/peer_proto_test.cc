@@ -192,6 +192,47 @@ TEST(PeerProto, DataWithPayloadIsChecksummedWhereItLies) {
   EXPECT_THAT(bad.message(), HasSubstr("Data"));
 }
 
+TEST(PeerProto, GatheredDataHeadMatchesTheContiguousOne) {
+  std::vector<uint8_t> data(3 * 4096 + 512);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 13 + 5);
+  const Data w{.seq = 9,
+               .offset_bytes = 8192,
+               .length_bytes = static_cast<uint32_t>(data.size()),
+               .flags = kDataFlagFua | kDataFlagResync};
+  // Uneven pieces, one of them empty: only the bytes and their order count.
+  const size_t cuts[] = {0, 1000, 1000, 5000, data.size()};
+  std::vector<iovec> pieces;
+  for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
+    pieces.push_back(iovec{data.data() + cuts[i], cuts[i + 1] - cuts[i]});
+  }
+  EXPECT_EQ(w.EncodeHeadGathered(pieces), w.EncodeHead(data));
+
+  // The pieces really are checksummed: a changed byte in the last one changes the frame.
+  const auto before = w.EncodeHeadGathered(pieces);
+  data.back() ^= 1;
+  EXPECT_NE(w.EncodeHeadGathered(pieces), before);
+
+  const Data z{.seq = 10, .offset_bytes = 0, .length_bytes = 1 << 20, .flags = kDataFlagZeroes};
+  EXPECT_EQ(z.EncodeHeadGathered({}), z.EncodeHead({}));
+}
+
+TEST(PeerProto, StateCarriesResyncDone) {
+  State s;
+  s.disk = DiskState::kUpToDate;
+  s.flags = kStateFlagResyncDone | kStateFlagCrashedPrimary;
+  s.data_bytes = kGiB;
+  EXPECT_EQ(RoundTrip(s).flags, kStateFlagResyncDone | kStateFlagCrashedPrimary);
+  const auto frame = s.Encode();
+  EXPECT_EQ(GetLe(frame, kFrameHeaderBytes + 4, 4), 3u);  // flags at payload offset 4
+
+  // A bit beyond the known ones is still refused.
+  std::vector<uint8_t> payload(frame.begin() + kFrameHeaderBytes, frame.end());
+  payload[4] |= 1u << 2;
+  Result<State> bad = State::Decode(payload);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("unknown flags"));
+}
+
 TEST(PeerProto, ZeroesAndTrimCarryNoData) {
   for (uint32_t flag : {kDataFlagZeroes, kDataFlagTrim, kDataFlagZeroes | kDataFlagResync}) {
     const Data w{.seq = 1, .offset_bytes = 0, .length_bytes = 0x80000000u, .flags = flag};
@@ -371,8 +412,8 @@ TEST(PeerProto, StateDecodeErrors) {
   p[1] = 4;
   EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("disk state 4 is unknown"));
   p = StatePayload();
-  p[4] = 0x02;
-  EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("unknown flags 0x00000002"));
+  p[4] = 0x04;  // bits 0 and 1 are defined (crashed primary, resync done)
+  EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("unknown flags 0x00000004"));
   p = StatePayload();
   p[3] = 1;
   EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("reserved"));

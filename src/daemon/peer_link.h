@@ -1,0 +1,134 @@
+// The TCP link to the peer node: connection, handshake, framing, keepalive and reconnect. It
+// carries the peer protocol (src/replication/peer_proto.h, docs/peer-protocol.md) and knows
+// nothing of what the frames mean: the handler (the ReplicatedDevice) does.
+//
+// Who connects: the node whose name sorts first connects to the other's address; the other
+// listens on its own. So there is never more than one connection attempt in each direction to
+// reconcile. The acceptor takes a new authenticated connection over an old one (the peer
+// restarted before the old socket timed out).
+//
+// Handshake, on each connection, both sides at once: Hello -> check (FindHelloRefusal; a
+// refusal is sent as an Error and logged on both sides) -> Auth (our answer to their nonce) ->
+// verify theirs (a wrong secret: Error kAuthFailed, closed before any data moved) -> State
+// (HandshakeState()) -> OnUp(their state). After OnUp, messages flow until OnDown.
+//
+// Keepalive: a Ping every ping_interval; an answer (a PingAck, or any frame at all) must come
+// within ping_timeout. After max(ko_count, 1) missed answers in a row the peer is dropped.
+// Reconnect: the first retry after 100 ms, doubling up to reconnect_max; reset by a
+// successful handshake. Each connection attempt is bounded by connect_timeout, and so is the
+// handshake.
+//
+// Bounds: received Data payloads go into chunks of the receive BufferPool, and the reader
+// waits for free chunks (backpressure through TCP to the peer's writer). The send queue holds
+// what the handler queued: Data frames are bounded by the replica's max_buffers, acks by the
+// frames received; the writer sends them in gathered batches of up to kSendBatchMax frames.
+//
+// Everything runs on the io_context's one thread; handler calls are never reentrant from a
+// Send*() or Drop() call (they come from the link's own coroutines); Stop() is the exception.
+//
+// When a connection ends: the write in progress completes first, then OnSendDone(false) for
+// every Data frame that did not leave, then OnDown, then OnConnecting if the link goes on
+// trying. The handler sees its buffers free before it re-plans on OnDown.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "blockdev/buffer_pool.h"
+#include "replication/peer_proto.h"
+#include "replication/replica.h"
+
+namespace repld {
+
+struct PeerLinkConfig {
+  std::string resource;
+  std::string node;       // this node
+  std::string peer_node;  // the other node
+  std::string address;    // HOST:PORT this node listens on (used when it is the acceptor)
+  std::string peer_address;  // HOST:PORT of the peer (used when this node connects)
+  std::string secret;
+  Protocol protocol = Protocol::kC;
+  uint64_t data_bytes = 0;
+  std::chrono::milliseconds ping_interval{10'000};
+  std::chrono::milliseconds ping_timeout{500};
+  uint32_t ko_count = 7;
+  std::chrono::milliseconds connect_timeout{10'000};
+  std::chrono::milliseconds reconnect_max{10'000};
+};
+
+// What the link tells its owner. All calls come on the io_context's thread. Between OnDown and
+// the next OnUp nothing else is delivered (frames of a dead connection are dropped).
+class PeerLinkHandler {
+ public:
+  virtual ~PeerLinkHandler() = default;
+  // Our State for the handshake (role, disk, generation ids, sizes).
+  virtual PeerState HandshakeState() = 0;
+  // The link is trying to reach the peer (after start, and after every drop).
+  virtual void OnConnecting() = 0;
+  virtual void OnUp(const PeerState& peer) = 0;
+  virtual void OnDown(const std::string& reason) = 0;
+  // A Data frame whose payload CRC checked. `chunks` hold the data (for a plain write: the
+  // length_bytes rounded up to whole chunks; empty for ZEROES/TRIM); they now belong to the
+  // handler, which gives them back to the receive pool.
+  virtual void OnData(const peer::Data& head, std::span<uint8_t* const> chunks) = 0;
+  virtual void OnRecvAck(uint64_t seq) = 0;
+  virtual void OnWriteAck(uint64_t seq, int error) = 0;
+  virtual void OnFlush(uint64_t seq) = 0;
+  virtual void OnFlushAck(uint64_t seq, int error) = 0;
+  virtual void OnState(const PeerState& peer) = 0;
+  // A frame queued with SendData left (sent = true: handed to the socket) or will never leave
+  // (sent = false: the connection closed first). Comes exactly once per SendData that returned
+  // true, and only then may the handler reuse the buffers it passed.
+  virtual void OnSendDone(uint64_t cookie, bool sent) = 0;
+};
+
+class PeerLink {
+ public:
+  static constexpr size_t kSendBatchMax = 64;
+
+  PeerLink(asio::io_context& io, PeerLinkConfig config, PeerLinkHandler& handler,
+           BufferPool& receive_pool);
+  // Like Stop(), but silent: no handler call (the handler may be half destroyed).
+  ~PeerLink();
+  PeerLink(const PeerLink&) = delete;
+  PeerLink& operator=(const PeerLink&) = delete;
+
+  // Starts listening (acceptor) or connecting (connector). Fails if the listen address cannot
+  // be bound (the message names it).
+  [[nodiscard]] Status Start();
+  // Closes everything; OnDown comes if a peer was up. Pending sends get OnSendDone(false).
+  // All of it before Stop() returns; no handler call comes after.
+  void Stop();
+  // Closes the current connection (sending an Error with `reason` first, best effort) and, if
+  // `reconnect`, tries again after the backoff; otherwise stays down until Start() again.
+  // up() is false at once; OnSendDone(false) and OnDown(reason) come from the loop, later.
+  void Drop(const std::string& reason, bool reconnect);
+
+  bool up() const;
+  // Why the last connection attempt or connection ended; empty if none did.
+  const std::string& last_error() const;
+
+  // Queue a Data frame with `data` (nullptr-free iovecs, total head.length_bytes; empty for
+  // ZEROES/TRIM). Returns false if no peer is up (nothing queued, no OnSendDone).
+  bool SendData(const peer::Data& head, std::span<const iovec> data, uint64_t cookie);
+  // Small frames; dropped silently when no peer is up.
+  void SendRecvAck(uint64_t seq);
+  void SendWriteAck(uint64_t seq, int error);
+  void SendFlush(uint64_t seq);
+  void SendFlushAck(uint64_t seq, int error);
+  void SendState(const PeerState& state);
+
+ private:
+  void SendSmall(std::span<const uint8_t> frame);
+
+  struct Impl;
+  std::shared_ptr<Impl> impl_;  // shared with the coroutines, which may outlive a Stop()
+};
+
+}  // namespace repld

@@ -1,0 +1,455 @@
+#include "daemon/replicated_device.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <asio/post.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "common/check.h"
+#include "common/units.h"
+#include "replication/md_state.h"
+#include "replication/peer_auth.h"
+
+namespace repld {
+
+ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& config,
+                                   const NodeConfig& node, BackingStore& store, Options options)
+    : io_(io), config_(config), node_(node), store_(store), options_(options), tick_(io) {}
+
+ReplicatedDevice::~ReplicatedDevice() {
+  for (ResyncBuffer& b : resync_buffers_) std::free(b.data);
+}
+
+Result<std::unique_ptr<ReplicatedDevice>> ReplicatedDevice::Open(asio::io_context& io,
+                                                                 const ResourceConfig& config,
+                                                                 const NodeConfig& node,
+                                                                 BackingStore& store,
+                                                                 Options options) {
+  std::unique_ptr<ReplicatedDevice> d(new ReplicatedDevice(io, config, node, store, options));
+  if (Status s = d->Load(); !s.ok()) return s;
+  return d;
+}
+
+Status ReplicatedDevice::Load() {
+  const MdLocation where{node_.disk, EffectiveMetaDisk(config_, node_)};
+  auto md = MdDevice::Open(where, MdOpenOptions{.writable = true, .lock = false});
+  if (!md.ok()) return md.status();
+  md_ = std::move(md).value();
+  auto probe = md_->Probe();
+  if (!probe.ok()) return probe.status();
+  if (probe->presence == MdPresence::kNone) {
+    return Status::Invalid("no repld metadata on '" + md_->md_path() + "' (node " + node_.name +
+                           "); create it first: replctl create-md " + config_.name);
+  }
+  auto contents = md_->Read();
+  if (!contents.ok()) {
+    return Status::Invalid(contents.status().message() +
+                           "; the metadata is damaged: see docs/metadata.md (replctl dump-md " +
+                           config_.name + ")");
+  }
+  for (const std::string& w : contents->al_warnings) spdlog::warn("activity log: {}", w);
+  superblock_ = contents->superblock;
+  if (superblock_.resource_name != config_.name) {
+    return Status::Invalid("the metadata on '" + md_->md_path() + "' belongs to resource '" +
+                           superblock_.resource_name + "', not '" + config_.name +
+                           "'; check node." + node_.name + ".disk");
+  }
+  if (superblock_.al_extents != config_.meta.al_extents) {
+    spdlog::warn("disk.al_extents is {} but the metadata was created with {}; using {} (run "
+                 "create-md again to change it)",
+                 config_.meta.al_extents, superblock_.al_extents, superblock_.al_extents);
+  }
+  data_bytes_ = superblock_.layout.data_bytes;
+  if (data_bytes_ > store_.info().size_bytes) {
+    return Status::Invalid("the metadata on '" + md_->md_path() + "' describes " +
+                           std::to_string(data_bytes_) + " data bytes but the disk has only " +
+                           std::to_string(store_.info().size_bytes) + "; the disk shrank?");
+  }
+
+  const auto peer = PeerOf(config_, node_);
+  REPLD_CHECK(peer.has_value());
+  uint64_t seed = 0;
+  if (Status s = peer::RandomBytes(std::span(reinterpret_cast<uint8_t*>(&seed), sizeof seed));
+      !s.ok()) {
+    return s;
+  }
+  ReplicaOptions ro;
+  ro.node_name = node_.name;
+  ro.data_bytes = data_bytes_;
+  ro.protocol = config_.protocol;
+  ro.max_buffers = config_.net.max_buffers;
+  ro.resync_block_bytes = resync_block_bytes_;
+  ro.seed = seed;
+  replica_ = std::make_unique<Replica>(ro, MdStateFromSuperblock(superblock_),
+                                       ActivityLog(contents->al.table, contents->al.seq),
+                                       std::move(contents->bitmap));
+
+  slots_.resize(options_.requests_max);
+  for (uint32_t i = options_.requests_max; i-- > 0;) free_slots_.push_back(i);
+  const size_t iov_max = BufferPool::ChunksFor(config_.nbd.request_bytes_max) + 1;
+  for (uint32_t i = 0; i < slots_.size(); ++i) {
+    ClientSlot& s = slots_[i];
+    s.device = this;
+    s.index = i;
+    s.local_iov.reserve(iov_max);
+    s.local.context = &s;
+    s.local.done = &ReplicatedDevice::OnLocalDone;
+  }
+  receive_pool_ = std::make_unique<BufferPool>(io_.get_executor(), options_.receive_pool_bytes);
+
+  PeerLinkConfig lc;
+  lc.resource = config_.name;
+  lc.node = node_.name;
+  lc.peer_node = peer->name;
+  lc.address = node_.address.value_or("");
+  lc.peer_address = peer->address.value_or("");
+  lc.secret = config_.net.secret;
+  lc.protocol = config_.protocol;
+  lc.data_bytes = data_bytes_;
+  lc.ping_interval = config_.net.ping_interval;
+  lc.ping_timeout = config_.net.ping_timeout;
+  lc.ko_count = config_.net.ko_count;
+  lc.connect_timeout = config_.net.connect_timeout;
+  lc.reconnect_max = config_.net.reconnect_max;
+  link_ = std::make_unique<PeerLink>(io_, lc, static_cast<PeerLinkHandler&>(*this),
+                                     *receive_pool_);
+  const ReplicaStatus st = replica_->Report();
+  spdlog::info("resource {}: metadata on {}: disk {}, {} out of sync, generation {:016X}",
+               config_.name, md_->md_path(), DiskStateName(st.disk),
+               FormatSizeBytes(st.out_of_sync_bytes), st.ids.current);
+  Drain();  // the core may have marked a crashed Primary's activity log
+  return Status::Ok();
+}
+
+Status ReplicatedDevice::Start() {
+  if (Status s = link_->Start(); !s.ok()) return s;
+  StartTick();
+  return Status::Ok();
+}
+
+void ReplicatedDevice::StartTick() {
+  tick_.expires_after(std::chrono::seconds(1));
+  tick_.async_wait([this](const asio::error_code& ec) {
+    if (ec || stopped_) return;
+    replica_->Tick();
+    Drain();
+    StartTick();
+  });
+}
+
+std::string ReplicatedDevice::link_error() const { return link_->last_error(); }
+
+bool ReplicatedDevice::Idle() const {
+  return free_slots_.size() == slots_.size() && free_aux_.size() == aux_.size() &&
+         received_.empty();
+}
+
+void ReplicatedDevice::StopLink() {
+  tick_.cancel();
+  link_->Stop();  // OnDown: the core marks what the peer did not confirm
+  Drain();
+}
+
+void ReplicatedDevice::Shutdown() {
+  if (stopped_) return;
+  if (!Idle()) spdlog::warn("resource {}: stopping with I/O still in flight", config_.name);
+  replica_->Shutdown();
+  Drain();
+  stopped_ = true;
+}
+
+// --- Frontend requests ---
+
+void ReplicatedDevice::Submit(DiskIo* io) {
+  REPLD_CHECK(!free_slots_.empty());  // the frontends bound their requests by requests_max
+  const uint32_t index = free_slots_.back();
+  free_slots_.pop_back();
+  ClientSlot& slot = slots_[index];
+  slot.generation = (slot.generation + 1) & 0x7FFFFFFFu;  // bit 63 marks resync cookies
+  const RequestId id = IdOf(slot);
+  slot.client = io;
+  slot.seq = 0;
+  slot.sending = slot.completed = false;
+  slot.error = 0;
+  const BlockRequest& r = io->request;
+  in_submit_ = true;
+  switch (r.op) {
+    case BlockOp::kRead:
+      replica_->ClientRead(id, r.offset_bytes, r.length_bytes);
+      break;
+    case BlockOp::kWrite:
+      replica_->ClientWrite(id, r.offset_bytes, r.length_bytes, WriteKind::kData, r.fua);
+      break;
+    case BlockOp::kWriteZeroes:
+      replica_->ClientWrite(id, r.offset_bytes, r.length_bytes, WriteKind::kZeroes, r.fua);
+      break;
+    case BlockOp::kTrim:
+      replica_->ClientWrite(id, r.offset_bytes, r.length_bytes, WriteKind::kTrim, r.fua);
+      break;
+    case BlockOp::kFlush:
+      replica_->ClientFlush(id);
+      break;
+  }
+  Drain();
+  in_submit_ = false;
+}
+
+void ReplicatedDevice::OnLocalDone(DiskIo* io, int error) {
+  auto* slot = static_cast<ClientSlot*>(io->context);
+  ReplicatedDevice* self = slot->device;
+  if (io->request.op == BlockOp::kRead) {
+    self->replica_->LocalReadDone(IdOf(*slot), error);
+  } else {
+    self->replica_->LocalWriteDone(IdOf(*slot), error);
+  }
+  self->Drain();
+}
+
+ReplicatedDevice::ClientSlot& ReplicatedDevice::SlotOf(RequestId id) {
+  ClientSlot& slot = slots_.at(id & 0xFFFFFFFFu);
+  REPLD_CHECK(slot.generation == (id >> 32) && slot.client != nullptr);
+  return slot;
+}
+
+void ReplicatedDevice::CompleteClient(RequestId id, int error) {
+  ClientSlot& slot = SlotOf(id);
+  REPLD_CHECK(!slot.completed);
+  slot.completed = true;
+  slot.error = error;
+  if (!slot.sending) finished_.push_back(slot.index);
+}
+
+void ReplicatedDevice::AnswerFinished() {
+  while (!finished_.empty()) {
+    const uint32_t index = finished_.back();
+    finished_.pop_back();
+    ClientSlot& slot = slots_[index];
+    DiskIo* client = slot.client;
+    const int error = slot.error;
+    slot.client = nullptr;
+    free_slots_.push_back(index);
+    client->done(client, error);
+  }
+}
+
+// --- Actions ---
+
+void ReplicatedDevice::Drain() {
+  if (draining_) return;  // an event raised while executing: the loop below picks it up
+  draining_ = true;
+  for (;;) {
+    std::vector<Action> actions = replica_->TakeActions();
+    if (actions.empty()) break;
+    for (Action& a : actions) Execute(a);
+  }
+  draining_ = false;
+  if (finished_.empty()) return;
+  if (!in_submit_) {
+    AnswerFinished();
+  } else if (!answer_posted_) {
+    // A frontend's done() must never run inside its own Submit().
+    answer_posted_ = true;
+    asio::post(io_, [this] {
+      answer_posted_ = false;
+      AnswerFinished();
+    });
+  }
+}
+
+void ReplicatedDevice::Execute(Action& action) {
+  std::visit(
+      [&](auto& a) {
+        using T = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<T, SubmitWrite>) {
+          ExecuteSubmit(a.id);
+        } else if constexpr (std::is_same_v<T, SubmitRead>) {
+          ExecuteSubmit(a.id);
+        } else if constexpr (std::is_same_v<T, SubmitFlush>) {
+          AuxIo& aux = TakeAux(AuxIo::Kind::kFlush, a.token);
+          aux.io.request = BlockRequest{.op = BlockOp::kFlush};
+          store_.Submit(&aux.io);
+        } else if constexpr (std::is_same_v<T, SendData>) {
+          ExecuteSendData(a);
+        } else if constexpr (std::is_same_v<T, SendFlush>) {
+          link_->SendFlush(a.seq);
+        } else if constexpr (std::is_same_v<T, ApplyPeerWrite>) {
+          ExecuteApply(a.key);
+        } else if constexpr (std::is_same_v<T, SendAck>) {
+          if (a.kind == AckKind::kReceived) link_->SendRecvAck(a.seq);
+          if (a.kind == AckKind::kWritten) link_->SendWriteAck(a.seq, a.error);
+          if (a.kind == AckKind::kFlushed) link_->SendFlushAck(a.seq, a.error);
+        } else if constexpr (std::is_same_v<T, ResyncRead>) {
+          ExecuteResyncRead(a);
+        } else if constexpr (std::is_same_v<T, SendResync>) {
+          ExecuteSendResync(a);
+        } else if constexpr (std::is_same_v<T, repld::Complete>) {
+          CompleteClient(a.id, a.error);
+        } else if constexpr (std::is_same_v<T, WriteAl>) {
+          ExecuteWriteAl(a);
+        } else if constexpr (std::is_same_v<T, PersistMd>) {
+          ExecutePersistMd(a.md);
+        } else if constexpr (std::is_same_v<T, PersistBitmap>) {
+          ExecutePersistBitmap();
+        } else if constexpr (std::is_same_v<T, SendState>) {
+          link_->SendState(a.state);
+        } else if constexpr (std::is_same_v<T, DropPeer>) {
+          link_->Drop(a.reason, a.reconnect);
+        } else if constexpr (std::is_same_v<T, Log>) {
+          if (a.level == 0) spdlog::info("resource {}: {}", config_.name, a.text);
+          if (a.level == 1) spdlog::warn("resource {}: {}", config_.name, a.text);
+          if (a.level >= 2) spdlog::error("resource {}: {}", config_.name, a.text);
+        }
+      },
+      action);
+}
+
+void ReplicatedDevice::ExecuteSubmit(RequestId id) {
+  ClientSlot& slot = SlotOf(id);
+  slot.local.request = slot.client->request;
+  slot.local_iov.assign(slot.client->iov, slot.client->iov + slot.client->iov_count);
+  slot.local.iov = slot.local_iov.data();
+  slot.local.iov_count = static_cast<unsigned>(slot.local_iov.size());
+  store_.Submit(&slot.local);
+}
+
+void ReplicatedDevice::ExecuteSendData(const SendData& a) {
+  ClientSlot& slot = SlotOf(a.id);
+  const BlockRequest& r = slot.client->request;
+  peer::Data head;
+  head.seq = a.seq;
+  head.offset_bytes = r.offset_bytes;
+  head.length_bytes = static_cast<uint32_t>(r.length_bytes);
+  head.flags = r.fua ? peer::kDataFlagFua : 0;
+  std::span<const iovec> data;
+  if (r.op == BlockOp::kWriteZeroes) {
+    head.flags |= peer::kDataFlagZeroes;
+  } else if (r.op == BlockOp::kTrim) {
+    head.flags |= peer::kDataFlagTrim;
+  } else {
+    data = std::span<const iovec>(slot.client->iov, slot.client->iov_count);
+  }
+  slot.seq = a.seq;
+  slot.sending = link_->SendData(head, data, a.id);
+}
+
+void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
+  Status s = Status::Ok();
+  Bitmap& bitmap = replica_->bitmap();
+  const std::vector<uint64_t> pages = bitmap.DirtyPages();
+  if (!pages.empty()) s = md_->WriteBitmapPages(bitmap, pages);
+  if (s.ok()) {
+    bitmap.ClearDirty();
+    s = md_->WriteAlTransaction(AlTransaction{a.plan.seq, a.plan.table});
+  }
+  if (!s.ok()) {
+    spdlog::error("resource {}: activity log write failed: {}; the writes waiting for it fail",
+                  config_.name, s.message());
+  }
+  replica_->AlWritten(a.plan.seq, s.ok() ? 0 : (s.code() != 0 ? s.code() : EIO));
+}
+
+void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
+  const Superblock next = WithMdState(superblock_, md);
+  if (next == superblock_) return;
+  if (Status s = md_->WriteSuperblock(next); !s.ok()) {
+    spdlog::error("resource {}: writing the superblock failed: {}; the state on disk is stale "
+                  "until the next successful write",
+                  config_.name, s.message());
+    return;
+  }
+  superblock_ = next;
+}
+
+void ReplicatedDevice::ExecutePersistBitmap() {
+  Bitmap& bitmap = replica_->bitmap();
+  const std::vector<uint64_t> pages = bitmap.DirtyPages();
+  if (pages.empty()) return;
+  if (Status s = md_->WriteBitmapPages(bitmap, pages); !s.ok()) {
+    spdlog::error("resource {}: writing the bitmap failed: {}", config_.name, s.message());
+    return;
+  }
+  bitmap.ClearDirty();
+}
+
+// --- Auxiliary I/O: applies, flushes, resync reads ---
+
+ReplicatedDevice::AuxIo& ReplicatedDevice::TakeAux(AuxIo::Kind kind, uint64_t key) {
+  if (free_aux_.empty()) {
+    AuxIo& fresh = aux_.emplace_back();
+    fresh.device = this;
+    fresh.io.context = &fresh;
+    fresh.io.done = &ReplicatedDevice::OnAuxDone;
+    free_aux_.push_back(&fresh);
+  }
+  AuxIo* aux = free_aux_.back();
+  free_aux_.pop_back();
+  aux->kind = kind;
+  aux->key = key;
+  aux->iov.clear();
+  aux->io.iov = nullptr;
+  aux->io.iov_count = 0;
+  return *aux;
+}
+
+void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
+  auto* aux = static_cast<AuxIo*>(io->context);
+  ReplicatedDevice* self = aux->device;
+  const uint64_t key = aux->key;
+  const AuxIo::Kind kind = aux->kind;
+  self->free_aux_.push_back(aux);
+  switch (kind) {
+    case AuxIo::Kind::kApply: {
+      auto it = self->received_.find(key);
+      REPLD_CHECK(it != self->received_.end());
+      self->receive_pool_->Release(it->second.chunks);
+      self->received_.erase(it);
+      self->replica_->ApplyDone(key, error);
+      break;
+    }
+    case AuxIo::Kind::kFlush:
+      self->replica_->LocalFlushDone(key, error);
+      break;
+    case AuxIo::Kind::kResyncRead:
+      self->replica_->ResyncReadDone(key, error);
+      break;
+  }
+  self->Drain();
+  if (kind == AuxIo::Kind::kResyncRead) {
+    // Not sent (the peer left, or the read failed): the buffer is free again.
+    if (ResyncBuffer* b = self->FindResyncBuffer(key); b != nullptr && !b->sending) {
+      b->in_use = false;
+    }
+  }
+}
+
+void ReplicatedDevice::ExecuteApply(uint64_t key) {
+  auto it = received_.find(key);
+  REPLD_CHECK(it != received_.end());
+  const peer::Data& head = it->second.head;
+  AuxIo& aux = TakeAux(AuxIo::Kind::kApply, key);
+  BlockRequest r;
+  r.offset_bytes = head.offset_bytes;
+  r.length_bytes = head.length_bytes;
+  r.fua = (head.flags & peer::kDataFlagFua) != 0;
+  if ((head.flags & peer::kDataFlagZeroes) != 0) {
+    r.op = BlockOp::kWriteZeroes;
+  } else if ((head.flags & peer::kDataFlagTrim) != 0) {
+    r.op = BlockOp::kTrim;
+  } else {
+    r.op = BlockOp::kWrite;
+    uint64_t left = head.length_bytes;
+    for (uint8_t* chunk : it->second.chunks) {
+      const uint64_t n = std::min<uint64_t>(left, BufferPool::kChunkBytes);
+      aux.iov.push_back(iovec{chunk, static_cast<size_t>(n)});
+      left -= n;
+    }
+    aux.io.iov = aux.iov.data();
+    aux.io.iov_count = static_cast<unsigned>(aux.iov.size());
+  }
+  aux.io.request = r;
+  store_.Submit(&aux.io);
+}
+
+}  // namespace repld

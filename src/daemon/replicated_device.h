@@ -1,0 +1,184 @@
+// A replicated resource's block device on this node: the adapter between the replication core
+// (Replica, which does no I/O) and the real parts. Frontend requests come in as DiskIo (it is a
+// BlockSink) and become core events; the core's actions become local disk I/O (BackingStore),
+// frames on the PeerLink, metadata writes (MdDevice) and replies to the frontend.
+//
+// Buffers. A client write's data stays in the frontend's buffers: the local write and the send
+// to the peer both read them, and the reply (which frees them) waits until the link is done
+// with them (OnSendDone). A peer's Data arrives in chunks of the receive pool and goes back
+// there when applied. Resync reads use buffers of their own, one per block in flight.
+//
+// Per-request state: one slot per frontend request in flight, preallocated (the frontends bound
+// their requests: NBD connections_max x inflight_max). Auxiliary operations (applies, flushes,
+// resync reads) come from free lists that grow to the peak the core allows (its windows) and
+// are reused.
+//
+// Metadata writes (AL transactions, bitmap pages, superblock) are synchronous on the loop
+// thread: a cold-extent write waits for its AL transaction anyway, and they are rare once the
+// working set is hot (docs/benchmarks.md measures what they cost).
+#pragma once
+
+#include <sys/uio.h>
+
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "blockdev/backing_store.h"
+#include "blockdev/block_sink.h"
+#include "blockdev/buffer_pool.h"
+#include "blockdev/md_device.h"
+#include "common/status.h"
+#include "daemon/config.h"
+#include "daemon/peer_link.h"
+#include "replication/replica.h"
+
+namespace repld {
+
+class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
+ public:
+  struct Options {
+    uint32_t requests_max = 1024;  // frontend requests in flight at most
+    uint64_t receive_pool_bytes = 64ULL << 20;
+  };
+
+  // Reads the metadata (refusing a disk without it, or with metadata of another resource) and
+  // builds the core. Nothing starts yet.
+  static Result<std::unique_ptr<ReplicatedDevice>> Open(asio::io_context& io,
+                                                        const ResourceConfig& config,
+                                                        const NodeConfig& node,
+                                                        BackingStore& store, Options options);
+  ~ReplicatedDevice() override;
+
+  // The size clients see: the data area before the internal metadata.
+  uint64_t data_bytes() const { return data_bytes_; }
+
+  [[nodiscard]] Status Start();
+  // Stopping, after the frontend drained: StopLink() (the core marks what the peer did not
+  // confirm), wait for Idle() (applies and flushes in flight), make the data durable, then
+  // Shutdown() (the bitmap and a clean superblock).
+  void StopLink();
+  bool Idle() const;
+  void Shutdown();
+
+  void Submit(DiskIo* io) override;
+
+  Status Promote(bool force);
+  Status Demote(uint32_t open_clients);
+  ReplicaStatus Report() const { return replica_->Report(); }
+  Role role() const { return replica_->role(); }
+  // Why the peer link last failed, for status; empty if it did not.
+  std::string link_error() const;
+
+ private:
+  struct ClientSlot {
+    ReplicatedDevice* device = nullptr;
+    uint32_t index = 0;
+    uint32_t generation = 0;   // bumped at every reuse: RequestId = generation << 32 | index
+    DiskIo* client = nullptr;  // the frontend's request; null when the slot is free
+    DiskIo local{};            // the local disk I/O on its behalf
+    std::vector<iovec> local_iov;  // the disk may rewrite it; the client's stays for the send
+    uint64_t seq = 0;          // the frame that carries it to the peer
+    bool sending = false;      // the link still reads the client's buffers
+    bool completed = false;    // the core answered; the reply waits for the send
+    int error = 0;
+  };
+  struct Received {  // a peer's Data frame, until applied
+    peer::Data head;
+    std::vector<uint8_t*> chunks;
+  };
+  struct AuxIo {  // an apply, a local flush or a resync read
+    DiskIo io{};
+    ReplicatedDevice* device = nullptr;
+    enum class Kind : uint8_t { kApply, kFlush, kResyncRead } kind = Kind::kApply;
+    uint64_t key = 0;  // apply: frame key; flush and resync read: token
+    std::vector<iovec> iov;
+  };
+  struct ResyncBuffer {
+    uint8_t* data = nullptr;  // resync_block_bytes, aligned for direct I/O
+    uint64_t token = 0;
+    uint64_t offset_bytes = 0;
+    iovec iov{};  // the block: {data, length}
+    bool in_use = false;
+    bool sending = false;
+  };
+
+  ReplicatedDevice(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node,
+                   BackingStore& store, Options options);
+  Status Load();
+
+  // Runs the core's actions until it has none, then answers requests whose send finished.
+  void Drain();
+  void Execute(Action& action);
+  void ExecuteSubmit(RequestId id);
+  void ExecuteSendData(const SendData& a);
+  void ExecuteApply(uint64_t key);
+  void ExecuteResyncRead(const ResyncRead& a);
+  void ExecuteSendResync(const SendResync& a);
+  void ExecuteWriteAl(const WriteAl& a);
+  void ExecutePersistMd(const MdState& md);
+  void ExecutePersistBitmap();
+  void CompleteClient(RequestId id, int error);
+  // The core keeps a request after answering it (protocols A and B wait for the peer's later
+  // acks), so a slot's next request needs another id.
+  static RequestId IdOf(const ClientSlot& slot) {
+    return (uint64_t{slot.generation} << 32) | slot.index;
+  }
+  ClientSlot& SlotOf(RequestId id);
+  void AnswerFinished();
+  AuxIo& TakeAux(AuxIo::Kind kind, uint64_t key);
+  void ReleaseAux(AuxIo& aux);
+  ResyncBuffer& TakeResyncBuffer(uint64_t token, uint64_t offset_bytes, uint64_t length_bytes);
+  ResyncBuffer* FindResyncBuffer(uint64_t token);
+  void StartTick();
+
+  static void OnLocalDone(DiskIo* io, int error);
+  static void OnAuxDone(DiskIo* io, int error);
+
+  // PeerLinkHandler
+  PeerState HandshakeState() override { return replica_->LocalState(); }
+  void OnConnecting() override;
+  void OnUp(const PeerState& peer) override;
+  void OnDown(const std::string& reason) override;
+  void OnData(const peer::Data& head, std::span<uint8_t* const> chunks) override;
+  void OnRecvAck(uint64_t seq) override;
+  void OnWriteAck(uint64_t seq, int error) override;
+  void OnFlush(uint64_t seq) override;
+  void OnFlushAck(uint64_t seq, int error) override;
+  void OnState(const PeerState& peer) override;
+  void OnSendDone(uint64_t cookie, bool sent) override;
+
+  asio::io_context& io_;
+  ResourceConfig config_;
+  NodeConfig node_;
+  BackingStore& store_;
+  Options options_;
+  uint64_t data_bytes_ = 0;
+  std::unique_ptr<MdDevice> md_;
+  Superblock superblock_;  // as on disk
+  std::unique_ptr<Replica> replica_;
+  std::unique_ptr<BufferPool> receive_pool_;
+  std::unique_ptr<PeerLink> link_;
+  asio::steady_timer tick_;
+
+  std::vector<ClientSlot> slots_;
+  std::vector<uint32_t> free_slots_;
+  std::unordered_map<uint64_t, Received> received_;  // key -> frame not yet applied
+  uint64_t next_key_ = 1;
+  std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
+  std::vector<AuxIo*> free_aux_;
+  std::deque<ResyncBuffer> resync_buffers_;
+  uint64_t resync_block_bytes_ = 1 << 20;
+  std::vector<uint32_t> finished_;  // slots whose reply can go now
+  bool draining_ = false;
+  bool in_submit_ = false;
+  bool answer_posted_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace repld

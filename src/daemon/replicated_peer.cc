@@ -1,0 +1,166 @@
+// ReplicatedDevice, the peer's side: the link's events become core events, and the resync
+// frames this node sends. (The client side and the core's actions: replicated_device.cc.)
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+
+#include "common/check.h"
+#include "daemon/replicated_device.h"
+
+namespace repld {
+namespace {
+
+// OnSendDone cookies: a client slot's index, or a resync token with this bit set.
+constexpr uint64_t kResyncCookie = 1ULL << 63;
+
+}  // namespace
+
+void ReplicatedDevice::OnConnecting() {
+  replica_->PeerConnecting();
+  Drain();
+}
+
+void ReplicatedDevice::OnUp(const PeerState& peer) {
+  replica_->PeerUp(peer);
+  Drain();
+}
+
+void ReplicatedDevice::OnDown(const std::string& reason) {
+  replica_->PeerDown(reason);
+  Drain();
+}
+
+void ReplicatedDevice::OnData(const peer::Data& head, std::span<uint8_t* const> chunks) {
+  const uint64_t key = next_key_++;
+  WriteKind kind = WriteKind::kData;
+  if ((head.flags & peer::kDataFlagZeroes) != 0) kind = WriteKind::kZeroes;
+  if ((head.flags & peer::kDataFlagTrim) != 0) kind = WriteKind::kTrim;
+  received_.emplace(key, Received{head, std::vector<uint8_t*>(chunks.begin(), chunks.end())});
+  const bool kept = replica_->PeerData(key, head.seq, head.offset_bytes, head.length_bytes, kind,
+                                       (head.flags & peer::kDataFlagResync) != 0);
+  if (!kept) {
+    auto it = received_.find(key);
+    // Refused at once, or applied and finished already: either way not ours to keep.
+    if (it != received_.end()) {
+      receive_pool_->Release(it->second.chunks);
+      received_.erase(it);
+    }
+  }
+  Drain();
+}
+
+void ReplicatedDevice::OnRecvAck(uint64_t seq) {
+  replica_->PeerAck(AckKind::kReceived, seq, 0);
+  Drain();
+}
+
+void ReplicatedDevice::OnWriteAck(uint64_t seq, int error) {
+  replica_->PeerAck(AckKind::kWritten, seq, error);
+  Drain();
+}
+
+void ReplicatedDevice::OnFlush(uint64_t seq) {
+  replica_->PeerFlush(seq);
+  Drain();
+}
+
+void ReplicatedDevice::OnFlushAck(uint64_t seq, int error) {
+  replica_->PeerAck(AckKind::kFlushed, seq, error);
+  Drain();
+}
+
+void ReplicatedDevice::OnState(const PeerState& peer) {
+  replica_->PeerStateChanged(peer);
+  Drain();
+}
+
+void ReplicatedDevice::OnSendDone(uint64_t cookie, bool sent) {
+  if ((cookie & kResyncCookie) != 0) {
+    ResyncBuffer* b = FindResyncBuffer(cookie & ~kResyncCookie);
+    REPLD_CHECK(b != nullptr && b->sending);
+    b->sending = false;
+    b->in_use = false;
+    return;  // a resync frame completes on the peer's ack, not on the send
+  }
+  ClientSlot& slot = SlotOf(cookie);
+  REPLD_CHECK(slot.sending);
+  slot.sending = false;
+  if (sent) replica_->PeerSent(slot.seq);
+  if (slot.completed) finished_.push_back(slot.index);
+  Drain();
+}
+
+// --- Resync, source side ---
+
+ReplicatedDevice::ResyncBuffer& ReplicatedDevice::TakeResyncBuffer(uint64_t token,
+                                                                    uint64_t offset_bytes,
+                                                                    uint64_t length_bytes) {
+  REPLD_CHECK(length_bytes <= resync_block_bytes_);
+  ResyncBuffer* buffer = nullptr;
+  for (ResyncBuffer& b : resync_buffers_) {
+    if (!b.in_use) {
+      buffer = &b;
+      break;
+    }
+  }
+  if (buffer == nullptr) {
+    // Grows to the core's resync window plus the frames the link still holds.
+    buffer = &resync_buffers_.emplace_back();
+    buffer->data = static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes,
+                                                            resync_block_bytes_));
+    REPLD_CHECK(buffer->data != nullptr);
+  }
+  buffer->in_use = true;
+  buffer->sending = false;
+  buffer->token = token;
+  buffer->offset_bytes = offset_bytes;
+  buffer->iov = iovec{buffer->data, static_cast<size_t>(length_bytes)};
+  return *buffer;
+}
+
+ReplicatedDevice::ResyncBuffer* ReplicatedDevice::FindResyncBuffer(uint64_t token) {
+  for (ResyncBuffer& b : resync_buffers_) {
+    if (b.in_use && b.token == token) return &b;
+  }
+  return nullptr;
+}
+
+void ReplicatedDevice::ExecuteResyncRead(const ResyncRead& a) {
+  ResyncBuffer& buffer = TakeResyncBuffer(a.token, a.offset_bytes, a.length_bytes);
+  AuxIo& aux = TakeAux(AuxIo::Kind::kResyncRead, a.token);
+  aux.iov.push_back(buffer.iov);
+  aux.io.iov = aux.iov.data();
+  aux.io.iov_count = 1;
+  aux.io.request = BlockRequest{.op = BlockOp::kRead,
+                                .offset_bytes = a.offset_bytes,
+                                .length_bytes = a.length_bytes};
+  store_.Submit(&aux.io);
+}
+
+void ReplicatedDevice::ExecuteSendResync(const SendResync& a) {
+  ResyncBuffer* buffer = FindResyncBuffer(a.token);
+  REPLD_CHECK(buffer != nullptr);
+  peer::Data head;
+  head.seq = a.seq;
+  head.offset_bytes = buffer->offset_bytes;
+  head.length_bytes = static_cast<uint32_t>(buffer->iov.iov_len);
+  head.flags = peer::kDataFlagResync;
+  buffer->sending =
+      link_->SendData(head, std::span<const iovec>(&buffer->iov, 1), a.token | kResyncCookie);
+}
+
+// --- Roles ---
+
+Status ReplicatedDevice::Promote(bool force) {
+  Status s = replica_->Promote(force);
+  Drain();
+  return s;
+}
+
+Status ReplicatedDevice::Demote(uint32_t open_clients) {
+  Status s = replica_->Demote(open_clients);
+  Drain();
+  return s;
+}
+
+}  // namespace repld
