@@ -61,6 +61,19 @@ Status ReplicatedDevice::Load() {
                  "create-md again to change it)",
                  config_.meta.al_extents, superblock_.al_extents, superblock_.al_extents);
   }
+  // Every request must fit in the activity log with room to spare: half of it for a data write
+  // at most (trims and write-zeroes go in parts of this size).
+  const uint64_t al_slots = superblock_.al_extents;
+  const uint64_t write_extents = config_.nbd.request_bytes_max / kAlExtentBytes + 1;
+  if (al_slots < 2 * write_extents) {
+    return Status::Invalid("the activity log on '" + md_->md_path() + "' has " +
+                           std::to_string(al_slots) + " extents; nbd.request_bytes_max = " +
+                           std::to_string(config_.nbd.request_bytes_max) + " needs at least " +
+                           std::to_string(2 * write_extents) +
+                           ": raise disk.al_extents and run create-md again, or lower "
+                           "nbd.request_bytes_max");
+  }
+  part_bytes_max_ = (al_slots / 2 - 1) * kAlExtentBytes;
   data_bytes_ = superblock_.layout.data_bytes;
   if (data_bytes_ > store_.info().size_bytes) {
     return Status::Invalid("the metadata on '" + md_->md_path() + "' describes " +
@@ -123,6 +136,27 @@ Status ReplicatedDevice::Load() {
   return Status::Ok();
 }
 
+Status ReplicatedDevice::Promote(bool force) {
+  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
+  if (md_failed_) {
+    return Status::Invalid("a metadata write failed earlier (see the log); fix the disk and "
+                           "restart the daemon before promoting");
+  }
+  Status s = replica_->Promote(force);
+  Drain();
+  if (s.ok() && md_failed_) {
+    return Status::Invalid("promoted, but writing the metadata failed (see the log)");
+  }
+  return s;
+}
+
+Status ReplicatedDevice::Demote(uint32_t open_clients) {
+  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
+  Status s = replica_->Demote(open_clients);
+  Drain();
+  return s;
+}
+
 Status ReplicatedDevice::Start() {
   if (Status s = link_->Start(); !s.ok()) return s;
   StartTick();
@@ -147,6 +181,8 @@ bool ReplicatedDevice::Idle() const {
 }
 
 void ReplicatedDevice::StopLink() {
+  if (link_stopped_) return;
+  link_stopped_ = true;
   tick_.cancel();
   link_->Stop();  // OnDown: the core marks what the peer did not confirm
   Drain();
@@ -154,7 +190,15 @@ void ReplicatedDevice::StopLink() {
 
 void ReplicatedDevice::Shutdown() {
   if (stopped_) return;
-  if (!Idle()) spdlog::warn("resource {}: stopping with I/O still in flight", config_.name);
+  if (!Idle()) {
+    // Leave the metadata as it is (Primary: the crash flag stays set, so the next start
+    // resyncs the activity log's extents).
+    spdlog::error("resource {}: stopping with I/O still in flight; the metadata is not marked "
+                  "clean",
+                  config_.name);
+    stopped_ = true;
+    return;
+  }
   replica_->Shutdown();
   Drain();
   stopped_ = true;
@@ -167,33 +211,49 @@ void ReplicatedDevice::Submit(DiskIo* io) {
   const uint32_t index = free_slots_.back();
   free_slots_.pop_back();
   ClientSlot& slot = slots_[index];
+  slot.client = io;
+  slot.part_offset_bytes = io->request.offset_bytes;
+  slot.part_length_bytes = 0;
+  in_submit_ = true;
+  StartPart(slot);
+  Drain();
+  in_submit_ = false;
+}
+
+void ReplicatedDevice::StartPart(ClientSlot& slot) {
   slot.generation = (slot.generation + 1) & 0x7FFFFFFFu;  // bit 63 marks resync cookies
   const RequestId id = IdOf(slot);
-  slot.client = io;
   slot.seq = 0;
   slot.sending = slot.completed = false;
   slot.error = 0;
-  const BlockRequest& r = io->request;
-  in_submit_ = true;
+  const BlockRequest& r = slot.client->request;
+  const uint64_t end = r.offset_bytes + r.length_bytes;
+  uint64_t length = end - slot.part_offset_bytes;
+  if ((r.op == BlockOp::kTrim || r.op == BlockOp::kWriteZeroes) && length > part_bytes_max_) {
+    // A trim may cover gigabytes: in parts the activity log can hold, ending on extent bounds.
+    const uint64_t cut = (slot.part_offset_bytes + part_bytes_max_) / kAlExtentBytes * kAlExtentBytes;
+    length = std::min(end, std::max(cut, slot.part_offset_bytes + kAlExtentBytes)) -
+             slot.part_offset_bytes;
+  }
+  slot.part_length_bytes = length;
+  const uint64_t offset = slot.part_offset_bytes;
   switch (r.op) {
     case BlockOp::kRead:
-      replica_->ClientRead(id, r.offset_bytes, r.length_bytes);
+      replica_->ClientRead(id, offset, length);
       break;
     case BlockOp::kWrite:
-      replica_->ClientWrite(id, r.offset_bytes, r.length_bytes, WriteKind::kData, r.fua);
+      replica_->ClientWrite(id, offset, length, WriteKind::kData, r.fua);
       break;
     case BlockOp::kWriteZeroes:
-      replica_->ClientWrite(id, r.offset_bytes, r.length_bytes, WriteKind::kZeroes, r.fua);
+      replica_->ClientWrite(id, offset, length, WriteKind::kZeroes, r.fua);
       break;
     case BlockOp::kTrim:
-      replica_->ClientWrite(id, r.offset_bytes, r.length_bytes, WriteKind::kTrim, r.fua);
+      replica_->ClientWrite(id, offset, length, WriteKind::kTrim, r.fua);
       break;
     case BlockOp::kFlush:
       replica_->ClientFlush(id);
       break;
   }
-  Drain();
-  in_submit_ = false;
 }
 
 void ReplicatedDevice::OnLocalDone(DiskIo* io, int error) {
@@ -228,6 +288,14 @@ void ReplicatedDevice::AnswerFinished() {
     ClientSlot& slot = slots_[index];
     DiskIo* client = slot.client;
     const int error = slot.error;
+    const BlockRequest& r = client->request;
+    if (error == 0 && slot.part_offset_bytes + slot.part_length_bytes <
+                          r.offset_bytes + r.length_bytes) {
+      slot.part_offset_bytes += slot.part_length_bytes;
+      StartPart(slot);  // the next part of a split request
+      Drain();
+      continue;
+    }
     slot.client = nullptr;
     free_slots_.push_back(index);
     client->done(client, error);
@@ -308,6 +376,8 @@ void ReplicatedDevice::Execute(Action& action) {
 void ReplicatedDevice::ExecuteSubmit(RequestId id) {
   ClientSlot& slot = SlotOf(id);
   slot.local.request = slot.client->request;
+  slot.local.request.offset_bytes = slot.part_offset_bytes;
+  slot.local.request.length_bytes = slot.part_length_bytes;
   slot.local_iov.assign(slot.client->iov, slot.client->iov + slot.client->iov_count);
   slot.local.iov = slot.local_iov.data();
   slot.local.iov_count = static_cast<unsigned>(slot.local_iov.size());
@@ -319,8 +389,8 @@ void ReplicatedDevice::ExecuteSendData(const SendData& a) {
   const BlockRequest& r = slot.client->request;
   peer::Data head;
   head.seq = a.seq;
-  head.offset_bytes = r.offset_bytes;
-  head.length_bytes = static_cast<uint32_t>(r.length_bytes);
+  head.offset_bytes = slot.part_offset_bytes;
+  head.length_bytes = static_cast<uint32_t>(slot.part_length_bytes);
   head.flags = r.fua ? peer::kDataFlagFua : 0;
   std::span<const iovec> data;
   if (r.op == BlockOp::kWriteZeroes) {
@@ -347,16 +417,26 @@ void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
     spdlog::error("resource {}: activity log write failed: {}; the writes waiting for it fail",
                   config_.name, s.message());
   }
-  replica_->AlWritten(a.plan.seq, s.ok() ? 0 : (s.code() != 0 ? s.code() : EIO));
+  if (!s.ok()) md_failed_ = true;
+  replica_->AlWritten(a.plan.seq, s.ok() ? 0 : (s.code() > 0 ? s.code() : EIO));
 }
 
 void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
+  if (md_failed_ && !md.primary) {
+    // After a failed metadata write, never mark the disk clean: the next start must treat
+    // this node as crashed and resync its activity log.
+    spdlog::error("resource {}: not writing a clean superblock after an earlier metadata "
+                  "write failed",
+                  config_.name);
+    return;
+  }
   const Superblock next = WithMdState(superblock_, md);
   if (next == superblock_) return;
   if (Status s = md_->WriteSuperblock(next); !s.ok()) {
     spdlog::error("resource {}: writing the superblock failed: {}; the state on disk is stale "
                   "until the next successful write",
                   config_.name, s.message());
+    md_failed_ = true;
     return;
   }
   superblock_ = next;
@@ -368,6 +448,7 @@ void ReplicatedDevice::ExecutePersistBitmap() {
   if (pages.empty()) return;
   if (Status s = md_->WriteBitmapPages(bitmap, pages); !s.ok()) {
     spdlog::error("resource {}: writing the bitmap failed: {}", config_.name, s.message());
+    md_failed_ = true;
     return;
   }
   bitmap.ClearDirty();
@@ -433,6 +514,7 @@ void ReplicatedDevice::ExecuteApply(uint64_t key) {
   r.offset_bytes = head.offset_bytes;
   r.length_bytes = head.length_bytes;
   r.fua = (head.flags & peer::kDataFlagFua) != 0;
+  r.may_punch = false;  // the Primary may have kept the range allocated (NBD's NO_HOLE)
   if ((head.flags & peer::kDataFlagZeroes) != 0) {
     r.op = BlockOp::kWriteZeroes;
   } else if ((head.flags & peer::kDataFlagTrim) != 0) {

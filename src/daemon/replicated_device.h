@@ -81,6 +81,10 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
     uint32_t index = 0;
     uint32_t generation = 0;   // bumped at every reuse: RequestId = generation << 32 | index
     DiskIo* client = nullptr;  // the frontend's request; null when the slot is free
+    // The part of it in the core now: all of it, except for trims and write-zeroes larger
+    // than part_bytes_max_, which go in parts one after the other.
+    uint64_t part_offset_bytes = 0;
+    uint64_t part_length_bytes = 0;
     DiskIo local{};            // the local disk I/O on its behalf
     std::vector<iovec> local_iov;  // the disk may rewrite it; the client's stays for the send
     uint64_t seq = 0;          // the frame that carries it to the peer
@@ -123,6 +127,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void ExecuteWriteAl(const WriteAl& a);
   void ExecutePersistMd(const MdState& md);
   void ExecutePersistBitmap();
+  void StartPart(ClientSlot& slot);
   void CompleteClient(RequestId id, int error);
   // The core keeps a request after answering it (protocols A and B wait for the peer's later
   // acks), so a slot's next request needs another id.
@@ -174,11 +179,14 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::vector<AuxIo*> free_aux_;
   std::deque<ResyncBuffer> resync_buffers_;
   uint64_t resync_block_bytes_ = 1 << 20;
+  uint64_t part_bytes_max_ = 0;  // half the activity log (Load)
   std::vector<uint32_t> finished_;  // slots whose reply can go now
   bool draining_ = false;
   bool in_submit_ = false;
   bool answer_posted_ = false;
   bool stopped_ = false;
+  bool link_stopped_ = false;
+  bool md_failed_ = false;  // a metadata write failed: never write a clean superblock again
 };
 
 }  // namespace repld

@@ -31,6 +31,15 @@ void ReplicatedDevice::OnDown(const std::string& reason) {
 }
 
 void ReplicatedDevice::OnData(const peer::Data& head, std::span<uint8_t* const> chunks) {
+  if (received_.size() >= config_.net.max_buffers) {
+    // Chunks bound plain writes; this bounds the ones without data (zeroes, trims) too.
+    receive_pool_->Release(chunks);
+    link_->Drop("the peer has more than net.max_buffers = " +
+                    std::to_string(config_.net.max_buffers) +
+                    " writes in flight to this node; is its max_buffers larger?",
+                true);
+    return;
+  }
   const uint64_t key = next_key_++;
   WriteKind kind = WriteKind::kData;
   if ((head.flags & peer::kDataFlagZeroes) != 0) kind = WriteKind::kZeroes;
@@ -149,18 +158,5 @@ void ReplicatedDevice::ExecuteSendResync(const SendResync& a) {
       link_->SendData(head, std::span<const iovec>(&buffer->iov, 1), a.token | kResyncCookie);
 }
 
-// --- Roles ---
-
-Status ReplicatedDevice::Promote(bool force) {
-  Status s = replica_->Promote(force);
-  Drain();
-  return s;
-}
-
-Status ReplicatedDevice::Demote(uint32_t open_clients) {
-  Status s = replica_->Demote(open_clients);
-  Drain();
-  return s;
-}
 
 }  // namespace repld

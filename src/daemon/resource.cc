@@ -58,7 +58,9 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
     exp.size_bytes = r->device_->data_bytes();
     exp.admission = [raw = r.get()] { return raw->Admission(); };
   }
-  exp.block_min_bytes = std::max<uint32_t>(info.io_align_bytes, 1);
+  // The peer protocol moves whole 512-byte sectors: a replicated export asks for them even when
+  // the local disk would take any byte.
+  exp.block_min_bytes = std::max<uint32_t>(info.io_align_bytes, r->device_ ? 512 : 1);
   exp.block_preferred_bytes = std::max<uint32_t>(exp.block_min_bytes, 4096);
   exp.block_max_bytes = static_cast<uint32_t>(r->nbd_.request_bytes_max);
   // CAN_MULTI_CONN holds: every connection writes the one backing file (through one replication
@@ -153,8 +155,25 @@ Status Resource::Start() {
   return Status::Ok();
 }
 
+void Resource::AbortClients() {
+  // Writes waiting for a peer that does not answer complete once the peer is gone.
+  if (device_ != nullptr) device_->StopLink();
+  server_->AbortConnections();
+}
+
 asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) {
+  asio::steady_timer watchdog(co_await asio::this_coro::executor);
+  if (device_ != nullptr) {
+    // A drain that outlasts its timeout may be waiting for the peer: stop the link, which
+    // completes those writes as not confirmed (marked out of sync).
+    watchdog.expires_after(drain_timeout);
+    watchdog.async_wait([this](const asio::error_code& ec) {
+      if (!ec) device_->StopLink();
+    });
+  }
   co_await server_->Shutdown(drain_timeout);
+  watchdog.cancel();
+  bool idle = true;
   if (device_ != nullptr) {
     device_->StopLink();
     // Applies and flushes still on the disk finish first: the bitmap must see their outcome.
@@ -165,10 +184,16 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
       asio::error_code ec;
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
+    idle = device_->Idle();
   }
   Status s = store_->SyncNow();
   if (device_ != nullptr && s.ok()) device_->Shutdown();  // clean: after the data is durable
   control_->Stop();
+  if (!idle) {
+    // Disk I/O still in the ring: exit without closing it (the kernel reclaims it).
+    co_return Status::Invalid("resource " + config_.name +
+                              ": disk I/O still in flight after the drain timeout");
+  }
   ring_->Close();
   if (s.ok()) spdlog::info("resource {}: stopped; backing disk synced", config_.name);
   co_return s;

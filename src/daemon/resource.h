@@ -29,7 +29,7 @@ class Resource {
   // Drains the frontend, then makes everything written durable.
   asio::awaitable<Status> Stop(std::chrono::milliseconds drain_timeout);
   // During Stop: give up on the drain and close every client connection now.
-  void AbortClients() { server_->AbortConnections(); }
+  void AbortClients();
 
  private:
   Resource(const ResourceConfig& config, const NodeConfig& node);

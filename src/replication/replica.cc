@@ -155,6 +155,7 @@ bool Replica::LocalConflict(uint64_t offset, uint64_t length) const {
 
 void Replica::PumpWrites() {
   std::vector<uint32_t> wanted;
+  size_t first_wanted = 0;  // how many of `wanted` the first cold write needs
   // Writes start in arrival order, except that a write may pass an earlier one it does not
   // overlap. A write that overlaps an earlier waiting one waits behind it.
   for (size_t i = 0; i < waiting_.size();) {
@@ -177,6 +178,7 @@ void Replica::PumpWrites() {
           wanted.push_back(e);
         }
       }
+      if (!hot && first_wanted == 0) first_wanted = wanted.size();
       if (hot) {
         waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
         StartWrite(id, r);
@@ -187,6 +189,11 @@ void Replica::PumpWrites() {
   }
   if (!wanted.empty() && !al_writing_) {
     al_plan_ = al_.Plan(wanted);
+    // All the cold extents at once may not fit in the idle slots: then the first cold write's
+    // alone, so that writes keep moving (the rest follow as transactions complete).
+    if (!al_plan_ && first_wanted < wanted.size()) {
+      al_plan_ = al_.Plan(std::span<const uint32_t>(wanted.data(), first_wanted));
+    }
     if (al_plan_) {
       al_writing_ = true;
       Emit(WriteAl{*al_plan_});

@@ -19,9 +19,11 @@ class Pair:
 
     def __init__(self, *, protocol: str = "C", disk_size: int = 64 * MiB,
                  secrets: dict[str, str] | None = None, net: dict | None = None,
-                 resource: str = "r0", log_level: str | None = None):
+                 resource: str = "r0", log_level: str | None = None,
+                 nbd: dict | None = None, disk: dict | None = None):
         self.tmp = harness.make_tempdir()
         self.resource = resource
+        self.nbd, self.disk_table = nbd or {}, disk or {}
         self.protocol = protocol
         self.disk = {n: os.path.join(self.tmp, f"{n}.img") for n in self.NODES}
         self.socket = {n: os.path.join(self.tmp, f"{n}.sock") for n in self.NODES}
@@ -50,7 +52,10 @@ class Pair:
         lines = ["[resource]", f'name = "{self.resource}"', f'protocol = "{protocol}"', "",
                  "[net]", f"secret = {json.dumps(secret)}"]
         lines += [f"{k} = {harness.toml_value(v)}" for k, v in net.items()]
-        lines += ["", "[nbd]", f'export = "{self.resource}"', ""]
+        lines += ["", "[nbd]", f'export = "{self.resource}"']
+        lines += [f"{k} = {harness.toml_value(v)}" for k, v in self.nbd.items()]
+        lines += ["", "[disk]"] + [f"{k} = {harness.toml_value(v)}"
+                                   for k, v in self.disk_table.items()] + [""]
         for n in self.NODES:
             lines += [f"[node.{n}]", f'disk = "{self.disk[n]}"',
                       f'address = "127.0.0.1:{self.port[n]}"',

@@ -164,6 +164,45 @@ class ReplicationTest(harness.ReplTestCase):
             self.assertRegex(pair.daemon[n].log_text(), "(?i)secret|authenticat")
         self.assertEqual(pair.read_disk("beta", 0, 65536), b"\0" * 65536)
 
+    def test_unaligned_requests_refused_without_direct_io(self):
+        # Without O_DIRECT the local disk takes any byte, but the peer protocol moves sectors:
+        # the export asks for 512-byte blocks and refuses the rest (the daemon must not abort).
+        pair = Pair(disk={"direct_io": "off"})
+        pair.up_primary("alpha")
+        h = harness.open_nbd(pair.socket["alpha"], "r0", strict=0)
+        try:
+            self.assertEqual(h.get_block_size(0), 512)  # minimum block size
+            with self.assertRaises(Exception) as cm:
+                h.pwrite(b"x" * 100, 3)
+            self.assertIn("Invalid argument", str(cm.exception))
+            h.pwrite(b"y" * 512, 512)
+            self.assertEqual(h.pread(512, 512), b"y" * 512)
+        finally:
+            harness.close_nbd(h)
+        self.assertTrue(pair.daemon["alpha"].alive())
+        self.stop_both_and_compare(pair)
+
+    def test_device_wide_zeroing_with_a_small_activity_log(self):
+        # 7 activity-log extents (28 MiB) and a 64 MiB write-zeroes over the whole device: it
+        # goes in parts the log can hold, and both disks end up zero.
+        pair = Pair(disk={"al_extents": 7}, nbd={"request_bytes_max": "1MiB"})
+        pair.up_primary("alpha")
+        size = pair.data_bytes("alpha")
+        h = harness.open_nbd(pair.socket["alpha"], "r0")
+        try:
+            for off in range(0, size - MiB, 8 * MiB):
+                h.pwrite(os.urandom(MiB), off)
+            h.zero(size, 0)
+            h.trim(size // 2, 0)
+            h.flush()
+            self.assertEqual(h.pread(MiB, 8 * MiB), b"\0" * MiB)
+        finally:
+            harness.close_nbd(h)
+        st = pair.wait_status("alpha", lambda s: s["counters"]["unacked"] == 0, 30, "all acked")
+        self.assertGreater(st["counters"]["al_writes"], 2)
+        self.stop_both_and_compare(pair)
+        self.assertEqual(pair.read_disk("beta", 40 * MiB, MiB), b"\0" * MiB)
+
     def test_failover_reads_back_every_acknowledged_write(self):
         pair = Pair(protocol="C")
         pair.up_primary("alpha")
