@@ -20,6 +20,7 @@ ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& c
 
 ReplicatedDevice::~ReplicatedDevice() {
   for (ResyncBuffer& b : resync_buffers_) std::free(b.data);
+  std::free(al_buffer_);
 }
 
 Result<std::unique_ptr<ReplicatedDevice>> ReplicatedDevice::Open(asio::io_context& io,
@@ -74,6 +75,11 @@ Status ReplicatedDevice::Load() {
                            "nbd.request_bytes_max");
   }
   part_bytes_max_ = (al_slots / 2 - 1) * kAlExtentBytes;
+  if (superblock_.layout.internal) {
+    al_buffer_ = static_cast<uint8_t*>(
+        std::aligned_alloc(BufferPool::kAlignBytes, superblock_.layout.al_slot_bytes));
+    REPLD_CHECK(al_buffer_ != nullptr);
+  }
   data_bytes_ = superblock_.layout.data_bytes;
   if (data_bytes_ > store_.info().size_bytes) {
     return Status::Invalid("the metadata on '" + md_->md_path() + "' describes " +
@@ -409,10 +415,27 @@ void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
   Bitmap& bitmap = replica_->bitmap();
   const std::vector<uint64_t> pages = bitmap.DirtyPages();
   if (!pages.empty()) s = md_->WriteBitmapPages(bitmap, pages);
-  if (s.ok()) {
-    bitmap.ClearDirty();
-    s = md_->WriteAlTransaction(AlTransaction{a.plan.seq, a.plan.table});
+  if (s.ok()) bitmap.ClearDirty();
+  if (s.ok() && al_buffer_ != nullptr) {
+    // The transaction's slot, written with FUA through the ring: durable before AlWritten,
+    // and the loop keeps serving hot-extent writes and the peer meanwhile.
+    const AlContext ctx = AlContextOf(superblock_);
+    const uint64_t slot = a.plan.seq % ctx.al_slots;
+    EncodeAlTransaction(AlTransaction{a.plan.seq, a.plan.table}, ctx,
+                        std::span(al_buffer_, ctx.al_slot_bytes));
+    AuxIo& aux = TakeAux(AuxIo::Kind::kAlWrite, a.plan.seq);
+    aux.iov.push_back(iovec{al_buffer_, static_cast<size_t>(ctx.al_slot_bytes)});
+    aux.io.iov = aux.iov.data();
+    aux.io.iov_count = 1;
+    aux.io.request = BlockRequest{.op = BlockOp::kWrite,
+                                  .offset_bytes = superblock_.layout.al_offset +
+                                                  slot * ctx.al_slot_bytes,
+                                  .length_bytes = ctx.al_slot_bytes,
+                                  .fua = true};
+    store_.Submit(&aux.io);
+    return;
   }
+  if (s.ok()) s = md_->WriteAlTransaction(AlTransaction{a.plan.seq, a.plan.table});
   if (!s.ok()) {
     spdlog::error("resource {}: activity log write failed: {}; the writes waiting for it fail",
                   config_.name, s.message());
@@ -494,6 +517,15 @@ void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
       break;
     case AuxIo::Kind::kResyncRead:
       self->replica_->ResyncReadDone(key, error);
+      break;
+    case AuxIo::Kind::kAlWrite:
+      if (error != 0) {
+        spdlog::error("resource {}: activity log write failed: {}; the writes waiting for it "
+                      "fail",
+                      self->config_.name, ErrnoText(error));
+        self->md_failed_ = true;
+      }
+      self->replica_->AlWritten(key, error);
       break;
   }
   self->Drain();

@@ -99,8 +99,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   struct AuxIo {  // an apply, a local flush or a resync read
     DiskIo io{};
     ReplicatedDevice* device = nullptr;
-    enum class Kind : uint8_t { kApply, kFlush, kResyncRead } kind = Kind::kApply;
-    uint64_t key = 0;  // apply: frame key; flush and resync read: token
+    enum class Kind : uint8_t { kApply, kFlush, kResyncRead, kAlWrite } kind = Kind::kApply;
+    uint64_t key = 0;  // apply: frame key; flush and resync read: token; AL: transaction seq
     std::vector<iovec> iov;
   };
   struct ResyncBuffer {
@@ -180,6 +180,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::deque<ResyncBuffer> resync_buffers_;
   uint64_t resync_block_bytes_ = 1 << 20;
   uint64_t part_bytes_max_ = 0;  // half the activity log (Load)
+  // Internal metadata: AL transactions go through the disk ring (FUA) instead of blocking the
+  // loop; the core has one transaction in flight at most, so one buffer serves.
+  uint8_t* al_buffer_ = nullptr;
   std::vector<uint32_t> finished_;  // slots whose reply can go now
   bool draining_ = false;
   bool in_submit_ = false;

@@ -203,6 +203,32 @@ class ReplicationTest(harness.ReplTestCase):
         self.stop_both_and_compare(pair)
         self.assertEqual(pair.read_disk("beta", 40 * MiB, MiB), b"\0" * MiB)
 
+    def test_crashed_primary_activity_log_on_disk_and_replayed(self):
+        # The activity log's transactions are written through the disk ring: after a kill -9 the
+        # extents written to are in the log on disk, and the restarted node marks them.
+        pair = Pair()
+        pair.up_primary("alpha")
+        h = harness.open_nbd(pair.socket["alpha"], "r0")
+        try:
+            for extent in (1, 5, 9):
+                h.pwrite(os.urandom(4096), extent * 4 * MiB + 8192)
+        finally:
+            pair.daemon["alpha"].kill9()
+            try:
+                harness.close_nbd(h)
+            except Exception:  # noqa: BLE001 - the server is gone
+                pass
+        cp = pair.replctl("alpha", "dump-md", "--json")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        md = json.loads(cp.stdout)
+        self.assertTrue({1, 5, 9} <= set(md["activity_log"]["hot_extents"]), md["activity_log"])
+        self.assertIn("WasPrimary", md["superblock"]["flag_names"])
+        pair.start("alpha")
+        self.assertRegex(pair.daemon["alpha"].log_text(),
+                         r"stopped without demoting \(a crash\): [1-9]\d* activity log extent")
+        pair.wait_in_sync(60)
+        self.stop_both_and_compare(pair)
+
     def test_failover_reads_back_every_acknowledged_write(self):
         pair = Pair(protocol="C")
         pair.up_primary("alpha")
