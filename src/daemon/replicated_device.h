@@ -13,9 +13,9 @@
 // resync reads) come from free lists that grow to the peak the core allows (its windows) and
 // are reused.
 //
-// Metadata writes (AL transactions, bitmap pages, superblock) are synchronous on the loop
-// thread: a cold-extent write waits for its AL transaction anyway, and they are rare once the
-// working set is hot (docs/benchmarks.md measures what they cost).
+// AL transactions on internal metadata go through the disk ring (FUA); the other metadata
+// writes (bitmap pages, superblock, external AL) are synchronous on the loop thread: rare once
+// the working set is hot (docs/benchmarks.md measures what they cost).
 #pragma once
 
 #include <sys/uio.h>
