@@ -9,6 +9,7 @@
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstring>
+#include <sys/socket.h>
 
 #include "daemon/peer_session.h"
 #include "replication/crc32c.h"
@@ -210,11 +211,34 @@ asio::awaitable<asio::error_code> PeerSession::ReadPieces() {
   }
   asio::error_code ec;
   if (first == pieces_.size()) co_return ec;
-  co_await asio::async_read(
-      socket_,
-      std::span<const asio::mutable_buffer>(pieces_.data() + first, pieces_.size() - first),
-      redirect_error(use_awaitable, ec));
+  // One read per wake-up, each asking to be woken only when the rest (up to kLowWaterMaxBytes)
+  // is there: a large payload then takes a few completions instead of one per segment burst.
+  std::span<asio::mutable_buffer> rest(pieces_.data() + first, pieces_.size() - first);
+  while (!rest.empty()) {
+    size_t left_bytes = 0;
+    for (const asio::mutable_buffer& piece : rest) left_bytes += piece.size();
+    SetLowWater(left_bytes);
+    size_t n = co_await socket_.async_read_some(std::span<const asio::mutable_buffer>(rest),
+                                                redirect_error(use_awaitable, ec));
+    if (ec) break;
+    while (n > 0) {
+      const size_t used = std::min(n, rest.front().size());
+      rest.front() += used;
+      n -= used;
+      if (rest.front().size() == 0) rest = rest.subspan(1);
+    }
+  }
+  SetLowWater(1);
   co_return ec;
+}
+
+// SO_RCVLOWAT: the kernel wakes the reader only once `bytes` (at most kLowWaterMaxBytes) can be
+// read. It caps the value at half the receive buffer, so a read never waits for more than fits.
+void PeerSession::SetLowWater(size_t bytes) {
+  const int value = static_cast<int>(std::min(bytes, kLowWaterMaxBytes));
+  if (value == low_water_ || !socket_.is_open()) return;
+  low_water_ = value;
+  (void)!::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVLOWAT, &value, sizeof value);
 }
 
 }  // namespace repld::link

@@ -44,6 +44,8 @@ inline constexpr size_t kHandshakesMax = 4;
 // per frame received), so this is only reached when the peer stops reading: the connection is
 // dropped rather than letting the queue grow without end.
 inline constexpr size_t kSendQueueFramesMax = 64 * 1024;
+// The most a Data read waits for before it wakes up (SO_RCVLOWAT).
+inline constexpr size_t kLowWaterMaxBytes = 512 * 1024;
 
 // The wire State <-> the core's PeerState (the crashed-primary flag has no PeerState field).
 peer::State ToWireState(const PeerState& state);
@@ -144,6 +146,7 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   asio::awaitable<bool> Sleep(std::chrono::milliseconds duration);
   asio::awaitable<asio::error_code> ReadExactly(uint8_t* dest, size_t length_bytes);
   asio::awaitable<asio::error_code> ReadPieces();
+  void SetLowWater(size_t bytes);
   std::string LostReason(const asio::error_code& ec) const;
 
   const std::shared_ptr<LinkCore> core_;
@@ -189,6 +192,7 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   size_t chunks_held_ = 0;
   std::vector<asio::mutable_buffer> pieces_;
   bool waiting_for_pool_ = false;
+  int low_water_ = 1;  // SO_RCVLOWAT
 
   // Keepalive.
   asio::steady_timer keepalive_timer_;

@@ -398,6 +398,74 @@ TEST_F(PeerLinkTest, DataAndSmallFramesArriveIntact) {
   EXPECT_EQ(beta.pool.free_count(), beta.pool.chunk_count());
 }
 
+// The reader asks the kernel to wake it only once a large payload's rest is there
+// (SO_RCVLOWAT); the last piece of a frame that nothing follows must still arrive at once,
+// not when the next ping brings more bytes.
+TEST_F(PeerLinkTest, ALargeFrameWithNothingAfterItArrivesWhole) {
+  PeerLinkConfig alpha_config = Config("alpha");
+  PeerLinkConfig beta_config = Config("beta");
+  alpha_config.ping_interval = beta_config.ping_interval = 0ms;  // no other traffic at all
+  Node alpha(io_, alpha_config, AlphaState());
+  Node beta(io_, beta_config, BetaState(), 16 * kMiB);
+  ASSERT_TRUE(alpha.link.Start().ok());
+  ASSERT_TRUE(beta.link.Start().ok());
+  ASSERT_TRUE(RunUntil([&] { return BothUp(alpha, beta); }));
+
+  for (const size_t length : {size_t{1'000'448}, size_t{8 * kMiB} + 4096, size_t{4096}}) {
+    std::vector<uint8_t> buffer(length);
+    for (size_t i = 0; i < length; ++i) buffer[i] = static_cast<uint8_t>(i * 13 + i / 509);
+    const iovec piece{buffer.data(), buffer.size()};
+    const size_t before = beta.rec.data.size();
+    const peer::Data head{.seq = before + 1, .length_bytes = static_cast<uint32_t>(length)};
+    ASSERT_TRUE(alpha.link.SendData(head, std::span(&piece, 1), before + 1));
+    ASSERT_TRUE(RunUntil([&] { return beta.rec.data.size() == before + 1; }, 1000ms))
+        << "a " << length << "-byte frame did not arrive within 1 s";
+    EXPECT_TRUE(beta.rec.data.back().bytes == buffer) << length << " bytes changed on the way";
+  }
+}
+
+// The same from a scripted peer that pauses inside the payload: the reader must wait for the
+// rest (not wake per segment) and must never wait for more than the frame still has.
+TEST_F(PeerLinkTest, APayloadThatArrivesInPiecesIsReadWhole) {
+  PeerLinkConfig beta_config = Config("beta");
+  beta_config.ping_interval = 0ms;
+  Node beta(io_, beta_config, BetaState());
+  ASSERT_TRUE(beta.link.Start().ok());
+  const tcp::endpoint beta_endpoint(asio::ip::make_address("127.0.0.1"), beta_port_);
+
+  std::vector<uint8_t> data(kMiB);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 31 + i / 4093);
+  const peer::Data head{.seq = 1, .length_bytes = static_cast<uint32_t>(data.size())};
+  const auto head_bytes = head.EncodeHead(data);
+  std::vector<uint8_t> frame(head_bytes.size() + data.size());
+  std::copy(head_bytes.begin(), head_bytes.end(), frame.begin());
+  std::copy(data.begin(), data.end(), frame.begin() + head_bytes.size());
+  bool sent = false;
+  asio::co_spawn(
+      io_,
+      [&]() -> asio::awaitable<void> {
+        tcp::socket s(io_);
+        co_await s.async_connect(beta_endpoint, use_awaitable);
+        const PeerLinkConfig alpha_config = Config("alpha");
+        if (!co_await ScriptedHandshake(s, alpha_config, peer::HandshakeSide::kConnector)) {
+          co_return;
+        }
+        // 600 KiB, a pause long enough for the reader to go back to waiting, then the rest.
+        const size_t first = 600 * kKiB;
+        co_await Write(s, std::span<const uint8_t>(frame.data(), first));
+        asio::steady_timer pause(io_, 100ms);
+        co_await pause.async_wait(use_awaitable);
+        co_await Write(s, std::span<const uint8_t>(frame.data() + first, frame.size() - first));
+        sent = true;
+        while (!(co_await ReadFrame(s)).empty()) {
+        }  // the connection stays open until beta's link goes
+      },
+      asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return sent && beta.rec.data.size() == 1; }, 1500ms))
+      << "the 1 MiB frame did not arrive within 1.5 s (sent: " << sent << ")";
+  EXPECT_TRUE(beta.rec.data[0].bytes == data) << "the payload changed on the way";
+}
+
 TEST_F(PeerLinkTest, WrongSecretIsRefusedAndLoggedOnBothNodes) {
   PeerLinkConfig beta_config = Config("beta");
   beta_config.secret = "a different secret";
