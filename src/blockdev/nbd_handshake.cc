@@ -22,30 +22,42 @@ bool ExportMatches(const std::string& requested, const NbdExport& exp) {
   return requested.empty() || requested == exp.name;
 }
 
-// Replies to NBD_OPT_INFO / NBD_OPT_GO. Returns false if the reply could not be sent.
-asio::awaitable<bool> ReplyInfo(Socket& s, uint32_t option, const nbd::InfoRequest& req,
-                                const NbdExport& exp, NbdSession& session) {
+// How ReplyInfo went.
+enum class InfoReply {
+  kFailed,   // the reply could not be sent
+  kRefused,  // an error reply went out (unknown export, admission refused)
+  kAccepted  // the export's information and the ACK went out
+};
+
+// Replies to NBD_OPT_INFO / NBD_OPT_GO. Admission is asked once, here: what the client was told
+// is what happens, even if the answer would change while the reply is being written.
+asio::awaitable<InfoReply> ReplyInfo(Socket& s, uint32_t option, const nbd::InfoRequest& req,
+                                     const NbdExport& exp, NbdSession& session) {
   asio::error_code ec;
   auto send = [&](uint32_t type, std::span<const uint8_t> payload) -> asio::awaitable<bool> {
     const auto reply = nbd::EncodeOptionReply(option, type, payload);
     co_await asio::async_write(s, asio::buffer(reply), redirect_error(use_awaitable, ec));
     co_return !ec;
   };
+  auto refuse = [&](uint32_t type, std::span<const uint8_t> payload) -> asio::awaitable<InfoReply> {
+    co_return co_await send(type, payload) ? InfoReply::kRefused : InfoReply::kFailed;
+  };
   if (!ExportMatches(req.export_name, exp)) {
-    co_return co_await send(nbd::kRepErrUnknown, {});
+    co_return co_await refuse(nbd::kRepErrUnknown, {});
   }
   if (exp.admission) {
     if (const std::optional<std::string> refusal = exp.admission()) {
       spdlog::warn("nbd: refused a client: {}", *refusal);
       const auto* text = reinterpret_cast<const uint8_t*>(refusal->data());
-      co_return co_await send(nbd::kRepErrPolicy, std::span(text, refusal->size()));
+      co_return co_await refuse(nbd::kRepErrPolicy, std::span(text, refusal->size()));
     }
   }
   if (!co_await send(nbd::kRepInfo, nbd::EncodeInfoExport(exp.size_bytes, exp.transmission_flags)))
-    co_return false;
+    co_return InfoReply::kFailed;
   for (uint16_t type : req.info_types) {
     if (type == nbd::kInfoName) {
-      if (!co_await send(nbd::kRepInfo, nbd::EncodeInfoName(exp.name))) co_return false;
+      if (!co_await send(nbd::kRepInfo, nbd::EncodeInfoName(exp.name)))
+        co_return InfoReply::kFailed;
     } else if (type == nbd::kInfoBlockSize) {
       session.block_size_requested = true;
     }
@@ -55,8 +67,8 @@ asio::awaitable<bool> ReplyInfo(Socket& s, uint32_t option, const nbd::InfoReque
   if (!co_await send(nbd::kRepInfo,
                      nbd::EncodeInfoBlockSize(exp.block_min_bytes, exp.block_preferred_bytes,
                                               exp.block_max_bytes)))
-    co_return false;
-  co_return co_await send(nbd::kRepAck, {});
+    co_return InfoReply::kFailed;
+  co_return co_await send(nbd::kRepAck, {}) ? InfoReply::kAccepted : InfoReply::kFailed;
 }
 
 }  // namespace
@@ -168,11 +180,9 @@ asio::awaitable<std::optional<NbdSession>> NegotiateNbd(Socket& s, const NbdExpo
           sent = co_await reply(nbd::kRepErrInvalid);
           break;
         }
-        sent = co_await ReplyInfo(s, header.option, *request, exp, session);
-        if (sent && header.option == nbd::kOptGo && ExportMatches(request->export_name, exp) &&
-            !(exp.admission && exp.admission())) {
-          co_return session;
-        }
+        const InfoReply info = co_await ReplyInfo(s, header.option, *request, exp, session);
+        sent = info != InfoReply::kFailed;
+        if (info == InfoReply::kAccepted && header.option == nbd::kOptGo) co_return session;
         break;
       }
       default:

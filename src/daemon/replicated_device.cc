@@ -58,21 +58,22 @@ Status ReplicatedDevice::Load() {
                            "'; check node." + node_.name + ".disk");
   }
   if (superblock_.al_extents != config_.meta.al_extents) {
-    spdlog::warn("disk.al_extents is {} but the metadata was created with {}; using {} (run "
-                 "create-md again to change it)",
-                 config_.meta.al_extents, superblock_.al_extents, superblock_.al_extents);
+    spdlog::warn(
+        "disk.al_extents is {} but the metadata was created with {}; using {} (run "
+        "create-md again to change it)",
+        config_.meta.al_extents, superblock_.al_extents, superblock_.al_extents);
   }
   // Every request must fit in the activity log with room to spare: half of it for a data write
   // at most (trims and write-zeroes go in parts of this size).
   const uint64_t al_slots = superblock_.al_extents;
   const uint64_t write_extents = config_.nbd.request_bytes_max / kAlExtentBytes + 1;
   if (al_slots < 2 * write_extents) {
-    return Status::Invalid("the activity log on '" + md_->md_path() + "' has " +
-                           std::to_string(al_slots) + " extents; nbd.request_bytes_max = " +
-                           std::to_string(config_.nbd.request_bytes_max) + " needs at least " +
-                           std::to_string(2 * write_extents) +
-                           ": raise disk.al_extents and run create-md again, or lower "
-                           "nbd.request_bytes_max");
+    return Status::Invalid(
+        "the activity log on '" + md_->md_path() + "' has " + std::to_string(al_slots) +
+        " extents; nbd.request_bytes_max = " + std::to_string(config_.nbd.request_bytes_max) +
+        " needs at least " + std::to_string(2 * write_extents) +
+        ": raise disk.al_extents and run create-md again, or lower "
+        "nbd.request_bytes_max");
   }
   part_bytes_max_ = (al_slots / 2 - 1) * kAlExtentBytes;
   if (superblock_.layout.internal) {
@@ -132,8 +133,7 @@ Status ReplicatedDevice::Load() {
   lc.ko_count = config_.net.ko_count;
   lc.connect_timeout = config_.net.connect_timeout;
   lc.reconnect_max = config_.net.reconnect_max;
-  link_ = std::make_unique<PeerLink>(io_, lc, static_cast<PeerLinkHandler&>(*this),
-                                     *receive_pool_);
+  link_ = std::make_unique<PeerLink>(io_, lc, static_cast<PeerLinkHandler&>(*this), *receive_pool_);
   const ReplicaStatus st = replica_->Report();
   spdlog::info("resource {}: metadata on {}: disk {}, {} out of sync, generation {:016X}",
                config_.name, md_->md_path(), DiskStateName(st.disk),
@@ -145,8 +145,9 @@ Status ReplicatedDevice::Load() {
 Status ReplicatedDevice::Promote(bool force) {
   if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
   if (md_failed_) {
-    return Status::Invalid("a metadata write failed earlier (see the log); fix the disk and "
-                           "restart the daemon before promoting");
+    return Status::Invalid(
+        "a metadata write failed earlier (see the log); fix the disk and "
+        "restart the daemon before promoting");
   }
   Status s = replica_->Promote(force);
   Drain();
@@ -199,9 +200,10 @@ void ReplicatedDevice::Shutdown() {
   if (!Idle()) {
     // Leave the metadata as it is (Primary: the crash flag stays set, so the next start
     // resyncs the activity log's extents).
-    spdlog::error("resource {}: stopping with I/O still in flight; the metadata is not marked "
-                  "clean",
-                  config_.name);
+    spdlog::error(
+        "resource {}: stopping with I/O still in flight; the metadata is not marked "
+        "clean",
+        config_.name);
     stopped_ = true;
     return;
   }
@@ -237,7 +239,8 @@ void ReplicatedDevice::StartPart(ClientSlot& slot) {
   uint64_t length = end - slot.part_offset_bytes;
   if ((r.op == BlockOp::kTrim || r.op == BlockOp::kWriteZeroes) && length > part_bytes_max_) {
     // A trim may cover gigabytes: in parts the activity log can hold, ending on extent bounds.
-    const uint64_t cut = (slot.part_offset_bytes + part_bytes_max_) / kAlExtentBytes * kAlExtentBytes;
+    const uint64_t cut =
+        (slot.part_offset_bytes + part_bytes_max_) / kAlExtentBytes * kAlExtentBytes;
     length = std::min(end, std::max(cut, slot.part_offset_bytes + kAlExtentBytes)) -
              slot.part_offset_bytes;
   }
@@ -295,8 +298,8 @@ void ReplicatedDevice::AnswerFinished() {
     DiskIo* client = slot.client;
     const int error = slot.error;
     const BlockRequest& r = client->request;
-    if (error == 0 && slot.part_offset_bytes + slot.part_length_bytes <
-                          r.offset_bytes + r.length_bytes) {
+    if (error == 0 &&
+        slot.part_offset_bytes + slot.part_length_bytes < r.offset_bytes + r.length_bytes) {
       slot.part_offset_bytes += slot.part_length_bytes;
       StartPart(slot);  // the next part of a split request
       Drain();
@@ -314,9 +317,9 @@ void ReplicatedDevice::Drain() {
   if (draining_) return;  // an event raised while executing: the loop below picks it up
   draining_ = true;
   for (;;) {
-    std::vector<Action> actions = replica_->TakeActions();
-    if (actions.empty()) break;
-    for (Action& a : actions) Execute(a);
+    replica_->TakeActions(drained_);
+    if (drained_.empty()) break;
+    for (Action& a : drained_) Execute(a);
   }
   draining_ = false;
   if (finished_.empty()) return;
@@ -411,11 +414,8 @@ void ReplicatedDevice::ExecuteSendData(const SendData& a) {
 }
 
 void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
-  Status s = Status::Ok();
-  Bitmap& bitmap = replica_->bitmap();
-  const std::vector<uint64_t> pages = bitmap.DirtyPages();
-  if (!pages.empty()) s = md_->WriteBitmapPages(bitmap, pages);
-  if (s.ok()) bitmap.ClearDirty();
+  // The bitmap first: an extent leaving the log must have its out-of-sync bits on disk.
+  Status s = WriteDirtyBitmap();
   if (s.ok() && al_buffer_ != nullptr) {
     // The transaction's slot, written with FUA through the ring: durable before AlWritten,
     // and the loop keeps serving hot-extent writes and the peer meanwhile.
@@ -427,11 +427,11 @@ void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
     aux.iov.push_back(iovec{al_buffer_, static_cast<size_t>(ctx.al_slot_bytes)});
     aux.io.iov = aux.iov.data();
     aux.io.iov_count = 1;
-    aux.io.request = BlockRequest{.op = BlockOp::kWrite,
-                                  .offset_bytes = superblock_.layout.al_offset +
-                                                  slot * ctx.al_slot_bytes,
-                                  .length_bytes = ctx.al_slot_bytes,
-                                  .fua = true};
+    aux.io.request =
+        BlockRequest{.op = BlockOp::kWrite,
+                     .offset_bytes = superblock_.layout.al_offset + slot * ctx.al_slot_bytes,
+                     .length_bytes = ctx.al_slot_bytes,
+                     .fua = true};
     store_.Submit(&aux.io);
     return;
   }
@@ -448,17 +448,19 @@ void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
   if (md_failed_ && !md.primary) {
     // After a failed metadata write, never mark the disk clean: the next start must treat
     // this node as crashed and resync its activity log.
-    spdlog::error("resource {}: not writing a clean superblock after an earlier metadata "
-                  "write failed",
-                  config_.name);
+    spdlog::error(
+        "resource {}: not writing a clean superblock after an earlier metadata "
+        "write failed",
+        config_.name);
     return;
   }
   const Superblock next = WithMdState(superblock_, md);
   if (next == superblock_) return;
   if (Status s = md_->WriteSuperblock(next); !s.ok()) {
-    spdlog::error("resource {}: writing the superblock failed: {}; the state on disk is stale "
-                  "until the next successful write",
-                  config_.name, s.message());
+    spdlog::error(
+        "resource {}: writing the superblock failed: {}; the state on disk is stale "
+        "until the next successful write",
+        config_.name, s.message());
     md_failed_ = true;
     return;
   }
@@ -466,15 +468,19 @@ void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
 }
 
 void ReplicatedDevice::ExecutePersistBitmap() {
-  Bitmap& bitmap = replica_->bitmap();
-  const std::vector<uint64_t> pages = bitmap.DirtyPages();
-  if (pages.empty()) return;
-  if (Status s = md_->WriteBitmapPages(bitmap, pages); !s.ok()) {
+  if (Status s = WriteDirtyBitmap(); !s.ok()) {
     spdlog::error("resource {}: writing the bitmap failed: {}", config_.name, s.message());
     md_failed_ = true;
-    return;
   }
-  bitmap.ClearDirty();
+}
+
+Status ReplicatedDevice::WriteDirtyBitmap() {
+  Bitmap& bitmap = replica_->bitmap();
+  const std::vector<uint64_t> pages = bitmap.DirtyPages();
+  if (pages.empty()) return Status::Ok();
+  Status s = md_->WriteBitmapPages(bitmap, pages);
+  if (s.ok()) bitmap.ClearDirty();
+  return s;
 }
 
 // --- Auxiliary I/O: applies, flushes, resync reads ---
@@ -520,9 +526,10 @@ void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
       break;
     case AuxIo::Kind::kAlWrite:
       if (error != 0) {
-        spdlog::error("resource {}: activity log write failed: {}; the writes waiting for it "
-                      "fail",
-                      self->config_.name, ErrnoText(error));
+        spdlog::error(
+            "resource {}: activity log write failed: {}; the writes waiting for it "
+            "fail",
+            self->config_.name, ErrnoText(error));
         self->md_failed_ = true;
       }
       self->replica_->AlWritten(key, error);

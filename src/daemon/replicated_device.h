@@ -51,8 +51,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // builds the core. Nothing starts yet.
   static Result<std::unique_ptr<ReplicatedDevice>> Open(asio::io_context& io,
                                                         const ResourceConfig& config,
-                                                        const NodeConfig& node,
-                                                        BackingStore& store, Options options);
+                                                        const NodeConfig& node, BackingStore& store,
+                                                        Options options);
   ~ReplicatedDevice() override;
 
   // The size clients see: the data area before the internal metadata.
@@ -85,11 +85,11 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
     // than part_bytes_max_, which go in parts one after the other.
     uint64_t part_offset_bytes = 0;
     uint64_t part_length_bytes = 0;
-    DiskIo local{};            // the local disk I/O on its behalf
+    DiskIo local{};                // the local disk I/O on its behalf
     std::vector<iovec> local_iov;  // the disk may rewrite it; the client's stays for the send
-    uint64_t seq = 0;          // the frame that carries it to the peer
-    bool sending = false;      // the link still reads the client's buffers
-    bool completed = false;    // the core answered; the reply waits for the send
+    uint64_t seq = 0;              // the frame that carries it to the peer
+    bool sending = false;          // the link still reads the client's buffers
+    bool completed = false;        // the core answered; the reply waits for the send
     int error = 0;
   };
   struct Received {  // a peer's Data frame, until applied
@@ -127,6 +127,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void ExecuteWriteAl(const WriteAl& a);
   void ExecutePersistMd(const MdState& md);
   void ExecutePersistBitmap();
+  // Writes the bitmap pages the core dirtied (synchronously) and marks them clean.
+  Status WriteDirtyBitmap();
   void StartPart(ClientSlot& slot);
   void CompleteClient(RequestId id, int error);
   // The core keeps a request after answering it (protocols A and B wait for the peer's later
@@ -185,6 +187,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   uint8_t* al_buffer_ = nullptr;
   std::vector<uint32_t> finished_;  // slots whose reply can go now
   bool draining_ = false;
+  std::vector<Action> drained_;  // the actions being executed (kept: no allocation per drain)
   bool in_submit_ = false;
   bool answer_posted_ = false;
   bool stopped_ = false;

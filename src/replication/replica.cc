@@ -25,8 +25,8 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
       bitmap_.SetRange(offset, length);
       ++marked;
     }
-    Warn("this node was Primary and stopped without demoting (a crash): " +
-         std::to_string(marked) + " activity log extent(s) marked out of sync");
+    Warn("this node was Primary and stopped without demoting (a crash): " + std::to_string(marked) +
+         " activity log extent(s) marked out of sync");
     md_.primary = false;
     Emit(PersistBitmap{});
     PersistMdNow();
@@ -37,6 +37,11 @@ std::vector<Action> Replica::TakeActions() {
   std::vector<Action> out;
   out.swap(actions_);
   return out;
+}
+
+void Replica::TakeActions(std::vector<Action>& out) {
+  out.clear();
+  out.swap(actions_);
 }
 
 uint64_t Replica::NextRandom() {
@@ -274,10 +279,9 @@ void Replica::MaybeComplete(RequestId id) {
   if (!r.completed) {
     bool done = false;
     if (r.type == Request::Type::kWrite) {
-      const bool peer_ok = !r.sent || r.peer_gone ||
-                           (options_.protocol == Protocol::kA && r.handed) ||
-                           (options_.protocol == Protocol::kB && (r.received || r.written)) ||
-                           r.written;
+      const bool peer_ok =
+          !r.sent || r.peer_gone || (options_.protocol == Protocol::kA && r.handed) ||
+          (options_.protocol == Protocol::kB && (r.received || r.written)) || r.written;
       done = r.local_done && peer_ok;
     } else if (r.type == Request::Type::kFlush) {
       // Under C a flush also waits for the peer's flush; under A and B the peer flushes on
@@ -417,8 +421,9 @@ Status Replica::Promote(bool force) {
                              "that counts (the peer's differing data is overwritten)");
     }
     if (repl_ == ReplState::kSyncTarget) {
-      return Status::Invalid("this node is receiving a resync; --force would promote half-copied "
-                             "data: wait for the resync to finish");
+      return Status::Invalid(
+          "this node is receiving a resync; --force would promote half-copied "
+          "data: wait for the resync to finish");
     }
   }
   const bool forced_over_data = md_.disk != DiskState::kUpToDate;

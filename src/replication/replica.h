@@ -119,10 +119,10 @@ struct ReplicaOptions {
   std::string node_name;
   uint64_t data_bytes = 0;
   Protocol protocol = Protocol::kC;
-  uint32_t max_buffers = 2048;     // frames sent to the peer and not yet confirmed
-  uint32_t resync_window = 8;      // resync blocks in flight
+  uint32_t max_buffers = 2048;  // frames sent to the peer and not yet confirmed
+  uint32_t resync_window = 8;   // resync blocks in flight
   uint64_t resync_block_bytes = 1 << 20;
-  uint64_t seed = 1;               // for new generation identifiers
+  uint64_t seed = 1;  // for new generation identifiers
 };
 
 struct ReplicaCounters {
@@ -153,6 +153,9 @@ class Replica {
   Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitmap);
 
   std::vector<Action> TakeActions();
+  // The same into `out` (cleared first), trading buffers: a caller that keeps `out` between
+  // calls drains without allocating once both buffers have grown.
+  void TakeActions(std::vector<Action>& out);
   ReplicaStatus Report() const;
   // What we tell the peer about ourselves (in the handshake and on changes).
   PeerState LocalState() const;
@@ -209,17 +212,17 @@ class Replica {
     uint64_t length = 0;
     WriteKind kind = WriteKind::kData;
     bool fua = false;
-    uint64_t started = 0;      // local write submitted: its key in local_writes_ (from 1)
+    uint64_t started = 0;  // local write submitted: its key in local_writes_ (from 1)
     bool local_done = false;
     int local_error = 0;
-    bool sent = false;         // a frame went to the peer
+    bool sent = false;  // a frame went to the peer
     uint64_t seq = 0;
-    bool handed = false;       // the frame reached the socket
-    bool received = false;     // peer: RecvAck
-    bool written = false;      // peer: WriteAck (or FlushAck for a flush)
-    bool peer_gone = false;    // the peer left before confirming
+    bool handed = false;     // the frame reached the socket
+    bool received = false;   // peer: RecvAck
+    bool written = false;    // peer: WriteAck (or FlushAck for a flush)
+    bool peer_gone = false;  // the peer left before confirming
     bool completed = false;
-    uint64_t token = 0;        // flush: local flush token
+    uint64_t token = 0;  // flush: local flush token
   };
   struct Apply {  // a peer frame on the Secondary
     uint64_t seq = 0;
@@ -310,12 +313,13 @@ class Replica {
   uint64_t last_resync_seq_ = 0;
 
   // Secondary side.
-  std::map<uint64_t, uint64_t> apply_order_;    // arrival order -> key
+  std::map<uint64_t, uint64_t> apply_order_;     // arrival order -> key
   std::unordered_map<uint64_t, Apply> applies_;  // key -> frame not yet written locally
   uint64_t apply_counter_ = 0;
   uint64_t epoch_ = 0;
-  std::deque<uint64_t> peer_flushes_;           // peer flush seqs waiting for earlier applies
-  std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>> peer_flush_tokens_;  // token -> seq, epoch
+  std::deque<uint64_t> peer_flushes_;  // peer flush seqs waiting for earlier applies
+  std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>
+      peer_flush_tokens_;  // token -> seq, epoch
   bool peer_flush_running_ = false;
 };
 
