@@ -81,6 +81,10 @@ std::string FormatStatus(const json& status) {
       const json& why = Field(status, "connection_error");
       if (why.is_string()) out += "    last error: " + why.get<std::string>() + "\n";
     }
+    const json& decision = Field(status, "sync_decision");
+    if (connection == "Connected" && decision.is_string()) {
+      out += "    decided by " + decision.get<std::string>() + "\n";
+    }
     if (out_of_sync_bytes > 0)
       out += "    out-of-sync: " + FormatSizeBytes(out_of_sync_bytes) + "\n";
     const json& resync = Field(status, "resync");

@@ -235,6 +235,7 @@ json StatusToJson(const StatusSnapshot& s) {
       {"connection_error", s.connection_error.empty() || r.conn == ConnState::kConnected
                                ? json(nullptr)
                                : json(s.connection_error)},
+      {"sync_decision", r.sync_decision.empty() ? json(nullptr) : json(r.sync_decision)},
       {"out_of_sync_bytes", r.out_of_sync_bytes},
       {"resync", resync},
       {"counters",

@@ -97,6 +97,7 @@ Status ReplicatedDevice::Load() {
   }
   ReplicaOptions ro;
   ro.node_name = node_.name;
+  ro.peer_name = peer->name;
   ro.data_bytes = data_bytes_;
   ro.protocol = config_.protocol;
   ro.max_buffers = config_.net.max_buffers;

@@ -94,6 +94,7 @@ ReplicaStatus Replica::Report() const {
   s.out_of_sync_bytes = bitmap_.OutOfSyncBytes();
   s.resync_total_bytes = resync_total_bytes_;
   s.ids = md_.ids;
+  s.sync_decision = last_decision_.text;
   return s;
 }
 

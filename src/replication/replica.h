@@ -22,6 +22,7 @@
 #include "replication/activity_log.h"
 #include "replication/bitmap.h"
 #include "replication/states.h"
+#include "replication/sync_decision.h"
 
 namespace repld {
 
@@ -30,13 +31,6 @@ using RequestId = uint64_t;
 enum class WriteKind : uint8_t { kData, kZeroes, kTrim };
 
 // The generation identifiers and flags that the metadata superblock keeps.
-struct GenerationIds {
-  uint64_t current = 0;  // 0: never had data (fresh metadata)
-  uint64_t bitmap = 0;   // the current id the peer had when this node started a bitmap
-  uint64_t history[2] = {0, 0};
-  bool operator==(const GenerationIds&) const = default;
-};
-
 struct MdState {
   GenerationIds ids;
   DiskState disk = DiskState::kInconsistent;
@@ -117,6 +111,7 @@ using Action = std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, Send
 
 struct ReplicaOptions {
   std::string node_name;
+  std::string peer_name;  // for messages
   uint64_t data_bytes = 0;
   Protocol protocol = Protocol::kC;
   uint32_t max_buffers = 2048;  // frames sent to the peer and not yet confirmed
@@ -143,6 +138,7 @@ struct ReplicaStatus {
   uint64_t out_of_sync_bytes = 0;
   uint64_t resync_total_bytes = 0;
   GenerationIds ids;
+  std::string sync_decision;  // the rule that decided at the last connect ("" before one)
 };
 
 class Replica {
@@ -317,6 +313,8 @@ class Replica {
   std::unordered_map<uint64_t, Apply> applies_;  // key -> frame not yet written locally
   uint64_t apply_counter_ = 0;
   uint64_t epoch_ = 0;
+  SyncDecision last_decision_;  // at the last connect
+  bool refused_ = false;         // a connect was refused: StandAlone until restarted
   std::deque<uint64_t> peer_flushes_;  // peer flush seqs waiting for earlier applies
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>
       peer_flush_tokens_;  // token -> seq, epoch

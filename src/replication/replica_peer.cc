@@ -3,12 +3,15 @@
 #include <cerrno>
 
 #include "common/check.h"
+#include "common/units.h"
 #include "replication/replica.h"
 
 namespace repld {
 
 void Replica::PeerConnecting() {
-  if (conn_ == ConnState::kConnected) return;
+  // StandAlone after a refused connect stays so: the link does not retry (DropPeer without
+  // reconnect) and the status must not claim it does.
+  if (conn_ == ConnState::kConnected || refused_) return;
   conn_ = ConnState::kConnecting;
 }
 
@@ -19,6 +22,7 @@ void Replica::PeerUp(const PeerState& peer) {
   auto refuse = [&](const std::string& why) {
     Emit(DropPeer{why, false});
     conn_ = ConnState::kStandAlone;
+    refused_ = true;
   };
   if (peer.data_bytes != options_.data_bytes) {
     refuse("the peer's data size is " + std::to_string(peer.data_bytes) + " bytes, ours " +
@@ -29,54 +33,31 @@ void Replica::PeerUp(const PeerState& peer) {
     refuse("both nodes are Primary: split brain; demote one (replctl secondary) and reconnect");
     return;
   }
-  // Decide the direction of the data, from the generation identifiers.
-  enum class Plan { kNone, kSourceBitmap, kSourceFull, kTarget, kRefuse } plan = Plan::kNone;
-  std::string rule;
-  if (mine.current == theirs.current) {
-    rule = mine.current == 0 ? "both fresh: no data yet" : "same current id: in sync";
-    if (mine.current != 0 && bitmap_.CountSet() > 0 && md_.disk == DiskState::kUpToDate) {
-      plan = Plan::kSourceBitmap;
-      rule += ", our bitmap has blocks";
-    } else if (mine.current != 0 && peer.out_of_sync_bytes > 0 &&
-               peer.disk == DiskState::kUpToDate) {
-      plan = Plan::kTarget;
-      rule += ", the peer's bitmap has blocks";
-    }
-  } else if (theirs.current == 0 && md_.disk == DiskState::kUpToDate) {
-    plan = Plan::kSourceFull;
-    rule = "the peer has never had data: full sync from here";
-  } else if (mine.current == 0 && peer.disk == DiskState::kUpToDate) {
-    plan = Plan::kTarget;
-    rule = "this node has never had data: full sync from the peer";
-  } else if (mine.bitmap != 0 && mine.bitmap == theirs.current) {
-    plan = Plan::kSourceBitmap;
-    rule = "our bitmap id is the peer's current id: bitmap sync from here";
-  } else if (theirs.bitmap != 0 && theirs.bitmap == mine.current) {
-    plan = Plan::kTarget;
-    rule = "the peer's bitmap id is our current id: bitmap sync from the peer";
-  } else if (md_.disk != DiskState::kUpToDate && peer.disk == DiskState::kUpToDate &&
-             (mine.current == theirs.history[0] || mine.current == theirs.history[1])) {
-    plan = Plan::kTarget;
-    rule = "our current id is in the peer's history: full sync from the peer";
-  } else if (md_.disk == DiskState::kUpToDate && peer.disk != DiskState::kUpToDate &&
-             (theirs.current == mine.history[0] || theirs.current == mine.history[1])) {
-    plan = Plan::kSourceFull;
-    rule = "the peer's current id is in our history: full sync from here";
-  } else {
-    plan = Plan::kRefuse;
-    rule = "generation ids unrelated (ours " + std::to_string(mine.current) + "/" +
-           std::to_string(mine.bitmap) + ", peer's " + std::to_string(theirs.current) + "/" +
-           std::to_string(theirs.bitmap) +
-           "): both changed the data while apart (split brain) or the disks never were a pair";
-  }
-  if (plan == Plan::kTarget && role_ == Role::kPrimary) {
-    plan = Plan::kRefuse;
-    rule += "; but this node is Primary and would have to become the sync target";
-  }
-  if (plan == Plan::kRefuse) {
-    refuse(rule + "; no data moved");
+  // Decide the direction of the data (sync_decision.h; docs/replication.md has the table).
+  const SyncSide my_side{mine, md_.disk, role_, bitmap_.OutOfSyncBytes()};
+  const SyncSide peer_side{theirs, peer.disk, peer.role, peer.out_of_sync_bytes};
+  last_decision_ = DecideSync(my_side, peer_side);
+  const SyncPlan plan = last_decision_.plan;
+  if (plan == SyncPlan::kSplitBrain) {
+    // One message, the same on both nodes but for the order of the names.
+    const std::string me = "'" + options_.node_name + "'";
+    const std::string them =
+        options_.peer_name.empty() ? "the peer" : "'" + options_.peer_name + "'";
+    refuse("split brain: " + me + " and " + them +
+           " both changed the data while they were apart (" + me + " changed " +
+           FormatSizeBytes(my_side.out_of_sync_bytes) + ", " + them + " changed " +
+           FormatSizeBytes(peer_side.out_of_sync_bytes) +
+           "); no data moved and both nodes stay StandAlone. To keep one node's changes, on "
+           "the other node stop repld, run 'replctl create-md --force' and start it again: it "
+           "then receives a full sync (" +
+           last_decision_.text + ")");
     return;
   }
+  if (plan == SyncPlan::kUnrelated || plan == SyncPlan::kRefuse) {
+    refuse(last_decision_.text + "; no data moved");
+    return;
+  }
+  const std::string& rule = last_decision_.text;
   conn_ = ConnState::kConnected;
   ++epoch_;
   peer_ = peer;
@@ -84,7 +65,7 @@ void Replica::PeerUp(const PeerState& peer) {
   Info("connected to the peer (" + std::string(RoleName(peer.role)) + ", " +
        DiskStateName(peer.disk) + "): " + rule);
   switch (plan) {
-    case Plan::kNone:
+    case SyncPlan::kNone:
       if (mine.current != 0 && mine.current == theirs.current &&
           peer.disk == DiskState::kUpToDate && md_.disk != DiskState::kUpToDate &&
           md_.disk != DiskState::kDiskless) {
@@ -95,15 +76,17 @@ void Replica::PeerUp(const PeerState& peer) {
         PersistMdNow();
       }
       break;
-    case Plan::kSourceBitmap:
-    case Plan::kSourceFull:
-      StartResyncAsSource(plan == Plan::kSourceFull);
+    case SyncPlan::kBitmapSource:
+    case SyncPlan::kFullSource:
+      StartResyncAsSource(plan == SyncPlan::kFullSource);
       break;
-    case Plan::kTarget:
+    case SyncPlan::kTarget:
       repl_ = ReplState::kSyncTarget;
       SetDisk(DiskState::kInconsistent);
       break;
-    case Plan::kRefuse:
+    case SyncPlan::kSplitBrain:
+    case SyncPlan::kUnrelated:
+    case SyncPlan::kRefuse:
       break;
   }
   Emit(SendState{LocalState()});
@@ -111,7 +94,7 @@ void Replica::PeerUp(const PeerState& peer) {
 
 void Replica::PeerDown(const std::string& reason) {
   const bool was_connected = Connected();
-  conn_ = ConnState::kConnecting;
+  conn_ = refused_ ? ConnState::kStandAlone : ConnState::kConnecting;
   const ReplState was = repl_;
   repl_ = ReplState::kOff;
   peer_.reset();
@@ -178,8 +161,8 @@ void Replica::PeerStateChanged(const PeerState& peer) {
 
 // --- Secondary: the peer's writes ---
 
-bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t length,
-                       WriteKind kind, bool resync) {
+bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t length, WriteKind kind,
+                       bool resync) {
   if (!Connected()) return false;
   if (role_ == Role::kPrimary || offset + length > options_.data_bytes) {
     Emit(SendAck{AckKind::kWritten, seq, role_ == Role::kPrimary ? EROFS : EINVAL});
