@@ -1,6 +1,6 @@
-// status, primary, secondary: the verbs that talk to a running daemon over its control socket
-// (docs/control.md). Exit codes: 0 done, 1 the daemon refused (or the resource's file is
-// wrong), 2 command-line usage (CLI11), 3 the daemon is not running.
+// status, primary, secondary, connect, disconnect: the verbs that talk to a running daemon over its
+// control socket (docs/control.md). Exit codes: 0 done, 1 the daemon refused (or the resource's
+// file is wrong), 2 command-line usage (CLI11), 3 the daemon is not running.
 #include <cerrno>
 #include <cstdio>
 #include <memory>
@@ -99,6 +99,20 @@ std::vector<Verb> AddControlVerbs(CLI::App& app) {
   CLI::App* secondary = app.add_subcommand("secondary", "demote this node of the resource");
   AddResourceOptions(*secondary, args->resource);
   verbs.push_back({secondary, [args] { return RunRole(*args, "secondary"); }});
+
+  CLI::App* connect = app.add_subcommand(
+      "connect",
+      "connect a StandAlone node to its peer again (after a split brain, a refused "
+      "connect or 'disconnect')");
+  AddResourceOptions(*connect, args->resource);
+  verbs.push_back({connect, [args] { return RunRole(*args, "connect"); }});
+
+  CLI::App* disconnect =
+      app.add_subcommand("disconnect",
+                         "drop the peer and stay StandAlone (a Primary keeps serving and records "
+                         "what the peer misses)");
+  AddResourceOptions(*disconnect, args->resource);
+  verbs.push_back({disconnect, [args] { return RunRole(*args, "disconnect"); }});
   return verbs;
 }
 

@@ -49,7 +49,10 @@ Status CheckVersion(const json& object) {
 }
 
 Status CheckArguments(const std::string& command, const json& request) {
-  if (command == "status" || command == "secondary") return Status::Ok();
+  if (command == "status" || command == "secondary" || command == "connect" ||
+      command == "disconnect") {
+    return Status::Ok();
+  }
   if (command == "primary") {
     const auto force = request.find("force");
     if (force != request.end() && !force->is_boolean()) {

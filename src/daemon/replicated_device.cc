@@ -165,6 +165,35 @@ Status ReplicatedDevice::Demote(uint32_t open_clients) {
   return s;
 }
 
+Status ReplicatedDevice::Connect(std::string& message) {
+  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
+  if (!replica_->Connect()) {
+    message = "not StandAlone: the link is already connected or trying to connect";
+    return Status::Ok();
+  }
+  Status s = link_->Start();
+  Drain();
+  if (!s.ok()) {
+    replica_->Disconnect("the link could not start: " + s.message());
+    Drain();
+    return s;
+  }
+  message = "connecting to the peer";
+  return Status::Ok();
+}
+
+Status ReplicatedDevice::Disconnect(std::string& message) {
+  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
+  if (replica_->Report().conn == ConnState::kStandAlone) {
+    message = "already StandAlone";
+    return Status::Ok();
+  }
+  replica_->Disconnect("disconnected by the operator (replctl disconnect)");
+  Drain();
+  message = "disconnected; StandAlone until 'replctl connect'";
+  return Status::Ok();
+}
+
 Status ReplicatedDevice::Start() {
   if (Status s = link_->Start(); !s.ok()) return s;
   StartTick();

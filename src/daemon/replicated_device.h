@@ -70,6 +70,10 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
 
   Status Promote(bool force);
   Status Demote(uint32_t open_clients);
+  // replctl connect / disconnect: leave StandAlone and start the link again; drop the peer and
+  // stay StandAlone. `message` tells what happened (nothing, when it already was so).
+  Status Connect(std::string& message);
+  Status Disconnect(std::string& message);
   ReplicaStatus Report() const { return replica_->Report(); }
   Role role() const { return replica_->role(); }
   // Why the peer link last failed, for status; empty if it did not.

@@ -117,15 +117,22 @@ nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
                 ": it is not replicated, and has no roles to change");
   }
   Status s = Status::Ok();
+  std::string message;
   if (command == "primary") {
     s = device_->Promote(request.value("force", false));
   } else if (command == "secondary") {
     s = device_->Demote(static_cast<uint32_t>(server_->connection_count()));
+  } else if (command == "connect") {
+    s = device_->Connect(message);
+  } else if (command == "disconnect") {
+    s = device_->Disconnect(message);
   } else {
     return fail("unknown command '" + command + "'");
   }
   if (!s.ok()) return fail(s.message());
-  return {{"status", StatusJson()}};
+  nlohmann::json answer = {{"status", StatusJson()}};
+  if (!message.empty()) answer["message"] = message;
+  return answer;
 }
 
 Status Resource::Start() {
@@ -149,9 +156,9 @@ Status Resource::Start() {
   server_->Start();
   spdlog::info("resource {}: node {} serving export '{}' ({} bytes) over NBD{}", config_.name,
                node_.name, server_->exported().name, server_->exported().size_bytes,
-               device_ == nullptr ? ""
-                                  : " while Primary (it starts Secondary: replctl primary " +
-                                        config_.name + ")");
+               device_ == nullptr
+                   ? ""
+                   : " while Primary (it starts Secondary: replctl primary " + config_.name + ")");
   return Status::Ok();
 }
 

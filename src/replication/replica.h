@@ -198,6 +198,11 @@ class Replica {
   // --- Operator ---
   Status Promote(bool force);
   Status Demote(uint32_t open_clients);
+  // The operator's connect / disconnect. Connect() leaves StandAlone (returns false if the node
+  // was not StandAlone: nothing to do) and the caller starts the link again; Disconnect() drops
+  // the peer and stays StandAlone (a Primary keeps serving and marks what the peer misses).
+  bool Connect();
+  void Disconnect(const std::string& why);
   // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
   void Shutdown();
 
@@ -314,7 +319,9 @@ class Replica {
   uint64_t apply_counter_ = 0;
   uint64_t epoch_ = 0;
   SyncDecision last_decision_;  // at the last connect
-  bool refused_ = false;         // a connect was refused: StandAlone until restarted
+  // StandAlone on purpose (a refused connect, or Disconnect()): the link is not retrying, and
+  // only Connect() (or a restart) changes that.
+  bool standalone_ = false;
   std::deque<uint64_t> peer_flushes_;  // peer flush seqs waiting for earlier applies
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>
       peer_flush_tokens_;  // token -> seq, epoch

@@ -11,26 +11,42 @@ namespace repld {
 void Replica::PeerConnecting() {
   // StandAlone after a refused connect stays so: the link does not retry (DropPeer without
   // reconnect) and the status must not claim it does.
-  if (conn_ == ConnState::kConnected || refused_) return;
+  if (conn_ == ConnState::kConnected || standalone_) return;
   conn_ = ConnState::kConnecting;
+}
+
+bool Replica::Connect() {
+  if (!standalone_) return false;
+  standalone_ = false;
+  conn_ = ConnState::kConnecting;
+  Info("connecting to the peer again (operator)");
+  return true;
+}
+
+void Replica::Disconnect(const std::string& why) {
+  if (standalone_) return;
+  Info("disconnecting from the peer: " + why);
+  Emit(DropPeer{why, false});
+  standalone_ = true;
+  if (!Connected()) conn_ = ConnState::kStandAlone;  // else PeerDown, when the link reports it
 }
 
 void Replica::PeerUp(const PeerState& peer) {
   REPLD_CHECK(conn_ != ConnState::kConnected);
+  if (standalone_) {  // a handshake that finished as the operator disconnected
+    Emit(DropPeer{"this node is StandAlone ('replctl connect' connects it)", false});
+    return;
+  }
   const GenerationIds& mine = md_.ids;
   const GenerationIds& theirs = peer.ids;
   auto refuse = [&](const std::string& why) {
     Emit(DropPeer{why, false});
     conn_ = ConnState::kStandAlone;
-    refused_ = true;
+    standalone_ = true;
   };
   if (peer.data_bytes != options_.data_bytes) {
     refuse("the peer's data size is " + std::to_string(peer.data_bytes) + " bytes, ours " +
            std::to_string(options_.data_bytes) + ": the disks must be the same size");
-    return;
-  }
-  if (role_ == Role::kPrimary && peer.role == Role::kPrimary) {
-    refuse("both nodes are Primary: split brain; demote one (replctl secondary) and reconnect");
     return;
   }
   // Decide the direction of the data (sync_decision.h; docs/replication.md has the table).
@@ -47,10 +63,18 @@ void Replica::PeerUp(const PeerState& peer) {
            " both changed the data while they were apart (" + me + " changed " +
            FormatSizeBytes(my_side.out_of_sync_bytes) + ", " + them + " changed " +
            FormatSizeBytes(peer_side.out_of_sync_bytes) +
-           "); no data moved and both nodes stay StandAlone. To keep one node's changes, on "
-           "the other node stop repld, run 'replctl create-md --force' and start it again: it "
-           "then receives a full sync (" +
+           "); no data moved and both nodes stay StandAlone. To keep one node's changes: on "
+           "the other node stop repld, run 'replctl create-md --force' and start it again; "
+           "then run 'replctl connect' on the node whose changes are kept, and the other "
+           "receives a full sync (" +
            last_decision_.text + ")");
+    return;
+  }
+  if (role_ == Role::kPrimary && peer.role == Role::kPrimary && plan != SyncPlan::kUnrelated) {
+    refuse(
+        "both nodes are Primary; demote one ('replctl secondary'), then run 'replctl "
+        "connect' on both (" +
+        last_decision_.text + ")");
     return;
   }
   if (plan == SyncPlan::kUnrelated || plan == SyncPlan::kRefuse) {
@@ -94,7 +118,7 @@ void Replica::PeerUp(const PeerState& peer) {
 
 void Replica::PeerDown(const std::string& reason) {
   const bool was_connected = Connected();
-  conn_ = refused_ ? ConnState::kStandAlone : ConnState::kConnecting;
+  conn_ = standalone_ ? ConnState::kStandAlone : ConnState::kConnecting;
   const ReplState was = repl_;
   repl_ = ReplState::kOff;
   peer_.reset();
