@@ -40,8 +40,8 @@ void World::MakeReplica(Node& n) {
   o.max_buffers = options_.max_buffers;
   o.resync_window = 4;
   o.seed = options_.seed * 2 + static_cast<uint64_t>(n.index) + n.incarnation * 1000;
-  n.replica = std::make_unique<Replica>(o, n.md_on_disk, ActivityLog(n.al_on_disk, n.al_seq_on_disk),
-                                        *n.bitmap_on_disk);
+  n.replica = std::make_unique<Replica>(
+      o, n.md_on_disk, ActivityLog(n.al_on_disk, n.al_seq_on_disk), *n.bitmap_on_disk);
   n.frames.clear();
   n.resync_reads.clear();
   n.client_writes.clear();
@@ -87,8 +87,8 @@ std::string World::Where() const {
     }
     const ReplicaStatus s = n->replica->Report();
     out << "node" << n->index << " " << RoleName(s.role) << "/" << DiskStateName(s.disk) << "/"
-        << ConnStateName(s.conn) << "/" << ReplStateName(s.repl)
-        << " oos=" << s.out_of_sync_bytes << " pending=" << s.pending << "; ";
+        << ConnStateName(s.conn) << "/" << ReplStateName(s.repl) << " oos=" << s.out_of_sync_bytes
+        << " pending=" << s.pending << "; ";
   }
   return out.str();
 }
@@ -169,8 +169,8 @@ void World::Execute(Node& n, Action& action) {
             f.resync = true;
             f.offset = a.offset_bytes;
             f.length = a.length_bytes;
-            for (uint64_t b = a.offset_bytes / kBlock; b < (a.offset_bytes + a.length_bytes) / kBlock;
-                 ++b) {
+            for (uint64_t b = a.offset_bytes / kBlock;
+                 b < (a.offset_bytes + a.length_bytes) / kBlock; ++b) {
               f.versions.push_back(n.disk.cache[b]);
             }
             n.resync_reads[a.token] = std::move(f);
@@ -218,7 +218,10 @@ void World::Execute(Node& n, Action& action) {
           f.state = a.state;
           Send(i, std::move(f));
         } else if constexpr (std::is_same_v<T, DropPeer>) {
-          if (!a.reconnect) Fail("node" + std::to_string(i) + " refused the peer: " + a.reason);
+          if (!a.reconnect && !split_phase_) {
+            Fail("node" + std::to_string(i) + " refused the peer: " + a.reason);
+          }
+          if (!a.reconnect) refusals_[i].push_back(a.reason);
           After(0, -1, [this, reason = a.reason] { Disconnect(reason); });
         } else if constexpr (std::is_same_v<T, Log>) {
           log_.push_back(std::to_string(now_) + " node" + std::to_string(i) + ": " + a.text);
@@ -245,6 +248,7 @@ void World::Deliver(int to, const Frame& f) {
   Node& n = *nodes_[static_cast<size_t>(to)];
   switch (f.type) {
     case Frame::Type::kData: {
+      ++data_delivered_;
       const uint64_t key = next_key_++;
       n.frames.emplace(key, f);
       if (!n.replica->PeerData(key, f.seq, f.offset, f.length, WriteKind::kData, f.resync)) {
@@ -423,7 +427,75 @@ std::string World::Run() {
     }
   }
   if (acked_writes_ == 0) Fail("no write was acknowledged: the sim did not exercise anything");
+  if (!failure_.empty()) return failure_;
+  SplitBrain();
   return failure_;
+}
+
+void World::WriteOn(int index, uint64_t first_block, uint64_t blocks) {
+  Node& n = *nodes_[static_cast<size_t>(index)];
+  const RequestId id = next_request_++;
+  ++client_inflight_;
+  n.client_writes[id] =
+      Node::ClientWrite{first_block * kBlock, blocks * kBlock, next_version_++, false};
+  n.replica->ClientWrite(id, first_block * kBlock, blocks * kBlock, WriteKind::kData, false);
+  Drain(index);
+}
+
+// Phase 4: the nodes are cut apart and both become Primary and write; when they meet, both
+// must refuse (split brain), stay StandAlone, and move no data, however often they meet.
+void World::SplitBrain() {
+  client_on_ = false;
+  RunUntil(now_ + 20'000, [&] { return client_inflight_ == 0; });
+  if (!nodes_[0]->up) client_inflight_ = 0;  // requests in flight died with the node
+  link_up_ = false;
+  Disconnect("partition");
+  if (!nodes_[0]->up) RestartNode(0);
+  RunUntil(now_ + 1'000);
+  for (int i = 0; i < 2; ++i) {
+    Replica& r = *nodes_[static_cast<size_t>(i)]->replica;
+    if (r.role() == Role::kPrimary) continue;
+    if (Status st = r.Promote(false); !st.ok()) {
+      if (Status forced = r.Promote(true); !forced.ok()) {
+        return Fail("node" + std::to_string(i) +
+                    " could not be promoted alone: " + forced.message());
+      }
+    }
+    Drain(i);
+  }
+  WriteOn(0, 0, 4);
+  WriteOn(1, 8, 4);
+  RunUntil(now_ + 20'000, [&] { return client_inflight_ == 0; });
+  if (client_inflight_ != 0) return Fail("the writes of the split did not complete");
+  // Half the time one node steps down before they meet: its changes still count.
+  if (Chance(0.5)) {
+    const int i = static_cast<int>(Rand(0, 1));
+    if (Status st = nodes_[static_cast<size_t>(i)]->replica->Demote(0); !st.ok()) {
+      return Fail("node" + std::to_string(i) + " could not be demoted: " + st.message());
+    }
+    Drain(i);
+  }
+  const std::vector<uint64_t> before[2] = {nodes_[0]->disk.cache, nodes_[1]->disk.cache};
+  const uint64_t delivered = data_delivered_;
+  split_phase_ = true;
+  link_up_ = true;
+  if (!connect_pending_) TryConnect();
+  RunUntil(now_ + 20'000'000);  // many reconnect attempts' worth
+  if (!failure_.empty()) return;
+  for (int i = 0; i < 2; ++i) {
+    const Node& n = *nodes_[static_cast<size_t>(i)];
+    const std::string who = "node" + std::to_string(i);
+    if (refusals_[i].empty()) return Fail(who + " never refused the split brain");
+    if (refusals_[i].front().find("split brain") == std::string::npos) {
+      return Fail(who + " refused for another reason: " + refusals_[i].front());
+    }
+    if (n.replica->Report().conn != ConnState::kStandAlone) {
+      return Fail(who + " is not StandAlone after the split brain");
+    }
+    if (n.disk.cache != before[i]) return Fail(who + "'s data changed after the split brain");
+  }
+  if (data_delivered_ != delivered) return Fail("data moved between split-brained nodes");
+  log_.push_back(std::to_string(now_) + " split brain refused by both: " + refusals_[0].front());
 }
 
 }  // namespace repld::sim

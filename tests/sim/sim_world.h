@@ -83,7 +83,9 @@ class World {
  private:
   using Clock = uint64_t;  // microseconds
   void At(Clock when, int node, std::function<void()> fn);
-  void After(Clock delay, int node, std::function<void()> fn) { At(now_ + delay, node, std::move(fn)); }
+  void After(Clock delay, int node, std::function<void()> fn) {
+    At(now_ + delay, node, std::move(fn));
+  }
   bool Step();
   void RunUntil(Clock t, const std::function<bool()>& stop = nullptr);
   Clock Rand(Clock lo, Clock hi) { return std::uniform_int_distribution<Clock>(lo, hi)(rng_); }
@@ -99,6 +101,8 @@ class World {
   void CrashNode(int node);
   void RestartNode(int node);
   void ClientIssue();
+  void WriteOn(int node, uint64_t first_block, uint64_t blocks);
+  void SplitBrain();
   void Fail(const std::string& what);
   std::string Where() const;
 
@@ -133,6 +137,11 @@ class World {
   uint64_t next_key_ = 1;
   std::vector<uint64_t> acked_;  // per block: the highest acknowledged version
   uint64_t acked_writes_ = 0;
+
+  // Phase 4: refusals are expected, and counted instead of failing the run.
+  bool split_phase_ = false;
+  std::vector<std::string> refusals_[2];
+  uint64_t data_delivered_ = 0;  // Data frames that reached a node
 
   std::string failure_;
   std::vector<std::string> log_;
