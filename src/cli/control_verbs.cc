@@ -1,6 +1,7 @@
-// status, primary, secondary, connect, disconnect: the verbs that talk to a running daemon over its
-// control socket (docs/control.md). Exit codes: 0 done, 1 the daemon refused (or the resource's
-// file is wrong), 2 command-line usage (CLI11), 3 the daemon is not running.
+// status, primary, secondary, connect, disconnect, invalidate[-remote]: the verbs that talk to a
+// running daemon over its control socket (docs/control.md). Exit codes: 0 done, 1 the daemon
+// refused (or the resource's file is wrong), 2 command-line usage (CLI11), 3 the daemon is not
+// running.
 #include <cerrno>
 #include <cstdio>
 #include <memory>
@@ -113,6 +114,20 @@ std::vector<Verb> AddControlVerbs(CLI::App& app) {
                          "what the peer misses)");
   AddResourceOptions(*disconnect, args->resource);
   verbs.push_back({disconnect, [args] { return RunRole(*args, "disconnect"); }});
+
+  CLI::App* invalidate =
+      app.add_subcommand("invalidate",
+                         "discard this Secondary's data: a full sync from the connected, UpToDate "
+                         "peer replaces it");
+  AddResourceOptions(*invalidate, args->resource);
+  verbs.push_back({invalidate, [args] { return RunRole(*args, "invalidate"); }});
+
+  CLI::App* invalidate_remote =
+      app.add_subcommand("invalidate-remote",
+                         "discard the peer's data (it must be Secondary): a full sync from "
+                         "this UpToDate node replaces it");
+  AddResourceOptions(*invalidate_remote, args->resource);
+  verbs.push_back({invalidate_remote, [args] { return RunRole(*args, "invalidate-remote"); }});
   return verbs;
 }
 

@@ -48,9 +48,12 @@ Status CheckVersion(const json& object) {
   return Status::Ok();
 }
 
+constexpr const char* kCommands =
+    "status, primary, secondary, connect, disconnect, invalidate, invalidate-remote";
+
 Status CheckArguments(const std::string& command, const json& request) {
   if (command == "status" || command == "secondary" || command == "connect" ||
-      command == "disconnect") {
+      command == "disconnect" || command == "invalidate" || command == "invalidate-remote") {
     return Status::Ok();
   }
   if (command == "primary") {
@@ -61,7 +64,7 @@ Status CheckArguments(const std::string& command, const json& request) {
     return Status::Ok();
   }
   return Status::Invalid("unknown command '" + command +
-                         "'; the commands are status, primary, secondary");
+                         "'; the commands are " + std::string(kCommands));
 }
 
 }  // namespace
@@ -82,8 +85,8 @@ Result<json> ParseControlRequest(std::string_view line) {
   if (Status s = CheckVersion(request); !s.ok()) return s;
   const auto command = request.find("command");
   if (command == request.end() || !command->is_string()) {
-    return Status::Invalid("the request has no \"command\" string; the commands are status, " +
-                           std::string("primary, secondary"));
+    return Status::Invalid("the request has no \"command\" string; the commands are " +
+                           std::string(kCommands));
   }
   if (Status s = CheckArguments(command->get<std::string>(), request); !s.ok()) return s;
   return request;

@@ -194,6 +194,20 @@ Status ReplicatedDevice::Disconnect(std::string& message) {
   return Status::Ok();
 }
 
+Status ReplicatedDevice::Invalidate(bool remote) {
+  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
+  if (md_failed_) {
+    return Status::Invalid(
+        "a metadata write failed earlier (see the log); fix the disk and restart the daemon");
+  }
+  Status s = remote ? replica_->InvalidateRemote() : replica_->Invalidate();
+  Drain();
+  if (s.ok() && md_failed_) {
+    return Status::Invalid("writing the metadata failed (see the log); nothing was started");
+  }
+  return s;
+}
+
 Status ReplicatedDevice::Start() {
   if (Status s = link_->Start(); !s.ok()) return s;
   StartTick();

@@ -74,6 +74,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // stay StandAlone. `message` tells what happened (nothing, when it already was so).
   Status Connect(std::string& message);
   Status Disconnect(std::string& message);
+  // replctl invalidate / invalidate-remote (Replica::Invalidate, InvalidateRemote).
+  Status Invalidate(bool remote);
   ReplicaStatus Report() const { return replica_->Report(); }
   Role role() const { return replica_->role(); }
   // Why the peer link last failed, for status; empty if it did not.

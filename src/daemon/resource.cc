@@ -126,6 +126,12 @@ nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
     s = device_->Connect(message);
   } else if (command == "disconnect") {
     s = device_->Disconnect(message);
+  } else if (command == "invalidate" || command == "invalidate-remote") {
+    const bool remote = command == "invalidate-remote";
+    s = device_->Invalidate(remote);
+    message = remote ? "the peer's data no longer counts: reconnecting for a full sync to it"
+                     : "this node's data no longer counts: reconnecting for a full sync from "
+                       "the peer";
   } else {
     return fail("unknown command '" + command + "'");
   }

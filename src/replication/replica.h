@@ -203,6 +203,10 @@ class Replica {
   // the peer and stays StandAlone (a Primary keeps serving and marks what the peer misses).
   bool Connect();
   void Disconnect(const std::string& why);
+  // replctl invalidate: this Secondary's data stops counting; a full sync from the (connected,
+  // UpToDate) peer replaces it. invalidate-remote: the same for the peer's data, from here.
+  Status Invalidate();
+  Status InvalidateRemote();
   // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
   void Shutdown();
 
