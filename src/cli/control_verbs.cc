@@ -128,6 +128,17 @@ std::vector<Verb> AddControlVerbs(CLI::App& app) {
                          "this UpToDate node replaces it");
   AddResourceOptions(*invalidate_remote, args->resource);
   verbs.push_back({invalidate_remote, [args] { return RunRole(*args, "invalidate-remote"); }});
+
+  CLI::App* pause =
+      app.add_subcommand("pause-sync",
+                         "stop sending resync blocks from this node (application writes still "
+                         "replicate); until resume-sync or a restart");
+  AddResourceOptions(*pause, args->resource);
+  verbs.push_back({pause, [args] { return RunRole(*args, "pause-sync"); }});
+
+  CLI::App* resume = app.add_subcommand("resume-sync", "undo pause-sync");
+  AddResourceOptions(*resume, args->resource);
+  verbs.push_back({resume, [args] { return RunRole(*args, "resume-sync"); }});
   return verbs;
 }
 

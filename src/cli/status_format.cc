@@ -92,6 +92,10 @@ std::string FormatStatus(const json& status) {
       out += "    " +
              FormatResyncProgress(Count(resync, "done_bytes"), Count(resync, "total_bytes")) + "\n";
     }
+    const json& paused = Field(status, "resync_paused");
+    if (paused.is_boolean() && paused.get<bool>()) {
+      out += "    resync paused here ('replctl resume-sync' resumes it)\n";
+    }
   } else if (out_of_sync_bytes > 0) {
     out += "  out-of-sync: " + FormatSizeBytes(out_of_sync_bytes) + "\n";
   }

@@ -310,7 +310,7 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   Reader r(path);
   ResourceConfig config;
   config.path = path;
-  r.CheckKeys(root, "", {"resource", "nbd", "net", "disk", "node"});
+  r.CheckKeys(root, "", {"resource", "nbd", "net", "disk", "resync", "node"});
 
   const toml::table* resource = r.Table(root, "", "resource");
   if (!r.failed() && resource == nullptr) {
@@ -340,6 +340,10 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   }
   if (const toml::table* net = r.Table(root, "", "net")) ReadNet(r, *net, config.net);
   if (const toml::table* nbd = r.Table(root, "", "nbd")) ReadNbd(r, *nbd, config.nbd);
+  if (const toml::table* resync = r.Table(root, "", "resync")) {
+    r.CheckKeys(*resync, "resync", {"rate"});
+    if (auto v = r.Size(*resync, "resync", "rate", 0, 100 * kGiB)) config.resync.rate_bytes = *v;
+  }
   if (const toml::table* disk = r.Table(root, "", "disk")) {
     r.CheckKeys(*disk, "disk", {"direct_io", "meta_disk", "al_extents"});
     if (auto v = r.String(*disk, "disk", "meta_disk", false)) {

@@ -36,6 +36,10 @@ struct NetConfig {
   uint32_t max_buffers = 2048;                      // writes in flight to the peer
 };
 
+struct ResyncConfig {
+  uint64_t rate_bytes = 0;  // per second a SyncSource sends at most; 0: as fast as it can
+};
+
 struct MetaConfig {
   std::string meta_disk = "internal";  // "internal" or a path
   uint32_t al_extents = 1237;
@@ -59,6 +63,7 @@ struct ResourceConfig {
   Protocol protocol = Protocol::kC;
   NetConfig net;
   MetaConfig meta;
+  ResyncConfig resync;
   std::vector<NodeConfig> nodes;
 };
 

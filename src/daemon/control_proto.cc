@@ -49,11 +49,13 @@ Status CheckVersion(const json& object) {
 }
 
 constexpr const char* kCommands =
-    "status, primary, secondary, connect, disconnect, invalidate, invalidate-remote";
+    "status, primary, secondary, connect, disconnect, invalidate, invalidate-remote, "
+    "pause-sync, resume-sync";
 
 Status CheckArguments(const std::string& command, const json& request) {
   if (command == "status" || command == "secondary" || command == "connect" ||
-      command == "disconnect" || command == "invalidate" || command == "invalidate-remote") {
+      command == "disconnect" || command == "invalidate" || command == "invalidate-remote" ||
+      command == "pause-sync" || command == "resume-sync") {
     return Status::Ok();
   }
   if (command == "primary") {
@@ -242,6 +244,7 @@ json StatusToJson(const StatusSnapshot& s) {
                                ? json(nullptr)
                                : json(s.connection_error)},
       {"sync_decision", r.sync_decision.empty() ? json(nullptr) : json(r.sync_decision)},
+      {"resync_paused", r.resync_paused},
       {"out_of_sync_bytes", r.out_of_sync_bytes},
       {"resync", resync},
       {"counters",

@@ -102,6 +102,7 @@ Status ReplicatedDevice::Load() {
   ro.protocol = config_.protocol;
   ro.max_buffers = config_.net.max_buffers;
   ro.resync_block_bytes = resync_block_bytes_;
+  ro.resync_rate_bytes = config_.resync.rate_bytes;
   ro.seed = seed;
   replica_ = std::make_unique<Replica>(ro, MdStateFromSuperblock(superblock_),
                                        ActivityLog(contents->al.table, contents->al.seq),
@@ -205,6 +206,13 @@ Status ReplicatedDevice::Invalidate(bool remote) {
   if (s.ok() && md_failed_) {
     return Status::Invalid("writing the metadata failed (see the log); nothing was started");
   }
+  return s;
+}
+
+Status ReplicatedDevice::PauseResync(bool pause) {
+  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
+  Status s = replica_->PauseResync(pause);
+  Drain();
   return s;
 }
 

@@ -76,6 +76,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Status Disconnect(std::string& message);
   // replctl invalidate / invalidate-remote (Replica::Invalidate, InvalidateRemote).
   Status Invalidate(bool remote);
+  // replctl pause-sync / resume-sync (Replica::PauseResync).
+  Status PauseResync(bool pause);
   ReplicaStatus Report() const { return replica_->Report(); }
   Role role() const { return replica_->role(); }
   // Why the peer link last failed, for status; empty if it did not.

@@ -126,6 +126,11 @@ nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
     s = device_->Connect(message);
   } else if (command == "disconnect") {
     s = device_->Disconnect(message);
+  } else if (command == "pause-sync" || command == "resume-sync") {
+    const bool pause = command == "pause-sync";
+    s = device_->PauseResync(pause);
+    message = pause ? "resync paused: this node sends no resync block until 'replctl resume-sync'"
+                    : "resync resumed";
   } else if (command == "invalidate" || command == "invalidate-remote") {
     const bool remote = command == "invalidate-remote";
     s = device_->Invalidate(remote);

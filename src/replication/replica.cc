@@ -13,7 +13,8 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
       md_(md),
       al_(std::move(al)),
       bitmap_(std::move(bitmap)),
-      rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL) {
+      rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL),
+      resync_budget_(static_cast<int64_t>(options_.resync_rate_bytes)) {
   if (md_.primary) {
     // It was Primary and did not demote cleanly: the peer may lack any write of a hot extent.
     uint64_t marked = 0;
@@ -95,6 +96,7 @@ ReplicaStatus Replica::Report() const {
   s.resync_total_bytes = resync_total_bytes_;
   s.ids = md_.ids;
   s.sync_decision = last_decision_.text;
+  s.resync_paused = resync_paused_;
   return s;
 }
 
@@ -350,7 +352,10 @@ void Replica::SendBarrier() {
   Emit(SendFlush{*barrier_seq_});
 }
 
-void Replica::Tick() { SendBarrier(); }
+void Replica::Tick() {
+  SendBarrier();
+  RefillResyncBudget();
+}
 
 void Replica::PeerFlushed(uint64_t seq) {
   // Acks arrive in the order the peer's disk finished, not in seq order: filter them all.

@@ -117,7 +117,8 @@ struct ReplicaOptions {
   uint32_t max_buffers = 2048;  // frames sent to the peer and not yet confirmed
   uint32_t resync_window = 8;   // resync blocks in flight
   uint64_t resync_block_bytes = 1 << 20;
-  uint64_t seed = 1;  // for new generation identifiers
+  uint64_t resync_rate_bytes = 0;  // per second (refilled by Tick); 0: unlimited
+  uint64_t seed = 1;               // for new generation identifiers
 };
 
 struct ReplicaCounters {
@@ -139,6 +140,7 @@ struct ReplicaStatus {
   uint64_t resync_total_bytes = 0;
   GenerationIds ids;
   std::string sync_decision;  // the rule that decided at the last connect ("" before one)
+  bool resync_paused = false;
 };
 
 class Replica {
@@ -207,6 +209,10 @@ class Replica {
   // UpToDate) peer replaces it. invalidate-remote: the same for the peer's data, from here.
   Status Invalidate();
   Status InvalidateRemote();
+  // replctl pause-sync / resume-sync: a paused node sends no resync block (any resync it is or
+  // becomes the source of); application writes still replicate. Not kept across a restart.
+  Status PauseResync(bool pause);
+  bool resync_paused() const { return resync_paused_; }
   // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
   void Shutdown();
 
@@ -271,6 +277,7 @@ class Replica {
   void PumpApplies();
   void PumpPeerFlushes();
   void PumpResync();
+  void RefillResyncBudget();
   void FinishResync();
   void StartResyncAsSource(bool full);
   void NewCurrentId();
@@ -326,6 +333,8 @@ class Replica {
   // StandAlone on purpose (a refused connect, or Disconnect()): the link is not retrying, and
   // only Connect() (or a restart) changes that.
   bool standalone_ = false;
+  bool resync_paused_ = false;
+  int64_t resync_budget_ = 0;          // bytes the resync may still send this second (rate limited)
   std::deque<uint64_t> peer_flushes_;  // peer flush seqs waiting for earlier applies
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>
       peer_flush_tokens_;  // token -> seq, epoch

@@ -13,17 +13,19 @@ void Replica::StartResyncAsSource(bool full) {
   resync_cursor_bit_ = 0;
   resync_total_bytes_ = bitmap_.OutOfSyncBytes();
   Emit(PersistBitmap{});
-  Info(std::string(full ? "full" : "bitmap") + " resync to the peer: " +
-       std::to_string(resync_total_bytes_) + " bytes");
+  Info(std::string(full ? "full" : "bitmap") +
+       " resync to the peer: " + std::to_string(resync_total_bytes_) + " bytes");
   PumpResync();
 }
 
 void Replica::PumpResync() {
-  if (repl_ != ReplState::kSyncSource || !Connected()) return;
+  if (repl_ != ReplState::kSyncSource || !Connected() || resync_paused_) return;
+  const bool limited = options_.resync_rate_bytes > 0;
   const uint64_t grain = kBitmapGrainBytes;
   const uint64_t bits = bitmap_.bit_count();
   const uint64_t max_bits = options_.resync_block_bytes / grain;
   while (resync_blocks_.size() < options_.resync_window && !PeerWindowFull()) {
+    if (limited && resync_budget_ <= 0) break;  // Tick gives more
     const uint64_t first = bitmap_.FindNextSet(resync_cursor_bit_);
     if (first >= bits) break;
     uint64_t last = first;
@@ -40,9 +42,11 @@ void Replica::PumpResync() {
     const uint64_t token = next_token_++;
     resync_blocks_.emplace(token, ResyncBlock{offset, length, false});
     resync_cursor_bit_ = last + 1;
+    if (limited) resync_budget_ -= static_cast<int64_t>(length);
     Emit(ResyncRead{token, offset, length});
   }
-  if (PeerWindowFull()) SendBarrier();  // confirmed blocks wait for a peer flush to leave the window
+  if (PeerWindowFull())
+    SendBarrier();  // confirmed blocks wait for a peer flush to leave the window
   if (resync_blocks_.empty() && bitmap_.FindNextSet(resync_cursor_bit_) >= bits) {
     if (bitmap_.CountSet() > 0) {
       resync_cursor_bit_ = 0;  // blocks failed or were marked again behind the cursor
@@ -53,6 +57,27 @@ void Replica::PumpResync() {
     }
     FinishResync();
   }
+}
+
+// A second's worth of budget; an overdraft (the last block of a second may overshoot) is paid
+// back first, so the average stays at the rate. Unused budget does not pile up.
+void Replica::RefillResyncBudget() {
+  const auto rate = static_cast<int64_t>(options_.resync_rate_bytes);
+  if (rate == 0) return;
+  resync_budget_ = std::min(resync_budget_ + rate, rate);
+  PumpResync();
+}
+
+Status Replica::PauseResync(bool pause) {
+  if (pause == resync_paused_) return Status::Ok();
+  if (pause && repl_ == ReplState::kSyncTarget) {
+    return Status::Invalid(
+        "this node is the sync target; pause the resync on the sync source (the peer)");
+  }
+  resync_paused_ = pause;
+  Info(pause ? "resync paused by the operator" : "resync resumed by the operator");
+  if (!pause) PumpResync();
+  return Status::Ok();
 }
 
 void Replica::ResyncReadDone(uint64_t token, int error) {

@@ -20,10 +20,11 @@ class Pair:
     def __init__(self, *, protocol: str = "C", disk_size: int = 64 * MiB,
                  secrets: dict[str, str] | None = None, net: dict | None = None,
                  resource: str = "r0", log_level: str | None = None,
-                 nbd: dict | None = None, disk: dict | None = None):
+                 nbd: dict | None = None, disk: dict | None = None,
+                 resync: dict | None = None):
         self.tmp = harness.make_tempdir()
         self.resource = resource
-        self.nbd, self.disk_table = nbd or {}, disk or {}
+        self.nbd, self.disk_table, self.resync = nbd or {}, disk or {}, resync or {}
         self.protocol = protocol
         self.disk = {n: os.path.join(self.tmp, f"{n}.img") for n in self.NODES}
         self.socket = {n: os.path.join(self.tmp, f"{n}.sock") for n in self.NODES}
@@ -56,6 +57,8 @@ class Pair:
         lines += [f"{k} = {harness.toml_value(v)}" for k, v in self.nbd.items()]
         lines += ["", "[disk]"] + [f"{k} = {harness.toml_value(v)}"
                                    for k, v in self.disk_table.items()] + [""]
+        lines += ["[resync]"] + [f"{k} = {harness.toml_value(v)}"
+                                 for k, v in self.resync.items()] + [""]
         for n in self.NODES:
             lines += [f"[node.{n}]", f'disk = "{self.disk[n]}"',
                       f'address = "127.0.0.1:{self.port[n]}"',

@@ -1,0 +1,86 @@
+// resync.rate and pause-sync in the core: a SyncSource sends no more than the rate's worth of
+// blocks per Tick (one second in the daemon), and none while paused.
+#include <gtest/gtest.h>
+
+#include "replication/replica.h"
+
+namespace repld {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+// Answers everything at once (local reads, the peer's acks and flushes); returns how many
+// resync blocks were read.
+int RunToQuiet(Replica& r) {
+  int reads = 0;
+  for (int round = 0; round < 10000; ++round) {
+    std::vector<Action> actions = r.TakeActions();
+    if (actions.empty()) break;
+    for (Action& a : actions) {
+      if (auto* read = std::get_if<ResyncRead>(&a)) {
+        ++reads;
+        r.ResyncReadDone(read->token, 0);
+      } else if (auto* send = std::get_if<SendResync>(&a)) {
+        r.PeerAck(AckKind::kReceived, send->seq, 0);
+        r.PeerAck(AckKind::kWritten, send->seq, 0);
+      } else if (auto* flush = std::get_if<SendFlush>(&a)) {
+        r.PeerAck(AckKind::kFlushed, flush->seq, 0);
+      }
+    }
+  }
+  return reads;
+}
+
+// A Primary whose fresh peer connects: rule 30, a full sync of 64 MiB in 1 MiB blocks.
+Replica Source(uint64_t rate_bytes) {
+  ReplicaOptions o;
+  o.node_name = "alpha";
+  o.peer_name = "beta";
+  o.data_bytes = 64 * kMiB;
+  o.resync_block_bytes = 1 * kMiB;
+  o.resync_rate_bytes = rate_bytes;
+  Replica r(o, MdState{}, ActivityLog(std::vector<uint32_t>(16, kAlEmpty), 0),
+            Bitmap(o.data_bytes));
+  EXPECT_TRUE(r.Promote(/*force=*/true).ok());
+  r.TakeActions();
+  PeerState fresh;
+  fresh.data_bytes = o.data_bytes;
+  r.PeerUp(fresh);
+  return r;
+}
+
+TEST(ReplicaResyncRate, ASourceSendsTheRatesWorthPerTick) {
+  Replica r = Source(4 * kMiB);
+  EXPECT_EQ(r.Report().repl, ReplState::kSyncSource);
+  EXPECT_EQ(RunToQuiet(r), 4) << "the first second's budget";
+  EXPECT_EQ(RunToQuiet(r), 0) << "nothing more before the next Tick";
+  for (int second = 0; second < 3; ++second) {
+    r.Tick();
+    EXPECT_EQ(RunToQuiet(r), 4) << "second " << second;
+  }
+  EXPECT_EQ(r.Report().out_of_sync_bytes, (64 - 16) * kMiB);
+}
+
+TEST(ReplicaResyncRate, UnlimitedSendsEverythingAtOnce) {
+  Replica r = Source(0);
+  EXPECT_EQ(RunToQuiet(r), 64);
+  EXPECT_EQ(r.Report().out_of_sync_bytes, 0u);
+}
+
+TEST(ReplicaResyncRate, APausedSourceSendsNothingUntilResumed) {
+  Replica r = Source(0);
+  ASSERT_TRUE(r.PauseResync(true).ok());
+  // Already read blocks were issued by PeerUp; pausing stops what comes after them.
+  const int before = RunToQuiet(r);
+  EXPECT_LT(before, 64);
+  r.Tick();
+  EXPECT_EQ(RunToQuiet(r), 0);
+  EXPECT_TRUE(r.Report().resync_paused);
+  ASSERT_TRUE(r.PauseResync(false).ok());
+  EXPECT_EQ(before + RunToQuiet(r), 64);
+  EXPECT_EQ(r.Report().out_of_sync_bytes, 0u);
+  EXPECT_FALSE(r.Report().resync_paused);
+}
+
+}  // namespace
+}  // namespace repld
