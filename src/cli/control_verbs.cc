@@ -7,6 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 
 #include "cli/status_format.h"
 #include "cli/verbs.h"
@@ -97,48 +98,32 @@ std::vector<Verb> AddControlVerbs(CLI::App& app) {
                     "promote even without up-to-date data (makes this node's data the truth)");
   verbs.push_back({primary, [args] { return RunRole(*args, "primary"); }});
 
-  CLI::App* secondary = app.add_subcommand("secondary", "demote this node of the resource");
-  AddResourceOptions(*secondary, args->resource);
-  verbs.push_back({secondary, [args] { return RunRole(*args, "secondary"); }});
-
-  CLI::App* connect = app.add_subcommand(
-      "connect",
-      "connect a StandAlone node to its peer again (after a split brain, a refused "
-      "connect or 'disconnect')");
-  AddResourceOptions(*connect, args->resource);
-  verbs.push_back({connect, [args] { return RunRole(*args, "connect"); }});
-
-  CLI::App* disconnect =
-      app.add_subcommand("disconnect",
-                         "drop the peer and stay StandAlone (a Primary keeps serving and records "
-                         "what the peer misses)");
-  AddResourceOptions(*disconnect, args->resource);
-  verbs.push_back({disconnect, [args] { return RunRole(*args, "disconnect"); }});
-
-  CLI::App* invalidate =
-      app.add_subcommand("invalidate",
-                         "discard this Secondary's data: a full sync from the connected, UpToDate "
-                         "peer replaces it");
-  AddResourceOptions(*invalidate, args->resource);
-  verbs.push_back({invalidate, [args] { return RunRole(*args, "invalidate"); }});
-
-  CLI::App* invalidate_remote =
-      app.add_subcommand("invalidate-remote",
-                         "discard the peer's data (it must be Secondary): a full sync from "
-                         "this UpToDate node replaces it");
-  AddResourceOptions(*invalidate_remote, args->resource);
-  verbs.push_back({invalidate_remote, [args] { return RunRole(*args, "invalidate-remote"); }});
-
-  CLI::App* pause =
-      app.add_subcommand("pause-sync",
-                         "stop sending resync blocks from this node (application writes still "
-                         "replicate); until resume-sync or a restart");
-  AddResourceOptions(*pause, args->resource);
-  verbs.push_back({pause, [args] { return RunRole(*args, "pause-sync"); }});
-
-  CLI::App* resume = app.add_subcommand("resume-sync", "undo pause-sync");
-  AddResourceOptions(*resume, args->resource);
-  verbs.push_back({resume, [args] { return RunRole(*args, "resume-sync"); }});
+  // The verbs that only name the resource: the control command is the verb's name.
+  static constexpr std::pair<const char*, const char*> kPlainVerbs[] = {
+      {"secondary", "demote this node of the resource"},
+      {"connect",
+       "connect a StandAlone node to its peer again (after a split brain, a refused connect or "
+       "'disconnect')"},
+      {"disconnect",
+       "drop the peer and stay StandAlone (a Primary keeps serving and records what the peer "
+       "misses)"},
+      {"invalidate",
+       "discard this Secondary's data: a full sync from the connected, UpToDate peer replaces "
+       "it"},
+      {"invalidate-remote",
+       "discard the peer's data (it must be Secondary): a full sync from this UpToDate node "
+       "replaces it"},
+      {"pause-sync",
+       "stop sending resync blocks from this node (application writes still replicate); until "
+       "resume-sync or a restart"},
+      {"resume-sync", "undo pause-sync"},
+  };
+  for (const auto& [name, help] : kPlainVerbs) {
+    CLI::App* verb = app.add_subcommand(name, help);
+    AddResourceOptions(*verb, args->resource);
+    verbs.push_back(
+        {verb, [args, command = std::string(name)] { return RunRole(*args, command); }});
+  }
   return verbs;
 }
 

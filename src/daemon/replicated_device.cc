@@ -145,17 +145,22 @@ Status ReplicatedDevice::Load() {
 }
 
 Status ReplicatedDevice::Promote(bool force) {
+  return ChangeMd([&] { return replica_->Promote(force); },
+                  "promoted, but writing the metadata failed (see the log)");
+}
+
+// A command that changes the metadata: refused while stopping or after a metadata write failed
+// (the disk's state is unknown), and reported if its own metadata write fails.
+Status ReplicatedDevice::ChangeMd(const std::function<Status()>& change,
+                                  const std::string& done_but_failed) {
   if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
   if (md_failed_) {
     return Status::Invalid(
-        "a metadata write failed earlier (see the log); fix the disk and "
-        "restart the daemon before promoting");
+        "a metadata write failed earlier (see the log); fix the disk and restart the daemon");
   }
-  Status s = replica_->Promote(force);
+  Status s = change();
   Drain();
-  if (s.ok() && md_failed_) {
-    return Status::Invalid("promoted, but writing the metadata failed (see the log)");
-  }
+  if (s.ok() && md_failed_) return Status::Invalid(done_but_failed);
   return s;
 }
 
@@ -196,17 +201,8 @@ Status ReplicatedDevice::Disconnect(std::string& message) {
 }
 
 Status ReplicatedDevice::Invalidate(bool remote) {
-  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
-  if (md_failed_) {
-    return Status::Invalid(
-        "a metadata write failed earlier (see the log); fix the disk and restart the daemon");
-  }
-  Status s = remote ? replica_->InvalidateRemote() : replica_->Invalidate();
-  Drain();
-  if (s.ok() && md_failed_) {
-    return Status::Invalid("writing the metadata failed (see the log); nothing was started");
-  }
-  return s;
+  return ChangeMd([&] { return remote ? replica_->InvalidateRemote() : replica_->Invalidate(); },
+                  "writing the metadata failed (see the log); nothing was started");
 }
 
 Status ReplicatedDevice::PauseResync(bool pause) {

@@ -24,6 +24,7 @@
 #include <asio/steady_timer.hpp>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -135,6 +136,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void ExecuteWriteAl(const WriteAl& a);
   void ExecutePersistMd(const MdState& md);
   void ExecutePersistBitmap();
+  Status ChangeMd(const std::function<Status()>& change, const std::string& done_but_failed);
   // Writes the bitmap pages the core dirtied (synchronously) and marks them clean.
   Status WriteDirtyBitmap();
   void StartPart(ClientSlot& slot);
