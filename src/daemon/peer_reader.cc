@@ -217,7 +217,8 @@ asio::awaitable<asio::error_code> PeerSession::ReadPieces() {
   while (!rest.empty()) {
     size_t left_bytes = 0;
     for (const asio::mutable_buffer& piece : rest) left_bytes += piece.size();
-    SetLowWater(left_bytes);
+    // Small rests are not worth two setsockopt calls: they arrive in one burst anyway.
+    SetLowWater(left_bytes >= kLowWaterMinBytes ? left_bytes : 1);
     size_t n = co_await socket_.async_read_some(std::span<const asio::mutable_buffer>(rest),
                                                 redirect_error(use_awaitable, ec));
     if (ec) break;

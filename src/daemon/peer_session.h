@@ -46,6 +46,8 @@ inline constexpr size_t kHandshakesMax = 4;
 inline constexpr size_t kSendQueueFramesMax = 64 * 1024;
 // The most a Data read waits for before it wakes up (SO_RCVLOWAT).
 inline constexpr size_t kLowWaterMaxBytes = 512 * 1024;
+// Below this the reader does not set SO_RCVLOWAT (no syscalls per small frame).
+inline constexpr size_t kLowWaterMinBytes = 64 * 1024;
 
 // The wire State <-> the core's PeerState (the crashed-primary flag has no PeerState field).
 peer::State ToWireState(const PeerState& state);

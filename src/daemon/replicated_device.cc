@@ -190,7 +190,7 @@ Status ReplicatedDevice::Connect(std::string& message) {
 
 Status ReplicatedDevice::Disconnect(std::string& message) {
   if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
-  if (replica_->Report().conn == ConnState::kStandAlone) {
+  if (replica_->conn() == ConnState::kStandAlone) {
     message = "already StandAlone";
     return Status::Ok();
   }

@@ -159,6 +159,7 @@ class Replica {
   PeerState LocalState() const;
   Role role() const { return role_; }
   DiskState disk() const { return md_.disk; }
+  ConnState conn() const { return conn_; }
   const MdState& md() const { return md_; }
   const Bitmap& bitmap() const { return bitmap_; }
   Bitmap& bitmap() { return bitmap_; }

@@ -398,9 +398,8 @@ TEST_F(PeerLinkTest, DataAndSmallFramesArriveIntact) {
   EXPECT_EQ(beta.pool.free_count(), beta.pool.chunk_count());
 }
 
-// The reader asks the kernel to wake it only once a large payload's rest is there
-// (SO_RCVLOWAT); the last piece of a frame that nothing follows must still arrive at once,
-// not when the next ping brings more bytes.
+// Frames alone on the link (no pings, nothing after them), from below the low-water minimum to
+// beyond its cap, arrive whole and at once. The next test pins the low-water logic itself.
 TEST_F(PeerLinkTest, ALargeFrameWithNothingAfterItArrivesWhole) {
   PeerLinkConfig alpha_config = Config("alpha");
   PeerLinkConfig beta_config = Config("beta");
