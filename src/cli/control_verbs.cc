@@ -20,8 +20,9 @@ constexpr int kExitNotRunning = 3;
 
 struct ControlArgs {
   ResourceOptions resource;
-  bool json = false;   // status
-  bool force = false;  // primary
+  bool json = false;             // status
+  bool force = false;            // primary
+  bool discard_my_data = false;  // connect
 };
 
 // Sends one request to the daemon of the resource; prints what went wrong and sets `exit_code`
@@ -72,6 +73,7 @@ int RunRole(const ControlArgs& args, const std::string& command) {
   int exit_code = 0;
   nlohmann::json arguments = nlohmann::json::object();
   if (command == "primary") arguments["force"] = args.force;
+  if (command == "connect") arguments["discard_my_data"] = args.discard_my_data;
   auto response = Ask(args, command, arguments, exit_code);
   if (!response.ok()) return exit_code;
   const auto message = response.value().find("message");
@@ -98,12 +100,19 @@ std::vector<Verb> AddControlVerbs(CLI::App& app) {
                     "promote even without up-to-date data (makes this node's data the truth)");
   verbs.push_back({primary, [args] { return RunRole(*args, "primary"); }});
 
+  CLI::App* connect = app.add_subcommand(
+      "connect",
+      "connect a StandAlone node to its peer again (after a split brain, a refused connect or "
+      "'disconnect')");
+  AddResourceOptions(*connect, args->resource);
+  connect->add_flag("--discard-my-data", args->discard_my_data,
+                    "after a split brain, this (Secondary) node's changes are dropped: it "
+                    "receives every block either node changed from the peer");
+  verbs.push_back({connect, [args] { return RunRole(*args, "connect"); }});
+
   // The verbs that only name the resource: the control command is the verb's name.
   static constexpr std::pair<const char*, const char*> kPlainVerbs[] = {
       {"secondary", "demote this node of the resource"},
-      {"connect",
-       "connect a StandAlone node to its peer again (after a split brain, a refused connect or "
-       "'disconnect')"},
       {"disconnect",
        "drop the peer and stay StandAlone (a Primary keeps serving and records what the peer "
        "misses)"},

@@ -1,7 +1,7 @@
 #include "daemon/config.h"
 
-#include <toml++/toml.h>
 #include <arpa/inet.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -75,7 +75,8 @@ class Reader {
       return std::nullopt;
     }
     if (!node->is_string()) {
-      Fail(node->source(), Join(prefix, key), Shown(*node) + " is not a string; allowed: a \"quoted string\"");
+      Fail(node->source(), Join(prefix, key),
+           Shown(*node) + " is not a string; allowed: a \"quoted string\"");
       return std::nullopt;
     }
     return node->as_string()->get();
@@ -265,7 +266,8 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
   n.nbd_socket = r.String(t, prefix, "nbd_socket", false);
   n.nbd_listen = r.String(t, prefix, "nbd_listen", false);
   n.control_socket = r.String(t, prefix, "control_socket", false);
-  for (const auto& [key, value] : {std::pair{"nbd_listen", &n.nbd_listen}, {"address", &n.address}}) {
+  for (const auto& [key, value] :
+       {std::pair{"nbd_listen", &n.nbd_listen}, {"address", &n.address}}) {
     if (*value && !ParseHostPort(**value)) {
       r.Fail(t.get(key)->source(), prefix + "." + key,
              "'" + **value + "' is not HOST:PORT; allowed: \"10.0.0.1:7788\", \"[::1]:7788\"");
@@ -275,10 +277,21 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
   nodes.push_back(std::move(n));
 }
 
+// One of the after-sb policies: `parse` knows its spellings, `allowed` lists them.
+template <typename E>
+void ReadPolicy(Reader& r, const toml::table& t, std::string_view key,
+                bool (*parse)(const std::string&, E*), const char* allowed, E& out) {
+  const auto v = r.String(t, "net", key, false);
+  if (v && !parse(*v, &out)) {
+    r.Fail(t.get(key)->source(), "net." + std::string(key),
+           "'" + *v + "' is not a split-brain policy; allowed: " + allowed);
+  }
+}
+
 void ReadNet(Reader& r, const toml::table& t, NetConfig& net) {
   r.CheckKeys(t, "net",
               {"secret", "ping_interval", "ping_timeout", "ko_count", "connect_timeout",
-               "reconnect_max", "max_buffers"});
+               "reconnect_max", "max_buffers", "after_sb_0pri", "after_sb_1pri", "after_sb_2pri"});
   if (auto v = r.String(t, "net", "secret", false)) {
     net.secret = *v;
     if (v->empty() || v->size() > 256) {
@@ -294,6 +307,14 @@ void ReadNet(Reader& r, const toml::table& t, NetConfig& net) {
   if (auto v = r.Integer(t, "net", "max_buffers", 32, 131072)) {
     net.max_buffers = static_cast<uint32_t>(*v);
   }
+  ReadPolicy(r, t, "after_sb_0pri", ParseAfterSb0Pri,
+             "\"disconnect\", \"discard-younger-primary\", \"discard-least-changes\", "
+             "\"discard-zero-changes\"",
+             net.split_brain.zero_primaries);
+  ReadPolicy(r, t, "after_sb_1pri", ParseAfterSb1Pri,
+             "\"disconnect\", \"consensus\", \"discard-secondary\"", net.split_brain.one_primary);
+  ReadPolicy(r, t, "after_sb_2pri", ParseAfterSb2Pri, "\"disconnect\"",
+             net.split_brain.two_primaries);
 }
 
 }  // namespace
@@ -376,8 +397,9 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
     r.Fail({}, "node", "at least one [node.NAME] table with disk = \"...\" is required");
   }
   if (!r.failed() && config.nodes.size() > 2) {
-    r.Fail({}, "node", std::to_string(config.nodes.size()) +
-                           " [node.NAME] tables; allowed: one (standalone) or two (a pair)");
+    r.Fail({}, "node",
+           std::to_string(config.nodes.size()) +
+               " [node.NAME] tables; allowed: one (standalone) or two (a pair)");
   }
   if (!r.failed() && config.nodes.size() == 2) {
     for (const NodeConfig& n : config.nodes) {

@@ -13,6 +13,7 @@
 #include "blockdev/backing_store.h"
 #include "common/status.h"
 #include "replication/states.h"
+#include "replication/sync_decision.h"
 
 namespace repld {
 
@@ -34,6 +35,7 @@ struct NetConfig {
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds reconnect_max{10'000};  // backoff doubles up to this
   uint32_t max_buffers = 2048;                      // writes in flight to the peer
+  SplitBrainPolicy split_brain;  // after_sb_0pri / 1pri / 2pri: all "disconnect" by default
 };
 
 struct ResyncConfig {

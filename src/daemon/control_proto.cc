@@ -53,20 +53,25 @@ constexpr const char* kCommands =
     "pause-sync, resume-sync";
 
 Status CheckArguments(const std::string& command, const json& request) {
-  if (command == "status" || command == "secondary" || command == "connect" ||
-      command == "disconnect" || command == "invalidate" || command == "invalidate-remote" ||
-      command == "pause-sync" || command == "resume-sync") {
+  if (command == "status" || command == "secondary" || command == "disconnect" ||
+      command == "invalidate" || command == "invalidate-remote" || command == "pause-sync" ||
+      command == "resume-sync") {
     return Status::Ok();
   }
-  if (command == "primary") {
-    const auto force = request.find("force");
-    if (force != request.end() && !force->is_boolean()) {
-      return Status::Invalid("\"force\" must be true or false, not " + Dump(*force));
+  // The commands with one optional boolean argument.
+  const char* flag = command == "primary"   ? "force"
+                     : command == "connect" ? "discard_my_data"
+                                            : nullptr;
+  if (flag != nullptr) {
+    const auto value = request.find(flag);
+    if (value != request.end() && !value->is_boolean()) {
+      return Status::Invalid("\"" + std::string(flag) + "\" must be true or false, not " +
+                             Dump(*value));
     }
     return Status::Ok();
   }
-  return Status::Invalid("unknown command '" + command +
-                         "'; the commands are " + std::string(kCommands));
+  return Status::Invalid("unknown command '" + command + "'; the commands are " +
+                         std::string(kCommands));
 }
 
 }  // namespace

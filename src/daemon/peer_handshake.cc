@@ -20,7 +20,9 @@ peer::State ToWireState(const PeerState& s) {
   peer::State w;
   w.role = s.role;
   w.disk = s.disk;
-  w.flags = s.resync_done ? peer::kStateFlagResyncDone : 0;
+  w.flags = (s.resync_done ? peer::kStateFlagResyncDone : 0) |
+            (s.discard_my_data ? peer::kStateFlagDiscardMyData : 0) |
+            (s.primary_at_split ? peer::kStateFlagPrimaryAtSplit : 0);
   w.data_bytes = s.data_bytes;
   w.current_uuid = s.ids.current;
   w.bitmap_uuid = s.ids.bitmap;
@@ -34,6 +36,8 @@ PeerState FromWireState(const peer::State& w) {
   s.role = w.role;
   s.disk = w.disk;
   s.resync_done = (w.flags & peer::kStateFlagResyncDone) != 0;
+  s.discard_my_data = (w.flags & peer::kStateFlagDiscardMyData) != 0;
+  s.primary_at_split = (w.flags & peer::kStateFlagPrimaryAtSplit) != 0;
   s.data_bytes = w.data_bytes;
   s.ids.current = w.current_uuid;
   s.ids.bitmap = w.bitmap_uuid;

@@ -274,6 +274,14 @@ void PeerLink::SendFlushAck(uint64_t seq, int error) {
 
 void PeerLink::SendState(const PeerState& state) { SendSmall(link::ToWireState(state).Encode()); }
 
+void PeerLink::SendOutOfSync(std::span<const OutOfSyncRun> runs, bool last) {
+  peer::OutOfSync m;
+  m.flags = last ? peer::kOutOfSyncFlagLast : 0;
+  m.runs.reserve(runs.size());
+  for (const OutOfSyncRun& r : runs) m.runs.push_back({r.offset_bytes, r.length_bytes});
+  if (impl_->current) impl_->current->SendLarge(m.Encode());
+}
+
 void PeerLink::SendSmall(std::span<const uint8_t> frame) {
   if (impl_->current) impl_->current->SendSmall(frame);
 }

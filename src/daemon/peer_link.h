@@ -48,9 +48,9 @@ namespace repld {
 
 struct PeerLinkConfig {
   std::string resource;
-  std::string node;       // this node
-  std::string peer_node;  // the other node
-  std::string address;    // HOST:PORT this node listens on (used when it is the acceptor)
+  std::string node;          // this node
+  std::string peer_node;     // the other node
+  std::string address;       // HOST:PORT this node listens on (used when it is the acceptor)
   std::string peer_address;  // HOST:PORT of the peer (used when this node connects)
   std::string secret;
   Protocol protocol = Protocol::kC;
@@ -82,6 +82,7 @@ class PeerLinkHandler {
   virtual void OnFlush(uint64_t seq) = 0;
   virtual void OnFlushAck(uint64_t seq, int error) = 0;
   virtual void OnState(const PeerState& peer) = 0;
+  virtual void OnOutOfSync(const peer::OutOfSync& message) = 0;
   // A frame queued with SendData left (sent = true: handed to the socket) or will never leave
   // (sent = false: the connection closed first). Comes exactly once per SendData that returned
   // true, and only then may the handler reuse the buffers it passed.
@@ -123,6 +124,8 @@ class PeerLink {
   void SendFlush(uint64_t seq);
   void SendFlushAck(uint64_t seq, int error);
   void SendState(const PeerState& state);
+  // One frame of the sync target's bitmap (runs.size() <= peer::kOutOfSyncRunsMax).
+  void SendOutOfSync(std::span<const OutOfSyncRun> runs, bool last);
 
  private:
   void SendSmall(std::span<const uint8_t> frame);

@@ -3,13 +3,13 @@
 // receive-pool chunks; when the pool is empty the reader stops reading, and TCP pushes back on
 // the peer's writer.
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <asio/read.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstring>
-#include <sys/socket.h>
 
 #include "daemon/peer_session.h"
 #include "replication/crc32c.h"
@@ -37,7 +37,7 @@ asio::awaitable<void> PeerSession::Reader(std::shared_ptr<PeerSession> /*self*/)
       co_await ReadData(header.value());
       continue;
     }
-    // Every other type's bounds (checked by DecodeFrameHeader) fit: the largest is Error.
+    // Every other type's bounds (checked by DecodeFrameHeader) fit: the largest is OutOfSync.
     REPLD_CHECK(header->payload_bytes <= small_payload_.size());
     const std::span<uint8_t> payload(small_payload_.data(), header->payload_bytes);
     ec = co_await ReadExactly(payload.data(), payload.size());
@@ -149,6 +149,8 @@ void PeerSession::Dispatch(peer::MessageType type, std::span<const uint8_t> payl
       return Deliver<peer::FlushAck>(payload, [&](const auto& m) { h.OnFlushAck(m.seq, m.error); });
     case MessageType::kState:
       return Deliver<peer::State>(payload, [&](const auto& m) { h.OnState(FromWireState(m)); });
+    case MessageType::kOutOfSync:
+      return Deliver<peer::OutOfSync>(payload, [&](const auto& m) { h.OnOutOfSync(m); });
     case MessageType::kPing:
       return Deliver<peer::Ping>(
           payload, [&](const auto& m) { SendSmall(peer::PingAck{m.token}.Encode()); });

@@ -1,6 +1,7 @@
 // What the peer link still has to send, in order. Small frames (acks, Flush, State, Ping) are
 // stored whole in their entry; a Data frame is its 48 header bytes plus copies of the caller's
-// iovecs (the data itself stays in the caller's buffers until OnSendDone). Both live in rings
+// iovecs (the data itself stays in the caller's buffers until OnSendDone); a large control frame
+// (OutOfSync) is a buffer the entry shares the ownership of. All live in rings
 // that only allocate when they grow past their high-water mark, so a steady stream of frames
 // allocates nothing.
 #pragma once
@@ -12,6 +13,7 @@
 #include <asio/buffer.hpp>
 #include <bit>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -70,6 +72,7 @@ class PeerSendQueue {
     uint32_t iov_count = 0;   // data pieces that follow `bytes` (Data only)
     uint64_t cookie = 0;      // the SendData cookie (Data only)
     uint64_t wire_bytes = 0;  // bytes plus data: what the frame puts on the wire
+    std::shared_ptr<const std::vector<uint8_t>> owned;  // a large frame, whole (then no bytes)
   };
 
   PeerSendQueue(size_t frames_reserve, size_t iovs_reserve)
@@ -79,6 +82,13 @@ class PeerSendQueue {
   size_t size() const { return frames_.size(); }
 
   void PushSmall(std::span<const uint8_t> frame) { frames_.push_back(MakeFrame(frame)); }
+
+  void PushLarge(std::vector<uint8_t> frame) {
+    Frame f;
+    f.wire_bytes = frame.size();
+    f.owned = std::make_shared<const std::vector<uint8_t>>(std::move(frame));
+    frames_.push_back(f);
+  }
 
   void PushData(std::span<const uint8_t> header_and_head, std::span<const iovec> data,
                 uint64_t cookie) {
@@ -98,8 +108,13 @@ class PeerSendQueue {
   // appends what goes on the wire for it to `gather`: out.bytes, then its data pieces.
   void PopInto(Frame& out, std::vector<asio::const_buffer>& gather) {
     out = frames_.front();
+    frames_.front().owned.reset();  // the ring's slot keeps no large frame alive
     frames_.pop_front();
-    gather.emplace_back(out.bytes.data(), out.bytes_count);
+    if (out.owned) {
+      gather.emplace_back(out.owned->data(), out.owned->size());
+    } else {
+      gather.emplace_back(out.bytes.data(), out.bytes_count);
+    }
     for (uint32_t i = 0; i < out.iov_count; ++i) {
       gather.emplace_back(iovs_.front().iov_base, iovs_.front().iov_len);
       iovs_.pop_front();
@@ -109,6 +124,7 @@ class PeerSendQueue {
   // Removes the first frame unsent; a Data frame's cookie is the caller's to report.
   Frame PopUnsent() {
     Frame f = frames_.front();
+    frames_.front().owned.reset();
     frames_.pop_front();
     for (uint32_t i = 0; i < f.iov_count; ++i) iovs_.pop_front();
     return f;

@@ -206,6 +206,12 @@ void PeerSession::SendSmall(std::span<const uint8_t> frame) {
   send_ready_.Notify();
 }
 
+void PeerSession::SendLarge(std::vector<uint8_t> frame) {
+  if (!up() || !HasRoom()) return;
+  queue_.PushLarge(std::move(frame));
+  send_ready_.Notify();
+}
+
 // Drains the queue in gathered batches. Returns once the session is closed and no write is in
 // progress, so nothing reads the handler's buffers any more.
 asio::awaitable<void> PeerSession::Writer() {

@@ -107,6 +107,7 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
 
   bool SendData(const peer::Data& head, std::span<const iovec> data, uint64_t cookie);
   void SendSmall(std::span<const uint8_t> frame);
+  void SendLarge(std::vector<uint8_t> frame);  // a whole frame too large for SendSmall
 
  private:
   using Frame = PeerSendQueue::Frame;
@@ -189,7 +190,9 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   std::vector<uint8_t> read_buffer_;
   size_t read_begin_ = 0;
   size_t read_end_ = 0;
-  std::array<uint8_t, peer::Error::kBytesMax> small_payload_{};
+  // Every type but Data fits: the largest is OutOfSync (64 KiB).
+  std::vector<uint8_t> small_payload_ =
+      std::vector<uint8_t>(std::max(peer::Error::kBytesMax, peer::OutOfSync::kBytesMax));
   std::vector<uint8_t*> chunks_;  // sized for the largest Data the pool can take
   size_t chunks_held_ = 0;
   std::vector<asio::mutable_buffer> pieces_;

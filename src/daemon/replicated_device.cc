@@ -103,6 +103,8 @@ Status ReplicatedDevice::Load() {
   ro.max_buffers = config_.net.max_buffers;
   ro.resync_block_bytes = resync_block_bytes_;
   ro.resync_rate_bytes = config_.resync.rate_bytes;
+  ro.split_brain = config_.net.split_brain;
+  ro.out_of_sync_runs_max = peer::kOutOfSyncRunsMax;
   ro.seed = seed;
   replica_ = std::make_unique<Replica>(ro, MdStateFromSuperblock(superblock_),
                                        ActivityLog(contents->al.table, contents->al.seq),
@@ -171,9 +173,12 @@ Status ReplicatedDevice::Demote(uint32_t open_clients) {
   return s;
 }
 
-Status ReplicatedDevice::Connect(std::string& message) {
+Status ReplicatedDevice::Connect(bool discard_my_data, std::string& message) {
   if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
-  if (!replica_->Connect()) {
+  Result<bool> left_standalone = replica_->Connect(discard_my_data);
+  Drain();
+  if (!left_standalone.ok()) return left_standalone.status();
+  if (!left_standalone.value()) {
     message = "not StandAlone: the link is already connected or trying to connect";
     return Status::Ok();
   }
@@ -184,7 +189,9 @@ Status ReplicatedDevice::Connect(std::string& message) {
     Drain();
     return s;
   }
-  message = "connecting to the peer";
+  message = discard_my_data ? "connecting to the peer; a split brain there discards this "
+                              "node's changes"
+                            : "connecting to the peer";
   return Status::Ok();
 }
 
@@ -419,6 +426,8 @@ void ReplicatedDevice::Execute(Action& action) {
           ExecutePersistBitmap();
         } else if constexpr (std::is_same_v<T, SendState>) {
           link_->SendState(a.state);
+        } else if constexpr (std::is_same_v<T, SendOutOfSync>) {
+          link_->SendOutOfSync(a.runs, a.last);
         } else if constexpr (std::is_same_v<T, DropPeer>) {
           link_->Drop(a.reason, a.reconnect);
         } else if constexpr (std::is_same_v<T, Log>) {
@@ -461,28 +470,44 @@ void ReplicatedDevice::ExecuteSendData(const SendData& a) {
   slot.sending = link_->SendData(head, data, a.id);
 }
 
+// The pending transaction's slot, written with FUA: durable before AlWritten.
+void ReplicatedDevice::SubmitAlWrite() {
+  const AlContext ctx = AlContextOf(superblock_);
+  const AlTransaction t = *al_pending_;
+  al_pending_.reset();
+  const uint64_t slot = t.seq % ctx.al_slots;
+  EncodeAlTransaction(t, ctx, std::span(al_buffer_, ctx.al_slot_bytes));
+  AuxIo& aux = TakeAux(AuxIo::Kind::kAlWrite, t.seq);
+  aux.iov.push_back(iovec{al_buffer_, static_cast<size_t>(ctx.al_slot_bytes)});
+  aux.io.iov = aux.iov.data();
+  aux.io.iov_count = 1;
+  aux.io.request =
+      BlockRequest{.op = BlockOp::kWrite,
+                   .offset_bytes = superblock_.layout.al_offset + slot * ctx.al_slot_bytes,
+                   .length_bytes = ctx.al_slot_bytes,
+                   .fua = true};
+  store_.Submit(&aux.io);
+}
+
 void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
   // The bitmap first: an extent leaving the log must have its out-of-sync bits on disk.
   Status s = WriteDirtyBitmap();
   if (s.ok() && al_buffer_ != nullptr) {
-    // The transaction's slot, written with FUA through the ring: durable before AlWritten,
-    // and the loop keeps serving hot-extent writes and the peer meanwhile.
-    const AlContext ctx = AlContextOf(superblock_);
-    const uint64_t slot = a.plan.seq % ctx.al_slots;
-    EncodeAlTransaction(AlTransaction{a.plan.seq, a.plan.table}, ctx,
-                        std::span(al_buffer_, ctx.al_slot_bytes));
-    AuxIo& aux = TakeAux(AuxIo::Kind::kAlWrite, a.plan.seq);
-    aux.iov.push_back(iovec{al_buffer_, static_cast<size_t>(ctx.al_slot_bytes)});
-    aux.io.iov = aux.iov.data();
-    aux.io.iov_count = 1;
-    aux.io.request =
-        BlockRequest{.op = BlockOp::kWrite,
-                     .offset_bytes = superblock_.layout.al_offset + slot * ctx.al_slot_bytes,
-                     .length_bytes = ctx.al_slot_bytes,
-                     .fua = true};
+    // Through the ring, so the loop keeps serving hot-extent writes and the peer meanwhile.
+    // A transaction that takes extents out of the log flushes the data first: the writes to
+    // those extents must be durable before the log stops naming them.
+    REPLD_CHECK(!al_pending_);
+    al_pending_ = AlTransaction{a.plan.seq, a.plan.table};
+    if (a.plan.evicted.empty()) return SubmitAlWrite();
+    AuxIo& aux = TakeAux(AuxIo::Kind::kAlFlush, a.plan.seq);
+    aux.io.request = BlockRequest{.op = BlockOp::kFlush};
     store_.Submit(&aux.io);
     return;
   }
+  // External metadata: the log's fdatasync does not reach the data file, whose completed writes
+  // must be durable before an extent with them leaves the log (the internal layout's FUA write
+  // syncs the data file itself).
+  if (s.ok() && !a.plan.evicted.empty()) s = store_.SyncNow();
   if (s.ok()) s = md_->WriteAlTransaction(AlTransaction{a.plan.seq, a.plan.table});
   if (!s.ok()) {
     spdlog::error("resource {}: activity log write failed: {}; the writes waiting for it fail",
@@ -572,6 +597,13 @@ void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
     case AuxIo::Kind::kResyncRead:
       self->replica_->ResyncReadDone(key, error);
       break;
+    case AuxIo::Kind::kAlFlush:
+      if (error == 0) {
+        self->SubmitAlWrite();
+        break;
+      }
+      self->al_pending_.reset();
+      [[fallthrough]];
     case AuxIo::Kind::kAlWrite:
       if (error != 0) {
         spdlog::error(

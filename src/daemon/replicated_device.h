@@ -73,7 +73,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Status Demote(uint32_t open_clients);
   // replctl connect / disconnect: leave StandAlone and start the link again; drop the peer and
   // stay StandAlone. `message` tells what happened (nothing, when it already was so).
-  Status Connect(std::string& message);
+  Status Connect(bool discard_my_data, std::string& message);
   Status Disconnect(std::string& message);
   // replctl invalidate / invalidate-remote (Replica::Invalidate, InvalidateRemote).
   Status Invalidate(bool remote);
@@ -108,7 +108,13 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   struct AuxIo {  // an apply, a local flush or a resync read
     DiskIo io{};
     ReplicatedDevice* device = nullptr;
-    enum class Kind : uint8_t { kApply, kFlush, kResyncRead, kAlWrite } kind = Kind::kApply;
+    enum class Kind : uint8_t {
+      kApply,
+      kFlush,
+      kResyncRead,
+      kAlFlush,
+      kAlWrite
+    } kind = Kind::kApply;
     uint64_t key = 0;  // apply: frame key; flush and resync read: token; AL: transaction seq
     std::vector<iovec> iov;
   };
@@ -124,6 +130,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   ReplicatedDevice(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node,
                    BackingStore& store, Options options);
   Status Load();
+  void SubmitAlWrite();
 
   // Runs the core's actions until it has none, then answers requests whose send finished.
   void Drain();
@@ -168,6 +175,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void OnFlush(uint64_t seq) override;
   void OnFlushAck(uint64_t seq, int error) override;
   void OnState(const PeerState& peer) override;
+  void OnOutOfSync(const peer::OutOfSync& message) override;
   void OnSendDone(uint64_t cookie, bool sent) override;
 
   asio::io_context& io_;
@@ -186,6 +194,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::vector<ClientSlot> slots_;
   std::vector<uint32_t> free_slots_;
   std::unordered_map<uint64_t, Received> received_;  // key -> frame not yet applied
+  std::vector<OutOfSyncRun> out_of_sync_runs_;       // OnOutOfSync's, kept to reuse its buffer
   uint64_t next_key_ = 1;
   std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
   std::vector<AuxIo*> free_aux_;
@@ -195,6 +204,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // Internal metadata: AL transactions go through the disk ring (FUA) instead of blocking the
   // loop; the core has one transaction in flight at most, so one buffer serves.
   uint8_t* al_buffer_ = nullptr;
+  // The internal layout's transaction waiting for its data flush (one at a time: the core plans
+  // one transaction at a time).
+  std::optional<AlTransaction> al_pending_;
   std::vector<uint32_t> finished_;  // slots whose reply can go now
   bool draining_ = false;
   std::vector<Action> drained_;  // the actions being executed (kept: no allocation per drain)

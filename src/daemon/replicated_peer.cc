@@ -34,10 +34,10 @@ void ReplicatedDevice::OnData(const peer::Data& head, std::span<uint8_t* const> 
   if (received_.size() >= config_.net.max_buffers) {
     // Chunks bound plain writes; this bounds the ones without data (zeroes, trims) too.
     receive_pool_->Release(chunks);
-    link_->Drop("the peer has more than net.max_buffers = " +
-                    std::to_string(config_.net.max_buffers) +
-                    " writes in flight to this node; is its max_buffers larger?",
-                true);
+    link_->Drop(
+        "the peer has more than net.max_buffers = " + std::to_string(config_.net.max_buffers) +
+            " writes in flight to this node; is its max_buffers larger?",
+        true);
     return;
   }
   const uint64_t key = next_key_++;
@@ -83,6 +83,13 @@ void ReplicatedDevice::OnState(const PeerState& peer) {
   Drain();
 }
 
+void ReplicatedDevice::OnOutOfSync(const peer::OutOfSync& message) {
+  out_of_sync_runs_.clear();
+  for (const auto& r : message.runs) out_of_sync_runs_.push_back({r.offset_bytes, r.length_bytes});
+  replica_->PeerOutOfSync(out_of_sync_runs_, (message.flags & peer::kOutOfSyncFlagLast) != 0);
+  Drain();
+}
+
 void ReplicatedDevice::OnSendDone(uint64_t cookie, bool sent) {
   if ((cookie & kResyncCookie) != 0) {
     ResyncBuffer* b = FindResyncBuffer(cookie & ~kResyncCookie);
@@ -102,8 +109,8 @@ void ReplicatedDevice::OnSendDone(uint64_t cookie, bool sent) {
 // --- Resync, source side ---
 
 ReplicatedDevice::ResyncBuffer& ReplicatedDevice::TakeResyncBuffer(uint64_t token,
-                                                                    uint64_t offset_bytes,
-                                                                    uint64_t length_bytes) {
+                                                                   uint64_t offset_bytes,
+                                                                   uint64_t length_bytes) {
   REPLD_CHECK(length_bytes <= resync_block_bytes_);
   ResyncBuffer* buffer = nullptr;
   for (ResyncBuffer& b : resync_buffers_) {
@@ -115,8 +122,8 @@ ReplicatedDevice::ResyncBuffer& ReplicatedDevice::TakeResyncBuffer(uint64_t toke
   if (buffer == nullptr) {
     // Grows to the core's resync window plus the frames the link still holds.
     buffer = &resync_buffers_.emplace_back();
-    buffer->data = static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes,
-                                                            resync_block_bytes_));
+    buffer->data =
+        static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes, resync_block_bytes_));
     REPLD_CHECK(buffer->data != nullptr);
   }
   buffer->in_use = true;
@@ -140,9 +147,8 @@ void ReplicatedDevice::ExecuteResyncRead(const ResyncRead& a) {
   aux.iov.push_back(buffer.iov);
   aux.io.iov = aux.iov.data();
   aux.io.iov_count = 1;
-  aux.io.request = BlockRequest{.op = BlockOp::kRead,
-                                .offset_bytes = a.offset_bytes,
-                                .length_bytes = a.length_bytes};
+  aux.io.request = BlockRequest{
+      .op = BlockOp::kRead, .offset_bytes = a.offset_bytes, .length_bytes = a.length_bytes};
   store_.Submit(&aux.io);
 }
 
@@ -157,6 +163,5 @@ void ReplicatedDevice::ExecuteSendResync(const SendResync& a) {
   buffer->sending =
       link_->SendData(head, std::span<const iovec>(&buffer->iov, 1), a.token | kResyncCookie);
 }
-
 
 }  // namespace repld

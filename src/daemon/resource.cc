@@ -123,7 +123,7 @@ nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
   } else if (command == "secondary") {
     s = device_->Demote(static_cast<uint32_t>(server_->connection_count()));
   } else if (command == "connect") {
-    s = device_->Connect(message);
+    s = device_->Connect(request.value("discard_my_data", false), message);
   } else if (command == "disconnect") {
     s = device_->Disconnect(message);
   } else if (command == "pause-sync" || command == "resume-sync") {

@@ -75,8 +75,9 @@ enum MdFlag : uint32_t {
   kMdPeerOutdated = 1u << 4,    // the peer was marked Outdated (it may not become Primary)
   kMdFullSync = 1u << 5,        // the bitmap cannot be trusted: resync everything
   kMdAlClean = 1u << 6,         // clean shutdown: the AL's extents need no resync
+  kMdPrimaryAtSplit = 1u << 7,  // the bitmap id was taken as Primary losing the peer
 };
-inline constexpr uint32_t kMdKnownFlags = (1u << 7) - 1;
+inline constexpr uint32_t kMdKnownFlags = (1u << 8) - 1;
 // "Consistent|WasPrimary", or "none".
 std::string MdFlagNames(uint32_t flags);
 

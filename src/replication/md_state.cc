@@ -18,6 +18,7 @@ MdState MdStateFromSuperblock(const Superblock& sb) {
   }
   md.primary = (sb.flags & (kMdWasPrimary | kMdCrashedPrimary)) != 0;
   md.peer_outdated = (sb.flags & kMdPeerOutdated) != 0;
+  md.primary_at_split = (sb.flags & kMdPrimaryAtSplit) != 0;
   return md;
 }
 
@@ -25,8 +26,8 @@ Superblock WithMdState(Superblock sb, const MdState& md) {
   sb.current_uuid = md.ids.current;
   sb.bitmap_uuid = md.ids.bitmap;
   sb.history_uuid = {md.ids.history[0], md.ids.history[1]};
-  uint32_t flags = sb.flags & ~(kMdConsistent | kMdWasUpToDate | kMdWasPrimary |
-                                kMdCrashedPrimary | kMdPeerOutdated | kMdAlClean);
+  uint32_t flags = sb.flags & ~(kMdConsistent | kMdWasUpToDate | kMdWasPrimary | kMdCrashedPrimary |
+                                kMdPeerOutdated | kMdAlClean | kMdPrimaryAtSplit);
   if (md.disk == DiskState::kUpToDate || md.disk == DiskState::kOutdated) {
     flags |= kMdConsistent;
     flags &= ~kMdFullSync;
@@ -34,6 +35,7 @@ Superblock WithMdState(Superblock sb, const MdState& md) {
   if (md.disk == DiskState::kUpToDate) flags |= kMdWasUpToDate;
   flags |= md.primary ? (kMdWasPrimary | kMdCrashedPrimary) : kMdAlClean;
   if (md.peer_outdated) flags |= kMdPeerOutdated;
+  if (md.primary_at_split && md.ids.bitmap != 0) flags |= kMdPrimaryAtSplit;
   sb.flags = flags;
   return sb;
 }

@@ -65,6 +65,8 @@ std::optional<PayloadBounds> BoundsOf(uint16_t type) {
       return PayloadBounds{12, 12};
     case MessageType::kData:
       return PayloadBounds{Data::kHeadBytes, Data::kHeadBytes + kDataBytesMax};
+    case MessageType::kOutOfSync:
+      return PayloadBounds{OutOfSync::kBytesMin, OutOfSync::kBytesMax};
   }
   return std::nullopt;
 }
@@ -195,6 +197,8 @@ std::string_view MessageTypeName(MessageType type) {
       return "Flush";
     case MessageType::kFlushAck:
       return "FlushAck";
+    case MessageType::kOutOfSync:
+      return "OutOfSync";
   }
   return "unknown message";
 }
@@ -481,6 +485,58 @@ Result<Error> Error::Decode(std::span<const uint8_t> p) {
   }
   e.text.assign(reinterpret_cast<const char*>(p.data() + kBytesMin), text_bytes);
   return e;
+}
+
+std::vector<uint8_t> OutOfSync::Encode() const {
+  REPLD_CHECK(runs.size() <= kOutOfSyncRunsMax && (flags & ~kOutOfSyncFlagsKnown) == 0);
+  std::vector<uint8_t> p(kBytesMin + runs.size() * kRunBytes);
+  PutU32(p.data(), flags);
+  PutU32(p.data() + 4, static_cast<uint32_t>(runs.size()));
+  uint8_t* at = p.data() + kBytesMin;
+  for (const Run& run : runs) {
+    PutU64(at, run.offset_bytes);
+    PutU64(at + 8, run.length_bytes);
+    at += kRunBytes;
+  }
+  return EncodeFrame(kType, p);
+}
+
+Result<OutOfSync> OutOfSync::Decode(std::span<const uint8_t> p) {
+  if (p.size() < kBytesMin || p.size() > kBytesMax) {
+    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
+                                std::to_string(kBytesMin) + ".." + std::to_string(kBytesMax));
+  }
+  OutOfSync m;
+  m.flags = GetU32(p.data());
+  if ((m.flags & ~kOutOfSyncFlagsKnown) != 0) {
+    return Malformed(kType, "unknown flags " + Hex(m.flags & ~kOutOfSyncFlagsKnown));
+  }
+  const uint32_t count = GetU32(p.data() + 4);
+  if (count > kOutOfSyncRunsMax || p.size() != kBytesMin + size_t{count} * kRunBytes) {
+    return Malformed(kType, "run count " + std::to_string(count) + " does not match the " +
+                                std::to_string(p.size()) + "-byte payload");
+  }
+  m.runs.resize(count);
+  uint64_t end = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint8_t* at = p.data() + kBytesMin + size_t{i} * kRunBytes;
+    Run& run = m.runs[i];
+    run.offset_bytes = GetU64(at);
+    run.length_bytes = GetU64(at + 8);
+    const std::string which = "run " + std::to_string(i) + " [" + std::to_string(run.offset_bytes) +
+                              ", +" + std::to_string(run.length_bytes) + ")";
+    if (run.length_bytes == 0 || run.offset_bytes % 512 != 0 || run.length_bytes % 512 != 0) {
+      return Malformed(kType, which + " is empty or not in whole 512-byte sectors");
+    }
+    if (run.length_bytes > UINT64_MAX - run.offset_bytes) {
+      return Malformed(kType, which + " wraps around");
+    }
+    if (i > 0 && run.offset_bytes < end) {
+      return Malformed(kType, which + " overlaps or precedes the run before it");
+    }
+    end = run.offset_bytes + run.length_bytes;
+  }
+  return m;
 }
 
 std::string DescribeRefusal(const Error& error, std::string_view peer_node) {

@@ -64,6 +64,7 @@ enum class MessageType : uint16_t {
   kWriteAck = 0x12,
   kFlush = 0x13,
   kFlushAck = 0x14,
+  kOutOfSync = 0x20,
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -149,7 +150,13 @@ inline constexpr uint32_t kStateFlagCrashedPrimary = 1u << 0;  // was Primary, d
 // The sender is SyncSource and the peer has confirmed the last resync block (PeerState's
 // resync_done): the SyncTarget may now call its data UpToDate.
 inline constexpr uint32_t kStateFlagResyncDone = 1u << 1;
-inline constexpr uint32_t kStateFlagsKnown = kStateFlagCrashedPrimary | kStateFlagResyncDone;
+// The operator ran 'replctl connect --discard-my-data' on the sender (a split brain found on this
+// connection drops the sender's changes).
+inline constexpr uint32_t kStateFlagDiscardMyData = 1u << 2;
+// The sender's bitmap id was taken when it lost the peer as Primary (discard-younger-primary).
+inline constexpr uint32_t kStateFlagPrimaryAtSplit = 1u << 3;
+inline constexpr uint32_t kStateFlagsKnown = kStateFlagCrashedPrimary | kStateFlagResyncDone |
+                                             kStateFlagDiscardMyData | kStateFlagPrimaryAtSplit;
 
 // Sent by both sides after authentication, and again whenever role or disk state changes.
 struct State {
@@ -282,6 +289,35 @@ struct FlushAck {
   int32_t error = 0;
   std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
   static Result<FlushAck> Decode(std::span<const uint8_t> payload);
+};
+
+// ---- Resync messages ---------------------------------------------------------------------------
+
+// The sync target's bitmap, sent right after a connect that made it the target, as byte runs
+// (ascending, not overlapping) in as many frames as it takes; the source starts sending blocks
+// after the frame with kOutOfSyncFlagLast. Payload: flags u32, run count u32, then per run
+// offset u64 and length u64 (multiples of 512, length > 0).
+inline constexpr uint32_t kOutOfSyncFlagLast = 1u << 0;
+inline constexpr uint32_t kOutOfSyncFlagsKnown = kOutOfSyncFlagLast;
+inline constexpr size_t kOutOfSyncRunsMax = 4096;
+
+struct OutOfSync {
+  static constexpr MessageType kType = MessageType::kOutOfSync;
+  static constexpr size_t kBytesMin = 8;
+  static constexpr size_t kRunBytes = 16;
+  static constexpr size_t kBytesMax = kBytesMin + kOutOfSyncRunsMax * kRunBytes;
+  struct Run {
+    uint64_t offset_bytes = 0;
+    uint64_t length_bytes = 0;
+    bool operator==(const Run&) const = default;
+  };
+  uint32_t flags = 0;
+  std::vector<Run> runs;  // at most kOutOfSyncRunsMax (checked)
+
+  std::vector<uint8_t> Encode() const;
+  // Checks the count against the length, each run's alignment and that runs ascend without
+  // overlapping. Whether they fit the data is the receiver's to check (it knows the size).
+  static Result<OutOfSync> Decode(std::span<const uint8_t> payload);
 };
 
 struct Ping {

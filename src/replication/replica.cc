@@ -75,6 +75,8 @@ PeerState Replica::LocalState() const {
   s.ids = md_.ids;
   s.data_bytes = options_.data_bytes;
   s.out_of_sync_bytes = bitmap_.OutOfSyncBytes();
+  s.discard_my_data = discard_my_data_;
+  s.primary_at_split = md_.primary_at_split && md_.ids.bitmap != 0;
   return s;
 }
 
@@ -157,6 +159,11 @@ bool Replica::LocalConflict(uint64_t offset, uint64_t length) const {
   }
   for (const auto& [token, b] : resync_blocks_) {
     if (!b.read_done && Overlaps(offset, length, b.offset, b.length)) return true;
+  }
+  // A Secondary promoted while the old Primary's last writes were still being applied: they
+  // are older than any write of ours, so ours must land after them.
+  for (const auto& [key, a] : applies_) {
+    if (Overlaps(offset, length, a.offset, a.length)) return true;
   }
   return false;
 }
@@ -262,7 +269,6 @@ void Replica::LocalWriteDone(RequestId id, int error) {
   r.local_done = true;
   r.local_error = error;
   local_writes_.erase(r.started);
-  for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
   if (error != 0) {
     // The local disk failed this write; the peer may have it. The block differs: mark it.
     bitmap_.SetRange(r.offset, r.length);
@@ -298,7 +304,13 @@ void Replica::MaybeComplete(RequestId id) {
     }
   }
   const bool peer_settled = !r.sent || r.peer_gone || r.written;
-  if (r.completed && peer_settled) Forget(id);
+  if (!r.completed || !peer_settled) return;
+  // The extents stay hot until the peer has the write too (or the bitmap marks it): a crash
+  // of this node before that may leave the block different on the two disks.
+  if (r.type == Request::Type::kWrite && r.started != 0) {
+    for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
+  }
+  Forget(id);
 }
 
 void Replica::Forget(RequestId id) { requests_.erase(id); }
@@ -437,6 +449,7 @@ Status Replica::Promote(bool force) {
     // Our data diverges from whatever the peer has from now on.
     if (md_.ids.bitmap == 0 && md_.ids.current != 0 && !forced_over_data) {
       md_.ids.bitmap = md_.ids.current;
+      md_.primary_at_split = false;  // promoted after the split: the younger Primary
     }
     NewCurrentId();
   }

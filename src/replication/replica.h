@@ -36,6 +36,9 @@ struct MdState {
   DiskState disk = DiskState::kInconsistent;
   bool primary = false;  // was Primary and not cleanly demoted: a crash leaves it set
   bool peer_outdated = false;
+  // The bitmap id was taken when this node, as Primary, lost the peer (not at a later
+  // promotion). Meaningful only while ids.bitmap != 0.
+  bool primary_at_split = false;
 };
 
 // What the peer says about itself, at connect and whenever it changes.
@@ -45,7 +48,16 @@ struct PeerState {
   GenerationIds ids;
   uint64_t data_bytes = 0;
   uint64_t out_of_sync_bytes = 0;
-  bool resync_done = false;  // sent by a SyncSource when the last block is confirmed
+  bool resync_done = false;       // sent by a SyncSource when the last block is confirmed
+  bool discard_my_data = false;   // the operator's 'connect --discard-my-data' (split brain)
+  bool primary_at_split = false;  // see MdState
+};
+
+// A run of out-of-sync data, in bytes (whole 4 KiB blocks, but the data's last one).
+struct OutOfSyncRun {
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;
+  bool operator==(const OutOfSyncRun&) const = default;
 };
 
 // --- Actions ---
@@ -87,7 +99,9 @@ struct Complete {  // answer the client
   RequestId id;
   int error;
 };
-struct WriteAl {  // persist the transaction (dirty bitmap pages first), then call AlWritten
+// Persist the transaction (dirty bitmap pages first), then call AlWritten. Every data write
+// completed before it must be durable before it is (its evicted extents may hold them).
+struct WriteAl {
   AlTransactionPlan plan;
 };
 struct PersistMd {  // write the superblock now, synchronously and durably
@@ -96,6 +110,12 @@ struct PersistMd {  // write the superblock now, synchronously and durably
 struct PersistBitmap {};  // write every dirty bitmap page, synchronously and durably
 struct SendState {        // tell the peer our state
   PeerState state;
+};
+// The sync target's bitmap, for the source to add to its own before it starts (one action per
+// frame's worth of runs; `last` on the final one, which may have no runs).
+struct SendOutOfSync {
+  std::vector<OutOfSyncRun> runs;
+  bool last = false;
 };
 struct DropPeer {  // close the peer connection; `reconnect`: try again after the backoff
   std::string reason;
@@ -107,7 +127,7 @@ struct Log {  // a line for the log
 };
 using Action = std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush,
                             ApplyPeerWrite, SendAck, ResyncRead, SendResync, Complete, WriteAl,
-                            PersistMd, PersistBitmap, SendState, DropPeer, Log>;
+                            PersistMd, PersistBitmap, SendState, SendOutOfSync, DropPeer, Log>;
 
 struct ReplicaOptions {
   std::string node_name;
@@ -117,8 +137,10 @@ struct ReplicaOptions {
   uint32_t max_buffers = 2048;  // frames sent to the peer and not yet confirmed
   uint32_t resync_window = 8;   // resync blocks in flight
   uint64_t resync_block_bytes = 1 << 20;
-  uint64_t resync_rate_bytes = 0;  // per second (refilled by Tick); 0: unlimited
-  uint64_t seed = 1;               // for new generation identifiers
+  uint64_t resync_rate_bytes = 0;      // per second (refilled by Tick); 0: unlimited
+  uint64_t seed = 1;                   // for new generation identifiers
+  SplitBrainPolicy split_brain;        // [net] after_sb_0pri / 1pri / 2pri
+  size_t out_of_sync_runs_max = 4096;  // runs per SendOutOfSync (the frame's limit)
 };
 
 struct ReplicaCounters {
@@ -193,6 +215,9 @@ class Replica {
                 WriteKind kind, bool resync);
   void PeerFlush(uint64_t seq);
   void PeerStateChanged(const PeerState& peer);
+  // Runs of the sync target's bitmap (SendOutOfSync on the peer). The SyncSource adds them to
+  // its bitmap and starts sending on the `last` one; anyone else ignores them.
+  void PeerOutOfSync(const std::vector<OutOfSyncRun>& runs, bool last);
 
   // Periodic (the daemon: every second): sends a flush barrier when the peer holds writes that
   // it has confirmed but not yet made durable, so that their record stays short.
@@ -201,10 +226,12 @@ class Replica {
   // --- Operator ---
   Status Promote(bool force);
   Status Demote(uint32_t open_clients);
-  // The operator's connect / disconnect. Connect() leaves StandAlone (returns false if the node
-  // was not StandAlone: nothing to do) and the caller starts the link again; Disconnect() drops
-  // the peer and stays StandAlone (a Primary keeps serving and marks what the peer misses).
-  bool Connect();
+  // The operator's connect / disconnect. Connect() leaves StandAlone (false if the node was not
+  // StandAlone: nothing to do) and the caller starts the link again. With `discard_my_data`
+  // (a Secondary only), a split brain found at that connect is resolved by dropping this
+  // node's changes: it becomes the sync target of the blocks either side changed. Disconnect()
+  // drops the peer and stays StandAlone (a Primary keeps serving and marks what the peer misses).
+  Result<bool> Connect(bool discard_my_data = false);
   void Disconnect(const std::string& why);
   // replctl invalidate: this Secondary's data stops counting; a full sync from the (connected,
   // UpToDate) peer replaces it. invalidate-remote: the same for the peer's data, from here.
@@ -214,6 +241,8 @@ class Replica {
   // becomes the source of); application writes still replicate. Not kept across a restart.
   Status PauseResync(bool pause);
   bool resync_paused() const { return resync_paused_; }
+  // The [net] after_sb_* policies, for the next connect.
+  void SetSplitBrainPolicy(const SplitBrainPolicy& policy) { options_.split_brain = policy; }
   // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
   void Shutdown();
 
@@ -281,6 +310,7 @@ class Replica {
   void RefillResyncBudget();
   void FinishResync();
   void StartResyncAsSource(bool full);
+  void SendOurBitmap();
   void NewCurrentId();
   void SetDisk(DiskState d);
   void PersistMdNow() { Emit(PersistMd{md_}); }
@@ -335,6 +365,9 @@ class Replica {
   // only Connect() (or a restart) changes that.
   bool standalone_ = false;
   bool resync_paused_ = false;
+  bool discard_my_data_ = false;  // until the next connect succeeds (or refuses)
+  // SyncSource waiting for the target's bitmap (PeerOutOfSync with `last`): full or bitmap.
+  std::optional<bool> awaiting_bitmap_full_;
   int64_t resync_budget_ = 0;          // bytes the resync may still send this second (rate limited)
   std::deque<uint64_t> peer_flushes_;  // peer flush seqs waiting for earlier applies
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>

@@ -15,11 +15,26 @@ void Replica::PeerConnecting() {
   conn_ = ConnState::kConnecting;
 }
 
-bool Replica::Connect() {
-  if (!standalone_) return false;
+Result<bool> Replica::Connect(bool discard_my_data) {
+  if (discard_my_data && role_ == Role::kPrimary) {
+    return Status::Invalid(
+        "--discard-my-data on a Primary: this node serves its data; demote it first "
+        "('replctl secondary'), then connect with --discard-my-data");
+  }
+  if (!standalone_) {
+    if (discard_my_data) {
+      return Status::Invalid("--discard-my-data needs a StandAlone node (this one is " +
+                             std::string(ConnStateName(conn_)) +
+                             "); run 'replctl disconnect' first");
+    }
+    return false;
+  }
   standalone_ = false;
+  discard_my_data_ = discard_my_data;
   conn_ = ConnState::kConnecting;
-  Info("connecting to the peer again (operator)");
+  Info(discard_my_data ? "connecting to the peer again (operator), discarding this node's "
+                         "changes if there is a split brain"
+                       : "connecting to the peer again (operator)");
   return true;
 }
 
@@ -50,9 +65,17 @@ void Replica::PeerUp(const PeerState& peer) {
     return;
   }
   // Decide the direction of the data (sync_decision.h; docs/replication.md has the table).
-  const SyncSide my_side{mine, md_.disk, role_, bitmap_.OutOfSyncBytes()};
-  const SyncSide peer_side{theirs, peer.disk, peer.role, peer.out_of_sync_bytes};
-  last_decision_ = DecideSync(my_side, peer_side);
+  const PeerState me = LocalState();
+  const SyncSide my_side{
+      mine, md_.disk, role_, me.out_of_sync_bytes, me.discard_my_data, me.primary_at_split};
+  const SyncSide peer_side{theirs,
+                           peer.disk,
+                           peer.role,
+                           peer.out_of_sync_bytes,
+                           peer.discard_my_data,
+                           peer.primary_at_split};
+  last_decision_ = DecideSync(my_side, peer_side, options_.split_brain);
+  discard_my_data_ = false;  // one connect's worth: the operator asks again if this one fails
   const SyncPlan plan = last_decision_.plan;
   if (plan == SyncPlan::kSplitBrain) {
     // One message, the same on both nodes but for the order of the names.
@@ -88,6 +111,13 @@ void Replica::PeerUp(const PeerState& peer) {
   repl_ = ReplState::kEstablished;
   Info("connected to the peer (" + std::string(RoleName(peer.role)) + ", " +
        DiskStateName(peer.disk) + "): " + rule);
+  if (last_decision_.rule == 61 || last_decision_.rule == 63) {
+    const bool mine_lost = plan == SyncPlan::kTarget;
+    Warn(std::string("split brain resolved: ") +
+         (mine_lost ? "this node's " + FormatSizeBytes(my_side.out_of_sync_bytes)
+                    : "the peer's " + FormatSizeBytes(peer_side.out_of_sync_bytes)) +
+         " of changes are discarded (" + last_decision_.text + ")");
+  }
   switch (plan) {
     case SyncPlan::kNone:
       if (mine.current != 0 && mine.current == theirs.current &&
@@ -102,11 +132,15 @@ void Replica::PeerUp(const PeerState& peer) {
       break;
     case SyncPlan::kBitmapSource:
     case SyncPlan::kFullSource:
-      StartResyncAsSource(plan == SyncPlan::kFullSource);
+      // The target's bitmap comes first: blocks it changed on its own (a split brain's victim,
+      // a crashed Primary's activity log) differ too.
+      repl_ = ReplState::kWFBitMapS;
+      awaiting_bitmap_full_ = plan == SyncPlan::kFullSource;
       break;
     case SyncPlan::kTarget:
       repl_ = ReplState::kSyncTarget;
       SetDisk(DiskState::kInconsistent);
+      SendOurBitmap();
       break;
     case SyncPlan::kSplitBrain:
     case SyncPlan::kUnrelated:
@@ -116,8 +150,45 @@ void Replica::PeerUp(const PeerState& peer) {
   Emit(SendState{LocalState()});
 }
 
+void Replica::SendOurBitmap() {
+  SendOutOfSync out;
+  const uint64_t bits = bitmap_.bit_count();
+  for (uint64_t first = bitmap_.FindNextSet(0); first < bits;) {
+    const uint64_t end = bitmap_.FindNextClear(first);
+    const uint64_t offset = first * kBitmapGrainBytes;
+    out.runs.push_back({offset, std::min(end * kBitmapGrainBytes, options_.data_bytes) - offset});
+    if (out.runs.size() == options_.out_of_sync_runs_max) {
+      Emit(std::move(out));
+      out = SendOutOfSync{};
+    }
+    first = end < bits ? bitmap_.FindNextSet(end) : bits;
+  }
+  out.last = true;
+  Emit(std::move(out));
+}
+
+void Replica::PeerOutOfSync(const std::vector<OutOfSyncRun>& runs, bool last) {
+  if (!Connected() || repl_ != ReplState::kWFBitMapS) return;
+  for (const OutOfSyncRun& run : runs) {
+    if (run.length_bytes == 0 || run.offset_bytes >= options_.data_bytes ||
+        run.length_bytes > options_.data_bytes - run.offset_bytes) {
+      Emit(DropPeer{"the peer sent an out-of-sync run [" + std::to_string(run.offset_bytes) +
+                        ", +" + std::to_string(run.length_bytes) + ") beyond the data (" +
+                        std::to_string(options_.data_bytes) + " bytes)",
+                    true});
+      return;
+    }
+    bitmap_.SetRange(run.offset_bytes, run.length_bytes);
+  }
+  if (!last) return;
+  const bool full = *awaiting_bitmap_full_;
+  awaiting_bitmap_full_.reset();
+  StartResyncAsSource(full);
+}
+
 void Replica::PeerDown(const std::string& reason) {
   const bool was_connected = Connected();
+  awaiting_bitmap_full_.reset();
   conn_ = standalone_ ? ConnState::kStandAlone : ConnState::kConnecting;
   const ReplState was = repl_;
   repl_ = ReplState::kOff;
@@ -146,6 +217,7 @@ void Replica::PeerDown(const std::string& reason) {
   if (role_ == Role::kPrimary && md_.ids.bitmap == 0 && md_.ids.current != 0) {
     // From here on this node's data moves ahead of the peer's: remember where the peer stood.
     md_.ids.bitmap = md_.ids.current;
+    md_.primary_at_split = true;
     NewCurrentId();
     PersistMdNow();
   }
@@ -240,6 +312,7 @@ void Replica::ApplyDone(uint64_t key, int error) {
   if (Connected() && a.epoch == epoch_) Emit(SendAck{AckKind::kWritten, seq, error});
   PumpApplies();
   PumpPeerFlushes();
+  if (!waiting_.empty()) PumpWrites();  // promoted: writes may wait for this one
 }
 
 void Replica::PeerFlush(uint64_t seq) {

@@ -27,6 +27,7 @@ enum class ReplState : uint8_t {
   kEstablished = 1,  // in sync, writes replicated
   kSyncSource = 2,   // this node sends the blocks the peer lacks
   kSyncTarget = 3,   // this node receives them
+  kWFBitMapS = 4,    // SyncSource-to-be, waiting for the target's bitmap
 };
 
 // When a write is complete for the client.
@@ -74,6 +75,8 @@ constexpr const char* ReplStateName(ReplState r) {
       return "SyncSource";
     case ReplState::kSyncTarget:
       return "SyncTarget";
+    case ReplState::kWFBitMapS:
+      return "WFBitMapS";
   }
   return "?";
 }

@@ -41,8 +41,105 @@ SyncDecision Make(SyncPlan plan, int rule, const std::string& text) {
   return SyncDecision{plan, rule, "rule " + std::to_string(rule) + ": " + text};
 }
 
+enum class Loser { kNone, kMe, kPeer };
+
+// after-sb-0pri: which node's changes go, or kNone (the policy does not decide this case).
+Loser ZeroPrimaries(AfterSb0Pri p, const SyncSide& mine, const SyncSide& theirs) {
+  switch (p) {
+    case AfterSb0Pri::kDisconnect:
+      return Loser::kNone;
+    case AfterSb0Pri::kDiscardYoungerPrimary:
+      if (mine.primary_at_split == theirs.primary_at_split) return Loser::kNone;
+      return mine.primary_at_split ? Loser::kPeer : Loser::kMe;
+    case AfterSb0Pri::kDiscardLeastChanges:
+      if (mine.out_of_sync_bytes == theirs.out_of_sync_bytes) return Loser::kNone;
+      return mine.out_of_sync_bytes < theirs.out_of_sync_bytes ? Loser::kMe : Loser::kPeer;
+    case AfterSb0Pri::kDiscardZeroChanges: {
+      const bool mine_zero = mine.out_of_sync_bytes == 0,
+                 theirs_zero = theirs.out_of_sync_bytes == 0;
+      if (mine_zero == theirs_zero) return Loser::kNone;
+      return mine_zero ? Loser::kMe : Loser::kPeer;
+    }
+  }
+  return Loser::kNone;
+}
+
+// after-sb-1pri: exactly one of the two is Primary.
+Loser OnePrimary(const SplitBrainPolicy& policy, const SyncSide& mine, const SyncSide& theirs) {
+  const Loser secondary = mine.role == Role::kPrimary ? Loser::kPeer : Loser::kMe;
+  switch (policy.one_primary) {
+    case AfterSb1Pri::kDisconnect:
+      return Loser::kNone;
+    case AfterSb1Pri::kConsensus:
+      return ZeroPrimaries(policy.zero_primaries, mine, theirs) == secondary ? secondary
+                                                                             : Loser::kNone;
+    case AfterSb1Pri::kDiscardSecondary:
+      return secondary;
+  }
+  return Loser::kNone;
+}
+
+// Rule 60 and its resolutions: an operator's --discard-my-data (61), or a policy (63).
+SyncDecision SplitBrain(const SyncSide& mine, const SyncSide& theirs,
+                        const SplitBrainPolicy& policy) {
+  const GenerationIds& m = mine.ids;
+  const GenerationIds& t = theirs.ids;
+  const std::string ids = "ours " + Ids(m) + ", the peer's " + Ids(t);
+  if (mine.discard_my_data && theirs.discard_my_data) {
+    return Make(SyncPlan::kRefuse, 62,
+                "split brain, and both nodes were told to discard their data: run 'replctl "
+                "connect --discard-my-data' on one node only (" +
+                    ids + ")");
+  }
+  Loser loser = Loser::kNone;
+  int rule = 60;
+  std::string why;
+  if (mine.discard_my_data || theirs.discard_my_data) {
+    loser = mine.discard_my_data ? Loser::kMe : Loser::kPeer;
+    rule = 61;
+    why = "split brain resolved by the operator (connect --discard-my-data on " +
+          std::string(loser == Loser::kMe ? "this node" : "the peer") + ")";
+  } else {
+    const int primaries = (mine.role == Role::kPrimary) + (theirs.role == Role::kPrimary);
+    if (primaries == 0) {
+      loser = ZeroPrimaries(policy.zero_primaries, mine, theirs);
+      why = std::string("split brain resolved by after_sb_0pri = ") +
+            AfterSb0PriName(policy.zero_primaries);
+    } else if (primaries == 1) {
+      loser = OnePrimary(policy, mine, theirs);
+      why = std::string("split brain resolved by after_sb_1pri = ") +
+            AfterSb1PriName(policy.one_primary);
+      if (policy.one_primary == AfterSb1Pri::kConsensus) {
+        why += std::string(" (after_sb_0pri = ") + AfterSb0PriName(policy.zero_primaries) + ")";
+      }
+    }  // two Primaries: after_sb_2pri knows only disconnect
+    rule = 63;
+  }
+  if (loser == Loser::kNone) {
+    return Make(
+        SyncPlan::kSplitBrain, 60,
+        "split brain: both nodes changed the data since they were last connected (" + ids + ")");
+  }
+  const SyncSide& survivor = loser == Loser::kMe ? theirs : mine;
+  if (survivor.disk != DiskState::kUpToDate) {
+    return Make(SyncPlan::kRefuse, 64,
+                why + ", but the node whose changes are kept is " + DiskStateName(survivor.disk) +
+                    ", not UpToDate: no data moves (" + ids + ")");
+  }
+  // Parted from the same generation: the union of both bitmaps covers every block either side
+  // changed. Otherwise nothing bounds the difference, and everything is copied.
+  const bool bitmap = m.bitmap != 0 && m.bitmap == t.bitmap;
+  const std::string how = bitmap ? "bitmap sync" : "full sync";
+  if (loser == Loser::kMe) {
+    return Make(SyncPlan::kTarget, rule,
+                why + ": this node's changes are discarded, " + how + " from the peer");
+  }
+  return Make(bitmap ? SyncPlan::kBitmapSource : SyncPlan::kFullSource, rule,
+              why + ": the peer's changes are discarded, " + how + " from here");
+}
+
 // The table, without the role checks.
-SyncDecision Table(const SyncSide& mine, const SyncSide& theirs) {
+SyncDecision Table(const SyncSide& mine, const SyncSide& theirs, const SplitBrainPolicy& policy) {
   const GenerationIds& m = mine.ids;
   const GenerationIds& t = theirs.ids;
   const bool my_data = mine.disk == DiskState::kUpToDate;
@@ -139,18 +236,46 @@ SyncDecision Table(const SyncSide& mine, const SyncSide& theirs) {
                 "our data is an older generation of the peer's, but its disk is " +
                     std::string(DiskStateName(theirs.disk)));
   }
-  if (ShareAnAncestor(m, t)) {
-    return Make(SyncPlan::kSplitBrain, 60,
-                "split brain: both nodes changed the data since they were last connected "
-                "(ours " +
-                    Ids(m) + ", the peer's " + Ids(t) + ")");
-  }
+  if (ShareAnAncestor(m, t)) return SplitBrain(mine, theirs, policy);
   return Make(SyncPlan::kUnrelated, 70,
               "unrelated data: the two disks share no data generation (ours " + Ids(m) +
                   ", the peer's " + Ids(t) + "); were they ever a pair?");
 }
 
 }  // namespace
+
+namespace {
+
+template <typename E, size_t N>
+bool ParseName(const std::string& text, const std::array<const char*, N>& names, E* out) {
+  for (size_t i = 0; i < N; ++i) {
+    if (text == names[i]) {
+      *out = static_cast<E>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+constexpr std::array<const char*, 4> k0PriNames = {"disconnect", "discard-younger-primary",
+                                                   "discard-least-changes", "discard-zero-changes"};
+constexpr std::array<const char*, 3> k1PriNames = {"disconnect", "consensus", "discard-secondary"};
+constexpr std::array<const char*, 1> k2PriNames = {"disconnect"};
+
+}  // namespace
+
+const char* AfterSb0PriName(AfterSb0Pri p) { return k0PriNames.at(static_cast<size_t>(p)); }
+const char* AfterSb1PriName(AfterSb1Pri p) { return k1PriNames.at(static_cast<size_t>(p)); }
+const char* AfterSb2PriName(AfterSb2Pri p) { return k2PriNames.at(static_cast<size_t>(p)); }
+bool ParseAfterSb0Pri(const std::string& text, AfterSb0Pri* out) {
+  return ParseName(text, k0PriNames, out);
+}
+bool ParseAfterSb1Pri(const std::string& text, AfterSb1Pri* out) {
+  return ParseName(text, k1PriNames, out);
+}
+bool ParseAfterSb2Pri(const std::string& text, AfterSb2Pri* out) {
+  return ParseName(text, k2PriNames, out);
+}
 
 const char* SyncPlanName(SyncPlan plan) {
   switch (plan) {
@@ -172,8 +297,9 @@ const char* SyncPlanName(SyncPlan plan) {
   return "?";
 }
 
-SyncDecision DecideSync(const SyncSide& mine, const SyncSide& theirs) {
-  SyncDecision d = Table(mine, theirs);
+SyncDecision DecideSync(const SyncSide& mine, const SyncSide& theirs,
+                        const SplitBrainPolicy& policy) {
+  SyncDecision d = Table(mine, theirs, policy);
   const bool source = d.plan == SyncPlan::kBitmapSource || d.plan == SyncPlan::kFullSource;
   if (d.plan == SyncPlan::kTarget && mine.role == Role::kPrimary) {
     d.plan = SyncPlan::kRefuse;

@@ -23,7 +23,43 @@ struct SyncSide {
   DiskState disk = DiskState::kInconsistent;
   Role role = Role::kSecondary;
   uint64_t out_of_sync_bytes = 0;  // set bits of its bitmap, in bytes
+  // The operator ran 'replctl connect --discard-my-data' here: after a split brain, this side's
+  // changes are the ones dropped.
+  bool discard_my_data = false;
+  // The node was Primary when it lost the peer (its bitmap id was taken then, not at a later
+  // promotion): after a split brain it is the older Primary of the two.
+  bool primary_at_split = false;
 };
+
+// What resolves a split brain automatically (DRBD's after-sb-*pri), by how many nodes are
+// Primary when they meet. The default everywhere: disconnect (only an operator resolves it).
+enum class AfterSb0Pri : uint8_t {
+  kDisconnect,
+  kDiscardYoungerPrimary,  // the node promoted after the split loses its changes
+  kDiscardLeastChanges,    // the node that changed fewer bytes loses (a tie: disconnect)
+  kDiscardZeroChanges,     // a node that changed nothing loses (both changed: disconnect)
+};
+enum class AfterSb1Pri : uint8_t {
+  kDisconnect,
+  kConsensus,         // the after-sb-0pri answer, when it discards the Secondary
+  kDiscardSecondary,  // the Secondary loses its changes
+};
+enum class AfterSb2Pri : uint8_t { kDisconnect };
+
+struct SplitBrainPolicy {
+  AfterSb0Pri zero_primaries = AfterSb0Pri::kDisconnect;
+  AfterSb1Pri one_primary = AfterSb1Pri::kDisconnect;
+  AfterSb2Pri two_primaries = AfterSb2Pri::kDisconnect;
+  bool operator==(const SplitBrainPolicy&) const = default;
+};
+
+// Config spellings ("discard-least-changes"); Parse* return false for anything else.
+const char* AfterSb0PriName(AfterSb0Pri p);
+const char* AfterSb1PriName(AfterSb1Pri p);
+const char* AfterSb2PriName(AfterSb2Pri p);
+bool ParseAfterSb0Pri(const std::string& text, AfterSb0Pri* out);
+bool ParseAfterSb1Pri(const std::string& text, AfterSb1Pri* out);
+bool ParseAfterSb2Pri(const std::string& text, AfterSb2Pri* out);
 
 enum class SyncPlan {
   kNone,          // nothing to copy
@@ -44,7 +80,9 @@ struct SyncDecision {
 const char* SyncPlanName(SyncPlan plan);
 
 // Symmetric: DecideSync(a, b) and DecideSync(b, a) agree (one source, one target, or both
-// refuse), so each node can decide alone from the State the handshake exchanged.
-SyncDecision DecideSync(const SyncSide& mine, const SyncSide& theirs);
+// refuse), so each node can decide alone from the State the handshake exchanged, provided
+// both nodes run the same `policy` (the config's [net] after_sb_*; see docs/replication.md).
+SyncDecision DecideSync(const SyncSide& mine, const SyncSide& theirs,
+                        const SplitBrainPolicy& policy = {});
 
 }  // namespace repld

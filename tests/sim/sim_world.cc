@@ -202,6 +202,9 @@ void World::Execute(Node& n, Action& action) {
           --client_inflight_;
           After(Rand(0, 100), 0, [this] { ClientIssue(); });
         } else if constexpr (std::is_same_v<T, WriteAl>) {
+          // A transaction may take an extent out of the log: the writes to it must be durable
+          // first (the daemon's FUA write of the log flushes the data file with it).
+          n.disk.Flush();
           later(20, 300, [&n, plan = a.plan] {
             n.bitmap_on_disk = n.replica->bitmap();
             n.al_on_disk = plan.table;
@@ -216,6 +219,12 @@ void World::Execute(Node& n, Action& action) {
           Frame f;
           f.type = Frame::Type::kState;
           f.state = a.state;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, SendOutOfSync>) {
+          Frame f;
+          f.type = Frame::Type::kOutOfSync;
+          f.runs = a.runs;
+          f.fua = a.last;
           Send(i, std::move(f));
         } else if constexpr (std::is_same_v<T, DropPeer>) {
           if (!a.reconnect && !split_phase_) {
@@ -264,6 +273,9 @@ void World::Deliver(int to, const Frame& f) {
       break;
     case Frame::Type::kState:
       n.replica->PeerStateChanged(f.state);
+      break;
+    case Frame::Type::kOutOfSync:
+      n.replica->PeerOutOfSync(f.runs, f.fua);
       break;
   }
 }
@@ -463,17 +475,29 @@ void World::SplitBrain() {
     }
     Drain(i);
   }
+  // Node 1 was Secondary: the old Primary's writes it received may still be landing. Writes of
+  // its own that overlap them must land after them (they are newer).
   WriteOn(0, 0, 4);
   WriteOn(1, 8, 4);
+  uint64_t newest_first = Rand(0, blocks_ - 4);
+  for (const auto& [key, frame] : nodes_[1]->frames) {  // aim at one still landing, if any
+    newest_first = std::min(frame.offset / kBlock, blocks_ - 4);
+    break;
+  }
+  const uint64_t newest_version = next_version_;
+  WriteOn(1, newest_first, 4);
   RunUntil(now_ + 20'000, [&] { return client_inflight_ == 0; });
   if (client_inflight_ != 0) return Fail("the writes of the split did not complete");
   // Half the time one node steps down before they meet: its changes still count.
-  if (Chance(0.5)) {
-    const int i = static_cast<int>(Rand(0, 1));
-    if (Status st = nodes_[static_cast<size_t>(i)]->replica->Demote(0); !st.ok()) {
-      return Fail("node" + std::to_string(i) + " could not be demoted: " + st.message());
+  if (Chance(0.5) && !Demote(static_cast<int>(Rand(0, 1)))) return;
+  // Nothing in flight from before the split may land after the snapshot.
+  RunUntil(now_ + 20'000, [&] { return nodes_[0]->frames.empty() && nodes_[1]->frames.empty(); });
+  for (uint64_t b = newest_first; b < newest_first + 4; ++b) {
+    if (nodes_[1]->disk.cache[b] != newest_version) {
+      return Fail("block " + std::to_string(b) + " of node1 has version " +
+                  std::to_string(nodes_[1]->disk.cache[b]) + " after node1, promoted, wrote " +
+                  std::to_string(newest_version) + ": an older write landed over it");
     }
-    Drain(i);
   }
   const std::vector<uint64_t> before[2] = {nodes_[0]->disk.cache, nodes_[1]->disk.cache};
   const uint64_t delivered = data_delivered_;
@@ -496,6 +520,71 @@ void World::SplitBrain() {
   }
   if (data_delivered_ != delivered) return Fail("data moved between split-brained nodes");
   log_.push_back(std::to_string(now_) + " split brain refused by both: " + refusals_[0].front());
+  ResolveSplitBrain();
+}
+
+bool World::Demote(int index) {
+  Replica& r = *nodes_[static_cast<size_t>(index)]->replica;
+  if (r.role() == Role::kSecondary) return true;
+  if (Status st = r.Demote(0); !st.ok()) {
+    Fail("node" + std::to_string(index) + " could not be demoted: " + st.message());
+    return false;
+  }
+  Drain(index);
+  return true;
+}
+
+// Phase 5: the split brain is resolved, by the operator (connect --discard-my-data on the
+// victim, connect on the survivor) or by a policy (after_sb_1pri = discard-secondary, the
+// victim demoted first). The victim must end with exactly the survivor's data: the union of
+// both bitmaps covers what either changed.
+void World::ResolveSplitBrain() {
+  split_phase_ = false;  // from here, any refusal fails the run
+  const int victim = static_cast<int>(Rand(0, 1)), survivor = 1 - victim;
+  Replica& v = *nodes_[static_cast<size_t>(victim)]->replica;
+  Replica& s = *nodes_[static_cast<size_t>(survivor)]->replica;
+  if (!Demote(victim)) return;
+  const bool by_policy = Chance(0.5);
+  std::string how;
+  if (by_policy) {
+    if (s.role() != Role::kPrimary) {
+      if (Status st = s.Promote(false); !st.ok()) return Fail("promote survivor: " + st.message());
+      Drain(survivor);
+    }
+    for (Replica* r : {&v, &s}) {
+      r->SetSplitBrainPolicy({AfterSb0Pri::kDisconnect, AfterSb1Pri::kDiscardSecondary});
+    }
+    how = "after_sb_1pri = discard-secondary";
+  } else {
+    how = "connect --discard-my-data";
+  }
+  Result<bool> a = v.Connect(/*discard_my_data=*/!by_policy);
+  Result<bool> b = s.Connect(false);
+  if (!a.ok() || !b.ok()) return Fail("connect: " + (a.ok() ? b.status() : a.status()).message());
+  Drain(victim);
+  Drain(survivor);
+  if (!connect_pending_) TryConnect();
+  Node& vn = *nodes_[static_cast<size_t>(victim)];
+  Node& sn = *nodes_[static_cast<size_t>(survivor)];
+  auto resolved = [&] {
+    const ReplicaStatus vs = v.Report(), ss = s.Report();
+    return connected_ && vs.repl == ReplState::kEstablished && ss.repl == ReplState::kEstablished &&
+           vs.disk == DiskState::kUpToDate && ss.out_of_sync_bytes == 0 && ss.unacked == 0 &&
+           vn.frames.empty();
+  };
+  RunUntil(now_ + 5'000'000, resolved);
+  if (!failure_.empty()) return;
+  if (!resolved()) return Fail("the split brain was not resolved by " + how + " within 5 s");
+  for (uint64_t b = 0; b < blocks_; ++b) {
+    if (vn.disk.cache[b] != sn.disk.cache[b]) {
+      return Fail("after resolving the split brain by " + how + ", block " + std::to_string(b) +
+                  " differs: the survivor node" + std::to_string(survivor) + " has version " +
+                  std::to_string(sn.disk.cache[b]) + ", the victim " +
+                  std::to_string(vn.disk.cache[b]));
+    }
+  }
+  log_.push_back(std::to_string(now_) + " split brain resolved by " + how + ", node" +
+                 std::to_string(victim) + "'s changes discarded");
 }
 
 }  // namespace repld::sim

@@ -32,13 +32,14 @@ struct SimDisk {
 };
 
 struct Frame {
-  enum class Type { kData, kFlush, kAck, kState } type = Type::kData;
+  enum class Type { kData, kFlush, kAck, kState, kOutOfSync } type = Type::kData;
   uint64_t seq = 0, offset = 0, length = 0;
   std::vector<uint64_t> versions;  // data: one per 4 KiB block
   bool fua = false, resync = false;
   AckKind ack = AckKind::kWritten;
   int error = 0;
   PeerState state;
+  std::vector<OutOfSyncRun> runs;  // kOutOfSync; `fua` carries its `last`
 };
 
 struct Node {
@@ -90,6 +91,7 @@ class World {
   void RunUntil(Clock t, const std::function<bool()>& stop = nullptr);
   Clock Rand(Clock lo, Clock hi) { return std::uniform_int_distribution<Clock>(lo, hi)(rng_); }
   bool Chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+  bool Demote(int node);
 
   void MakeReplica(Node& n);
   void Drain(int node);
@@ -103,6 +105,7 @@ class World {
   void ClientIssue();
   void WriteOn(int node, uint64_t first_block, uint64_t blocks);
   void SplitBrain();
+  void ResolveSplitBrain();
   void Fail(const std::string& what);
   std::string Where() const;
 

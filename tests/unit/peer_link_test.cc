@@ -114,6 +114,7 @@ class Recorder : public PeerLinkHandler {
   void OnFlush(uint64_t seq) override { flushes.push_back(seq); }
   void OnFlushAck(uint64_t seq, int error) override { flush_acks.emplace_back(seq, error); }
   void OnState(const PeerState& p) override { states.push_back(p); }
+  void OnOutOfSync(const peer::OutOfSync& m) override { out_of_sync.push_back(m); }
   void OnSendDone(uint64_t cookie, bool sent) override {
     events.push_back(sent ? "sent" : "unsent");
     send_done.emplace_back(cookie, sent);
@@ -133,6 +134,7 @@ class Recorder : public PeerLinkHandler {
   std::vector<uint64_t> flushes;
   std::vector<std::pair<uint64_t, int>> flush_acks;
   std::vector<PeerState> states;
+  std::vector<peer::OutOfSync> out_of_sync;
   std::vector<std::pair<uint64_t, bool>> send_done;
 
  private:

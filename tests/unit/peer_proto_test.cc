@@ -216,18 +216,19 @@ TEST(PeerProto, GatheredDataHeadMatchesTheContiguousOne) {
   EXPECT_EQ(z.EncodeHeadGathered({}), z.EncodeHead({}));
 }
 
-TEST(PeerProto, StateCarriesResyncDone) {
+TEST(PeerProto, StateCarriesItsFlags) {
   State s;
   s.disk = DiskState::kUpToDate;
-  s.flags = kStateFlagResyncDone | kStateFlagCrashedPrimary;
+  s.flags = kStateFlagResyncDone | kStateFlagCrashedPrimary | kStateFlagDiscardMyData |
+            kStateFlagPrimaryAtSplit;
   s.data_bytes = kGiB;
-  EXPECT_EQ(RoundTrip(s).flags, kStateFlagResyncDone | kStateFlagCrashedPrimary);
+  EXPECT_EQ(RoundTrip(s).flags, s.flags);
   const auto frame = s.Encode();
-  EXPECT_EQ(GetLe(frame, kFrameHeaderBytes + 4, 4), 3u);  // flags at payload offset 4
+  EXPECT_EQ(GetLe(frame, kFrameHeaderBytes + 4, 4), 15u);  // flags at payload offset 4
 
   // A bit beyond the known ones is still refused.
   std::vector<uint8_t> payload(frame.begin() + kFrameHeaderBytes, frame.end());
-  payload[4] |= 1u << 2;
+  payload[4] |= 1u << 4;
   Result<State> bad = State::Decode(payload);
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("unknown flags"));
@@ -308,9 +309,9 @@ TEST(PeerProto, OversizeUnknownAndOutOfBoundsLengthsAreRejected) {
   EXPECT_THAT(h.status().message(),
               HasSubstr("over the limit of " + std::to_string(kPeerMaxPayload)));
 
-  h = DecodeFrameHeader(HeaderOf(RawFrame(0x20, std::vector<uint8_t>(8))));
+  h = DecodeFrameHeader(HeaderOf(RawFrame(0x21, std::vector<uint8_t>(8))));
   ASSERT_FALSE(h.ok());
-  EXPECT_THAT(h.status().message(), HasSubstr("unknown message type 0x0020"));
+  EXPECT_THAT(h.status().message(), HasSubstr("unknown message type 0x0021"));
   EXPECT_FALSE(DecodeFrameHeader(HeaderOf(RawFrame(0, {}))).ok());
 
   // A Ping of 9 bytes is refused before its payload is read.
@@ -412,8 +413,8 @@ TEST(PeerProto, StateDecodeErrors) {
   p[1] = 4;
   EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("disk state 4 is unknown"));
   p = StatePayload();
-  p[4] = 0x04;  // bits 0 and 1 are defined (crashed primary, resync done)
-  EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("unknown flags 0x00000004"));
+  p[4] = 0x10;  // bits 0..3 are defined
+  EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("unknown flags 0x00000010"));
   p = StatePayload();
   p[3] = 1;
   EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("reserved"));
@@ -423,6 +424,52 @@ TEST(PeerProto, StateDecodeErrors) {
   p = StatePayload();
   p.pop_back();
   EXPECT_THAT(State::Decode(p).status().message(), HasSubstr("payload is 55 bytes, must be 56"));
+}
+
+TEST(PeerProto, OutOfSyncRoundTripsAndItsLargestFrameFits) {
+  OutOfSync m;
+  m.flags = kOutOfSyncFlagLast;
+  m.runs = {{0, 4096}, {1 << 20, 8192}, {(1ull << 40) - 4096, 4096}};
+  Result<OutOfSync> back = DecodeMessage<OutOfSync>(m.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->flags, kOutOfSyncFlagLast);
+  EXPECT_EQ(back->runs, m.runs);
+  OutOfSync full;
+  for (uint64_t i = 0; i < kOutOfSyncRunsMax; ++i) full.runs.push_back({i * 8192, 4096});
+  back = DecodeMessage<OutOfSync>(full.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->runs.size(), kOutOfSyncRunsMax);
+  EXPECT_EQ(back->flags, 0u);
+}
+
+std::string OutOfSyncError(uint32_t flags, uint32_t count,
+                           std::vector<std::pair<uint64_t, uint64_t>> runs) {
+  std::vector<uint8_t> p;
+  Le(p, flags, 4);
+  Le(p, count, 4);
+  for (auto [offset, length] : runs) {
+    Le(p, offset, 8);
+    Le(p, length, 8);
+  }
+  Result<OutOfSync> m = OutOfSync::Decode(p);
+  return m.ok() ? "decoded" : m.status().message();
+}
+
+TEST(PeerProto, OutOfSyncDecodeErrors) {
+  EXPECT_EQ(OutOfSyncError(1, 1, {{0, 4096}}), "decoded");
+  EXPECT_THAT(OutOfSyncError(2, 1, {{0, 4096}}), HasSubstr("unknown flags 0x00000002"));
+  EXPECT_THAT(OutOfSyncError(0, 2, {{0, 4096}}), HasSubstr("run count 2 does not match"));
+  EXPECT_THAT(OutOfSyncError(0, 1, {{0, 0}}), HasSubstr("empty or not in whole 512-byte"));
+  EXPECT_THAT(OutOfSyncError(0, 1, {{100, 4096}}), HasSubstr("empty or not in whole 512-byte"));
+  EXPECT_THAT(OutOfSyncError(0, 1, {{~0ull - 511, 1024}}), HasSubstr("wraps around"));
+  EXPECT_THAT(OutOfSyncError(0, 2, {{8192, 4096}, {4096, 4096}}),
+              HasSubstr("run 1 [4096, +4096) overlaps or precedes"));
+  EXPECT_THAT(OutOfSyncError(0, 2, {{0, 8192}, {4096, 4096}}), HasSubstr("overlaps"));
+  // A frame that claims more runs than a frame may hold is refused by its header already.
+  Result<FrameHeader> h =
+      DecodeFrameHeader(HeaderOf(RawFrame(0x20, {}, 0, OutOfSync::kBytesMax + 16)));
+  ASSERT_FALSE(h.ok());
+  EXPECT_THAT(h.status().message(), HasSubstr("OutOfSync payload"));
 }
 
 std::vector<uint8_t> DataHead(uint64_t offset, uint32_t length, uint32_t flags) {

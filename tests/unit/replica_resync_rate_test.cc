@@ -46,6 +46,7 @@ Replica Source(uint64_t rate_bytes) {
   PeerState fresh;
   fresh.data_bytes = o.data_bytes;
   r.PeerUp(fresh);
+  r.PeerOutOfSync({}, /*last=*/true);  // the fresh target's bitmap: empty
   return r;
 }
 

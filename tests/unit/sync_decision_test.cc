@@ -128,5 +128,125 @@ TEST(SyncDecision, APrimaryIsNeverMadeATarget) {
   EXPECT_THAT(d.text, HasSubstr("this node is Primary and would have to become the sync target"));
 }
 
+// --- Split brain resolved by the operator or a policy (rules 61..64) ---
+
+SyncSide Split(GenerationIds ids, Role role, uint64_t changed, bool primary_at_split = false,
+               bool discard = false, DiskState disk = DiskState::kUpToDate) {
+  SyncSide s{ids, disk, role, changed};
+  s.primary_at_split = primary_at_split;
+  s.discard_my_data = discard;
+  return s;
+}
+
+struct PolicyRow {
+  const char* what;
+  SplitBrainPolicy policy;
+  SyncSide a;
+  SyncSide b;
+  SyncPlan a_plan;
+  int rule;
+};
+
+class SplitBrainPolicies : public ::testing::TestWithParam<PolicyRow> {};
+
+TEST_P(SplitBrainPolicies, BothNodesAgree) {
+  const PolicyRow& row = GetParam();
+  const SyncDecision a = DecideSync(row.a, row.b, row.policy);
+  const SyncDecision b = DecideSync(row.b, row.a, row.policy);
+  EXPECT_EQ(a.plan, row.a_plan) << row.what << ": " << a.text;
+  EXPECT_EQ(a.rule, row.rule) << row.what << ": " << a.text;
+  EXPECT_EQ(b.rule, row.rule) << row.what << ": the peer: " << b.text;
+  if (row.a_plan == SyncPlan::kTarget) {
+    EXPECT_TRUE(b.plan == SyncPlan::kBitmapSource || b.plan == SyncPlan::kFullSource)
+        << row.what << ": the peer decided " << SyncPlanName(b.plan) << ": " << b.text;
+  } else {
+    EXPECT_EQ(b.plan, Mirror(row.a_plan)) << row.what << ": the peer: " << b.text;
+  }
+}
+
+constexpr SplitBrainPolicy kNoPolicy{};
+constexpr SplitBrainPolicy kYounger{AfterSb0Pri::kDiscardYoungerPrimary};
+constexpr SplitBrainPolicy kLeast{AfterSb0Pri::kDiscardLeastChanges};
+constexpr SplitBrainPolicy kZero{AfterSb0Pri::kDiscardZeroChanges};
+constexpr SplitBrainPolicy kDiscardSecondary{AfterSb0Pri::kDisconnect,
+                                             AfterSb1Pri::kDiscardSecondary};
+constexpr SplitBrainPolicy kConsensusLeast{AfterSb0Pri::kDiscardLeastChanges,
+                                           AfterSb1Pri::kConsensus};
+constexpr SplitBrainPolicy kEverything{AfterSb0Pri::kDiscardLeastChanges,
+                                       AfterSb1Pri::kDiscardSecondary, AfterSb2Pri::kDisconnect};
+constexpr Role kS = Role::kSecondary, kP = Role::kPrimary;
+
+INSTANTIATE_TEST_SUITE_P(
+    Rows, SplitBrainPolicies,
+    ::testing::Values(
+        PolicyRow{"no policy: an operator decides", kNoPolicy, Split(kMovedToY, kS, kMiB),
+                  Split(kMovedToZ, kS, 2 * kMiB), SyncPlan::kSplitBrain, 60},
+        PolicyRow{"discard-my-data here: bitmap sync from the peer", kNoPolicy,
+                  Split(kMovedToY, kS, kMiB, false, true), Split(kMovedToZ, kP, 2 * kMiB),
+                  SyncPlan::kTarget, 61},
+        PolicyRow{"discard-my-data on the peer: bitmap sync from here", kNoPolicy,
+                  Split(kMovedToY, kS, kMiB), Split(kMovedToZ, kS, 2 * kMiB, false, true),
+                  SyncPlan::kBitmapSource, 61},
+        PolicyRow{"discard-my-data, parted from different generations: full sync", kNoPolicy,
+                  Split(kForcedToY, kS, kMiB), Split(kMovedToZ, kS, 0, false, true),
+                  SyncPlan::kFullSource, 61},
+        PolicyRow{"discard-my-data on both", kNoPolicy, Split(kMovedToY, kS, kMiB, false, true),
+                  Split(kMovedToZ, kS, kMiB, false, true), SyncPlan::kRefuse, 62},
+        PolicyRow{"discard-my-data on a Primary: refused", kNoPolicy,
+                  Split(kMovedToY, kP, kMiB, false, true), Split(kMovedToZ, kS, kMiB),
+                  SyncPlan::kRefuse, 61},
+        PolicyRow{"the survivor is not UpToDate", kNoPolicy,
+                  Split(kMovedToY, kS, kMiB, false, false, DiskState::kOutdated),
+                  Split(kMovedToZ, kS, kMiB, false, true), SyncPlan::kRefuse, 64},
+        PolicyRow{"0pri discard-younger-primary: we were promoted later", kYounger,
+                  Split(kMovedToY, kS, kMiB, false), Split(kMovedToZ, kS, kMiB, true),
+                  SyncPlan::kTarget, 63},
+        PolicyRow{"0pri discard-younger-primary: both promoted alone", kYounger,
+                  Split(kMovedToY, kS, kMiB), Split(kMovedToZ, kS, kMiB), SyncPlan::kSplitBrain,
+                  60},
+        PolicyRow{"0pri discard-least-changes", kLeast, Split(kMovedToY, kS, 3 * kMiB),
+                  Split(kMovedToZ, kS, kMiB), SyncPlan::kBitmapSource, 63},
+        PolicyRow{"0pri discard-least-changes, a tie", kLeast, Split(kMovedToY, kS, kMiB),
+                  Split(kMovedToZ, kS, kMiB), SyncPlan::kSplitBrain, 60},
+        PolicyRow{"0pri discard-zero-changes", kZero, Split(kMovedToY, kS, 0),
+                  Split(kMovedToZ, kS, kMiB), SyncPlan::kTarget, 63},
+        PolicyRow{"0pri discard-zero-changes, both changed", kZero, Split(kMovedToY, kS, kMiB),
+                  Split(kMovedToZ, kS, 2 * kMiB), SyncPlan::kSplitBrain, 60},
+        PolicyRow{"0pri policy does not apply with one Primary", kLeast,
+                  Split(kMovedToY, kP, 3 * kMiB), Split(kMovedToZ, kS, kMiB), SyncPlan::kSplitBrain,
+                  60},
+        PolicyRow{"1pri discard-secondary", kDiscardSecondary, Split(kMovedToY, kP, kMiB),
+                  Split(kMovedToZ, kS, 5 * kMiB), SyncPlan::kBitmapSource, 63},
+        PolicyRow{"1pri consensus: 0pri also discards the Secondary", kConsensusLeast,
+                  Split(kMovedToY, kP, 5 * kMiB), Split(kMovedToZ, kS, kMiB),
+                  SyncPlan::kBitmapSource, 63},
+        PolicyRow{"1pri consensus: 0pri would discard the Primary", kConsensusLeast,
+                  Split(kMovedToY, kP, kMiB), Split(kMovedToZ, kS, 5 * kMiB), SyncPlan::kSplitBrain,
+                  60},
+        PolicyRow{"2pri: only disconnect", kEverything, Split(kMovedToY, kP, kMiB),
+                  Split(kMovedToZ, kP, 5 * kMiB), SyncPlan::kSplitBrain, 60}));
+
+TEST(SyncDecision, ResolvedSplitBrainSaysWhoAndHow) {
+  const SyncDecision d =
+      DecideSync(Split(kMovedToY, kS, 3 * kMiB), Split(kMovedToZ, kS, kMiB), kLeast);
+  EXPECT_THAT(d.text, HasSubstr("after_sb_0pri = discard-least-changes"));
+  EXPECT_THAT(d.text, HasSubstr("the peer's changes are discarded, bitmap sync from here"));
+}
+
+TEST(SyncDecision, PolicyNamesRoundTrip) {
+  for (auto p : {AfterSb0Pri::kDisconnect, AfterSb0Pri::kDiscardYoungerPrimary,
+                 AfterSb0Pri::kDiscardLeastChanges, AfterSb0Pri::kDiscardZeroChanges}) {
+    AfterSb0Pri back{};
+    EXPECT_TRUE(ParseAfterSb0Pri(AfterSb0PriName(p), &back));
+    EXPECT_EQ(back, p);
+  }
+  AfterSb1Pri one{};
+  EXPECT_TRUE(ParseAfterSb1Pri("discard-secondary", &one));
+  EXPECT_EQ(one, AfterSb1Pri::kDiscardSecondary);
+  EXPECT_FALSE(ParseAfterSb1Pri("discard-younger-primary", &one));
+  AfterSb2Pri two{};
+  EXPECT_FALSE(ParseAfterSb2Pri("violently", &two));
+}
+
 }  // namespace
 }  // namespace repld
