@@ -259,6 +259,7 @@ json StatusToJson(const StatusSnapshot& s) {
         {"read_bytes", c.read_bytes},
         {"al_writes", c.al_writes},
         {"bitmap_writes", c.bitmap_writes},
+        {"resync_bytes", c.resync_bytes},
         {"pending", r.pending},
         {"unacked", r.unacked}}},
       {"generation",

@@ -4,7 +4,9 @@
 Both nodes are Primary while apart and write different blocks: when they meet, both must go
 StandAlone with one message naming both nodes and what each changed, no block may move, and
 neither may retry on its own. The documented recovery (fresh metadata on the victim, then
-'replctl connect' on the survivor) must leave both disks identical with the survivor's data.
+'replctl connect' on the survivor) must leave both disks identical with the survivor's data;
+so must 'replctl connect --discard-my-data' on the victim, copying only the blocks either
+node changed, and the after_sb_* policies, which resolve it without an operator.
 'replctl disconnect' on a Primary keeps it serving and StandAlone; 'replctl connect' brings
 the peer back and resyncs only what changed."""
 
@@ -33,6 +35,24 @@ def read(pair: Pair, node: str, offset: int, length: int) -> bytes:
         return h.pread(length, offset)
     finally:
         harness.close_nbd(h)
+
+
+def split(pair: Pair) -> tuple[bytes, bytes, int]:
+    """alpha (Primary) and beta write 4 MiB together; apart, alpha writes 1 MiB at 0, then beta,
+    promoted alone, writes 2 MiB at 8 MiB. Both daemons end stopped but beta (Primary).
+    Returns (the common data, beta's data, the data size)."""
+    pair.up_primary("alpha")
+    base = os.urandom(4 * MiB)
+    write(pair, "alpha", 0, base)
+    pair.wait_in_sync()
+    assert pair.daemon["beta"].stop() == 0, pair.log_tails()
+    write(pair, "alpha", 0, os.urandom(1 * MiB))
+    assert pair.daemon["alpha"].stop() == 0, pair.log_tails()
+    pair.start("beta")
+    pair.promote("beta")
+    beta_data = os.urandom(2 * MiB)
+    write(pair, "beta", 8 * MiB, beta_data)
+    return base, beta_data, pair.data_bytes("beta")
 
 
 class SplitBrainTest(harness.ReplTestCase):
@@ -127,6 +147,61 @@ class SplitBrainTest(harness.ReplTestCase):
             self.assertEqual(pair.daemon[n].stop(), 0, pair.log_tails())
         self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size))
         self.assertEqual(pair.read_disk("beta", 16 * MiB, len(data)), data)
+
+    def assert_alpha_discarded(self, pair: Pair, base: bytes, beta_data: bytes, size: int,
+                               rule: str) -> None:
+        """beta's data won, and only the 3 MiB either node changed travelled."""
+        pair.wait_in_sync()
+        st = pair.status("beta")
+        self.assertTrue(st["sync_decision"].startswith(rule), st)
+        self.assertEqual(st["counters"]["resync_bytes"], 3 * MiB,
+                         "the resync copied more (or less) than the blocks either node changed")
+        self.assertEqual(pair.status("alpha")["disk"], "UpToDate")
+        self.assertIn("changes are discarded", pair.daemon["alpha"].log_tail(200))
+        for n in Pair.NODES:
+            self.assertEqual(pair.daemon[n].stop(), 0, pair.log_tails())
+        self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size))
+        self.assertEqual(pair.read_disk("alpha", 0, 1 * MiB), base[:1 * MiB],
+                         "alpha's discarded changes survived")
+        self.assertEqual(pair.read_disk("alpha", 8 * MiB, len(beta_data)), beta_data)
+
+    def test_discard_my_data_copies_only_what_either_node_changed(self):
+        pair = Pair(disk_size=64 * MiB)
+        base, beta_data, size = split(pair)
+        pair.start("alpha")
+        for n in Pair.NODES:
+            pair.wait_status(n, lambda s: s["connection"] == "StandAlone"
+                             and "split brain" in (s["connection_error"] or ""), 30,
+                             "StandAlone after a split brain")
+        # On a Primary, or on a node that is not StandAlone, the flag is refused.
+        cp = pair.replctl("beta", "connect", "--discard-my-data")
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertIn("--discard-my-data on a Primary", cp.stderr)
+        cp = pair.replctl("alpha", "connect", "--discard-my-data")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("discards this node's changes", cp.stdout)
+        time.sleep(1)
+        self.assertEqual(pair.status("alpha")["disk"], "UpToDate",
+                         "alpha's data changed before the survivor connected")
+        cp = pair.replctl("beta", "connect")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assert_alpha_discarded(pair, base, beta_data, size, "rule 61: ")
+
+    def test_after_sb_1pri_discard_secondary_resolves_without_an_operator(self):
+        pair = Pair(disk_size=64 * MiB, net={"after_sb_1pri": "discard-secondary"})
+        base, beta_data, size = split(pair)
+        pair.start("alpha")  # starts Secondary: beta is the one Primary
+        self.assert_alpha_discarded(pair, base, beta_data, size, "rule 63: ")
+
+    def test_after_sb_0pri_discard_least_changes_between_two_secondaries(self):
+        pair = Pair(disk_size=64 * MiB, net={"after_sb_0pri": "discard-least-changes"})
+        base, beta_data, size = split(pair)
+        # beta changed 2 MiB, alpha 1 MiB: with neither Primary, alpha's changes go. (beta was
+        # Primary: demoting it first makes this the zero-Primary case.)
+        cp = pair.replctl("beta", "secondary")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        pair.start("alpha")
+        self.assert_alpha_discarded(pair, base, beta_data, size, "rule 63: ")
 
 
 if __name__ == "__main__":
