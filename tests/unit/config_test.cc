@@ -55,6 +55,8 @@ ping_timeout = "250ms"
 ko_count = 4
 reconnect_max = 30
 max_buffers = 64
+after_sb_0pri = "discard-zero-changes"
+after_sb_1pri = "consensus"
 [disk]
 meta_disk = "/dev/sdc1"
 al_extents = 257
@@ -75,6 +77,9 @@ address = "127.0.0.1:7789"
   EXPECT_EQ(c->net.ko_count, 4u);
   EXPECT_EQ(c->net.reconnect_max, std::chrono::seconds(30));
   EXPECT_EQ(c->net.max_buffers, 64u);
+  EXPECT_EQ(c->net.split_brain.zero_primaries, AfterSb0Pri::kDiscardZeroChanges);
+  EXPECT_EQ(c->net.split_brain.one_primary, AfterSb1Pri::kConsensus);
+  EXPECT_EQ(c->net.split_brain.two_primaries, AfterSb2Pri::kDisconnect);
   EXPECT_EQ(c->meta.al_extents, 257u);
   EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[0]), "/md-a");
   EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[1]), "/dev/sdc1");
@@ -187,6 +192,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[resource]\nname = \"r\"\n[net]\nping_timeout = \"5 parsecs\"\n[node.a]\ndisk = "
                 "\"/x\"\n",
                 "key 'net.ping_timeout': '5 parsecs' is not a duration; allowed: 10ms to 60000ms"},
+        BadCase{"[resource]\nname = \"r\"\n[net]\nafter_sb_1pri = \"discard-younger-primary\"\n"
+                "[node.a]\ndisk = \"/x\"\n",
+                "r.toml:4:17: key 'net.after_sb_1pri': 'discard-younger-primary' is not a "
+                "split-brain policy; allowed: \"disconnect\", \"consensus\", "
+                "\"discard-secondary\""},
         BadCase{"[resource]\nname = \"r\"\n[disk]\nal_extents = 3\n[node.a]\ndisk = \"/x\"\n",
                 "key 'disk.al_extents': 3 is out of range; allowed: 7..65534"},
         BadCase{"[resource]\nname = \"r\"\n[net]\nsecret = \"s\"\n[node.a]\ndisk = \"/x\"\n"
