@@ -26,6 +26,22 @@ uint64_t Count(const json& object, const char* key) {
   return v.is_number_unsigned() ? v.get<uint64_t>() : 0;
 }
 
+std::optional<uint64_t> MaybeCount(const json& object, const char* key) {
+  const json& v = Field(object, key);
+  if (!v.is_number_unsigned()) return std::nullopt;
+  return v.get<uint64_t>();
+}
+
+// 23260 -> "23,260".
+std::string Grouped(uint64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
 std::string CountersLine(const json& counters) {
   return "  counters: sent " + FormatSizeBytes(Count(counters, "sent_bytes")) + ", received " +
          FormatSizeBytes(Count(counters, "received_bytes")) + ", written " +
@@ -63,6 +79,23 @@ std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes) {
   return bar + text;
 }
 
+std::string FormatResyncSpeed(std::optional<uint64_t> eta_seconds,
+                              std::optional<uint64_t> speed_bytes_per_second,
+                              std::optional<uint64_t> average_bytes_per_second) {
+  std::string finish = "?";
+  if (eta_seconds) {
+    char text[40];
+    std::snprintf(text, sizeof text, "%llu:%02llu:%02llu",
+                  static_cast<unsigned long long>(*eta_seconds / 3600),
+                  static_cast<unsigned long long>(*eta_seconds / 60 % 60),
+                  static_cast<unsigned long long>(*eta_seconds % 60));
+    finish = text;
+  }
+  auto kib = [](std::optional<uint64_t> v) { return v ? Grouped(*v / 1024) : std::string("?"); };
+  return "finish: " + finish + " speed: " + kib(speed_bytes_per_second) + " (" +
+         kib(average_bytes_per_second) + ") K/sec";
+}
+
 std::string FormatStatus(const json& status) {
   std::string out = Text(status, "resource") + " role:" + Text(status, "role") + "\n";
   out += "  disk:" + Text(status, "disk") + "\n";
@@ -91,6 +124,13 @@ std::string FormatStatus(const json& status) {
     if (resync.is_object()) {
       out += "    " +
              FormatResyncProgress(Count(resync, "done_bytes"), Count(resync, "total_bytes")) + "\n";
+      const auto speed = MaybeCount(resync, "speed_bytes_per_second");
+      if (speed) {
+        out += "    " +
+               FormatResyncSpeed(MaybeCount(resync, "eta_seconds"), speed,
+                                 MaybeCount(resync, "average_bytes_per_second")) +
+               "\n";
+      }
     }
     const json& paused = Field(status, "resync_paused");
     if (paused.is_boolean() && paused.get<bool>()) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace repld::cli {
@@ -21,5 +22,10 @@ std::string FormatStatus(const nlohmann::json& status);
 
 // "[=====>..............] sync'ed: 28.1% (736/1024)M  done: 288.0 MiB of 1.0 GiB".
 std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes);
+// "finish: 0:02:30 speed: 23,260 (21,628) K/sec": the time left at the speed of the last 10 s,
+// that speed and the average since the start (DRBD's second progress line). "?" for unknowns.
+std::string FormatResyncSpeed(std::optional<uint64_t> eta_seconds,
+                              std::optional<uint64_t> speed_bytes_per_second,
+                              std::optional<uint64_t> average_bytes_per_second);
 
 }  // namespace repld::cli

@@ -231,9 +231,12 @@ json StatusToJson(const StatusSnapshot& s) {
   }
   json resync = nullptr;
   if (r.repl == ReplState::kSyncSource || r.repl == ReplState::kSyncTarget) {
-    const uint64_t total = r.resync_total_bytes;
-    const uint64_t left = std::min(r.out_of_sync_bytes, total);
-    resync = {{"total_bytes", total}, {"done_bytes", total - left}};
+    auto optional = [](const std::optional<uint64_t>& v) { return v ? json(*v) : json(nullptr); };
+    resync = {{"total_bytes", r.resync_total_bytes},
+              {"done_bytes", r.resync_done_bytes},
+              {"speed_bytes_per_second", optional(s.resync_rate.speed_bytes_per_second)},
+              {"average_bytes_per_second", optional(s.resync_rate.average_bytes_per_second)},
+              {"eta_seconds", optional(s.resync_rate.eta_seconds)}};
   }
   const ReplicaCounters& c = r.counters;
   return {

@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "daemon/resync_progress.h"
 #include "replication/replica.h"
 
 namespace repld {
@@ -66,6 +67,7 @@ struct StatusSnapshot {
   uint64_t clients = 0;     // NBD/ublk clients connected
   uint64_t size_bytes = 0;  // the replicated device's size
   std::string connection_error;  // why the peer link last failed; empty if it did not
+  ResyncRate resync_rate;        // while a resync runs
 };
 nlohmann::json StatusToJson(const StatusSnapshot& snapshot);
 

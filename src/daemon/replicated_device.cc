@@ -231,6 +231,14 @@ void ReplicatedDevice::StartTick() {
     if (ec || stopped_) return;
     replica_->Tick();
     Drain();
+    const ReplicaStatus st = replica_->Report();
+    if (st.repl == ReplState::kSyncSource || st.repl == ReplState::kSyncTarget) {
+      const auto now = std::chrono::steady_clock::now().time_since_epoch();
+      progress_.Sample(std::chrono::duration<double>(now).count(), st.resync_done_bytes,
+                       st.resync_total_bytes);
+    } else {
+      progress_.Reset();
+    }
     StartTick();
   });
 }

@@ -37,6 +37,7 @@
 #include "common/status.h"
 #include "daemon/config.h"
 #include "daemon/peer_link.h"
+#include "daemon/resync_progress.h"
 #include "replication/replica.h"
 
 namespace repld {
@@ -83,6 +84,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Role role() const { return replica_->role(); }
   // Why the peer link last failed, for status; empty if it did not.
   std::string link_error() const;
+  ResyncRate resync_rate() const { return progress_.Rate(); }
 
  private:
   struct ClientSlot {
@@ -194,7 +196,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::vector<ClientSlot> slots_;
   std::vector<uint32_t> free_slots_;
   std::unordered_map<uint64_t, Received> received_;  // key -> frame not yet applied
-  std::vector<OutOfSyncRun> out_of_sync_runs_;       // OnOutOfSync's, kept to reuse its buffer
+  std::vector<OutOfSyncRun> out_of_sync_runs_;
+  ResyncProgress progress_;  // sampled by the tick       // OnOutOfSync's, kept to reuse its buffer
   uint64_t next_key_ = 1;
   std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
   std::vector<AuxIo*> free_aux_;

@@ -94,6 +94,7 @@ nlohmann::json Resource::StatusJson() const {
     snapshot.replica = device_->Report();
     snapshot.size_bytes = device_->data_bytes();
     snapshot.connection_error = device_->link_error();
+    snapshot.resync_rate = device_->resync_rate();
   } else {
     // Served alone: always the Primary of its own data.
     snapshot.replica.role = Role::kPrimary;

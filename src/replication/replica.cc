@@ -96,6 +96,11 @@ ReplicaStatus Replica::Report() const {
   s.unacked = unconfirmed_.size() + resync_frames_.size();
   s.out_of_sync_bytes = bitmap_.OutOfSyncBytes();
   s.resync_total_bytes = resync_total_bytes_;
+  if (repl_ == ReplState::kSyncSource) {
+    s.resync_done_bytes = resync_total_bytes_ - std::min(s.out_of_sync_bytes, resync_total_bytes_);
+  } else if (repl_ == ReplState::kSyncTarget) {
+    s.resync_done_bytes = std::min(resync_applied_bytes_, resync_total_bytes_);
+  }
   s.ids = md_.ids;
   s.sync_decision = last_decision_.text;
   s.resync_paused = resync_paused_;

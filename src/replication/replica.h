@@ -159,7 +159,8 @@ struct ReplicaStatus {
   uint64_t pending = 0;  // client requests not yet answered
   uint64_t unacked = 0;  // frames sent to the peer, not yet confirmed
   uint64_t out_of_sync_bytes = 0;
-  uint64_t resync_total_bytes = 0;
+  uint64_t resync_total_bytes = 0;  // of the resync in progress (the source's count)
+  uint64_t resync_done_bytes = 0;   // of which done: confirmed (source) or written (target)
   GenerationIds ids;
   std::string sync_decision;  // the rule that decided at the last connect ("" before one)
   bool resync_paused = false;
@@ -354,6 +355,7 @@ class Replica {
   uint64_t resync_cursor_bit_ = 0;
   uint64_t resync_total_bytes_ = 0;
   uint64_t last_resync_seq_ = 0;
+  uint64_t resync_applied_bytes_ = 0;  // target side: resync data written in this resync
 
   // Secondary side.
   std::map<uint64_t, uint64_t> apply_order_;     // arrival order -> key

@@ -139,6 +139,8 @@ void Replica::PeerUp(const PeerState& peer) {
       break;
     case SyncPlan::kTarget:
       repl_ = ReplState::kSyncTarget;
+      resync_total_bytes_ = 0;  // the source's State after it has our bitmap says how much
+      resync_applied_bytes_ = 0;
       SetDisk(DiskState::kInconsistent);
       SendOurBitmap();
       break;
@@ -231,6 +233,9 @@ void Replica::PeerStateChanged(const PeerState& peer) {
   if (!Connected()) return;
   const bool resync_done = peer.resync_done && repl_ == ReplState::kSyncTarget;
   peer_ = peer;
+  if (repl_ == ReplState::kSyncTarget && resync_total_bytes_ == 0) {
+    resync_total_bytes_ = peer.out_of_sync_bytes;
+  }
   if (resync_done) {
     // The source confirmed every block: our data is now its data.
     repl_ = ReplState::kEstablished;
@@ -305,6 +310,7 @@ void Replica::ApplyDone(uint64_t key, int error) {
   const uint64_t seq = a.seq;
   if (error == 0) {
     counters_.written_bytes += a.length;
+    if (a.resync && repl_ == ReplState::kSyncTarget) resync_applied_bytes_ += a.length;
   } else {
     Warn("writing the peer's block at " + std::to_string(a.offset) + " failed: error " +
          std::to_string(error));

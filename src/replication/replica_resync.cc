@@ -15,6 +15,7 @@ void Replica::StartResyncAsSource(bool full) {
   Emit(PersistBitmap{});
   Info(std::string(full ? "full" : "bitmap") +
        " resync to the peer: " + std::to_string(resync_total_bytes_) + " bytes");
+  Emit(SendState{LocalState()});  // the target learns the total from our out-of-sync bytes
   PumpResync();
 }
 

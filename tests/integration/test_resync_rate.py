@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """resync.rate and pause-sync / resume-sync with two real daemons: a full sync of 56 MiB at
 8 MiB/s takes about 7 s, not a fraction of one; paused, it moves no block for seconds (while the
-Primary still serves); resumed, it finishes and both data areas are identical."""
+Primary still serves); resumed, it finishes and both data areas are identical. Meanwhile both
+nodes' status shows the progress, and the source's its speed and time left."""
 
 import os
 import sys
@@ -26,6 +27,22 @@ class ResyncRateTest(harness.ReplTestCase):
                               and s["resync"]["done_bytes"] > 0, 10, "resync started")
         total = st["resync"]["total_bytes"]
         self.assertGreater(total, 40 * MiB)
+
+        # Progress on both sides; speed and finish time once two ticks have passed.
+        st = pair.wait_status("alpha", lambda s: s["resync"] is not None
+                              and s["resync"]["speed_bytes_per_second"] is not None, 5,
+                              "a resync speed")
+        speed = st["resync"]["speed_bytes_per_second"]
+        self.assertTrue(4 * MiB <= speed <= 12 * MiB, f"speed {speed} at a rate of 8 MiB/s")
+        left = st["resync"]["total_bytes"] - st["resync"]["done_bytes"]
+        self.assertAlmostEqual(st["resync"]["eta_seconds"], left / speed, delta=1.5)
+        target = pair.wait_status("beta", lambda s: s["resync"] is not None
+                                  and s["resync"]["done_bytes"] > 0, 5, "progress on the target")
+        self.assertEqual(target["resync"]["total_bytes"], total)
+        self.assertLessEqual(target["resync"]["done_bytes"], total)
+        human = pair.replctl("alpha", "status").stdout
+        self.assertIn("sync'ed:", human)
+        self.assertRegex(human, r"finish: \d+:\d\d:\d\d speed: [\d,]+ \([\d,]+\) K/sec")
 
         cp = pair.replctl("beta", "pause-sync")
         self.assertNotEqual(cp.returncode, 0)

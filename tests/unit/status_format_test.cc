@@ -74,6 +74,23 @@ TEST(StatusFormat, Resyncing) {
                 kCounters);
 }
 
+TEST(StatusFormat, ResyncingWithSpeedShowsFinishAndSpeed) {
+  const std::string out = FormatStatus(Status(R"({"role":"Primary","disk":"UpToDate",
+      "connection":"Connected","replication":"SyncSource","out_of_sync_bytes":0,
+      "peer":{"node":"beta","role":"Secondary","disk":"Inconsistent"},
+      "resync":{"total_bytes":1073741824,"done_bytes":301989888,
+                "speed_bytes_per_second":23818240,"average_bytes_per_second":22147072,
+                "eta_seconds":150}})"));
+  EXPECT_NE(out.find("\n    finish: 0:02:30 speed: 23,260 (21,628) K/sec\n"), std::string::npos)
+      << out;
+}
+
+TEST(StatusFormat, ResyncSpeedUnknowns) {
+  EXPECT_EQ(FormatResyncSpeed(std::nullopt, 0, std::nullopt), "finish: ? speed: 0 (?) K/sec");
+  EXPECT_EQ(FormatResyncSpeed(3600 * 27 + 61, 1024 * 1024 * 1024, 1024),
+            "finish: 27:01:01 speed: 1,048,576 (1) K/sec");
+}
+
 TEST(StatusFormat, ProgressBarEnds) {
   EXPECT_EQ(FormatResyncProgress(0, 100 * (1 << 20)).substr(0, 22), "[>...................]");
   EXPECT_EQ(FormatResyncProgress(100 * (1 << 20), 100 * (1 << 20)).substr(0, 36),
