@@ -132,6 +132,21 @@ std::string FormatStatus(const json& status) {
                "\n";
       }
     }
+    const json& verify = Field(status, "verify");
+    if (verify.is_object()) {
+      const bool running =
+          Field(verify, "running").is_boolean() && Field(verify, "running").get<bool>();
+      out += std::string("    ") + (running ? "verify: " : "last verify: ") +
+             FormatSizeBytes(Count(verify, "done_bytes")) + " of " +
+             FormatSizeBytes(Count(verify, "total_bytes")) + " compared, " +
+             FormatSizeBytes(Count(verify, "differing_bytes")) + " differ" +
+             (running ? ""
+              : Count(verify, "differing_bytes") > 0
+                  ? " (marked out of sync: 'replctl disconnect' then 'replctl "
+                    "connect' resyncs them)"
+                  : "") +
+             "\n";
+    }
     const json& paused = Field(status, "resync_paused");
     if (paused.is_boolean() && paused.get<bool>()) {
       out += "    resync paused here ('replctl resume-sync' resumes it)\n";

@@ -82,6 +82,18 @@ class Reader {
     return node->as_string()->get();
   }
 
+  std::optional<bool> Bool(const toml::table& table, const std::string& prefix,
+                           std::string_view key) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return std::nullopt;
+    if (!node->is_boolean()) {
+      Fail(node->source(), Join(prefix, key),
+           Shown(*node) + " is not a boolean; allowed: true, false");
+      return std::nullopt;
+    }
+    return node->as_boolean()->get();
+  }
+
   std::optional<uint64_t> Integer(const toml::table& table, const std::string& prefix,
                                   std::string_view key, uint64_t min, uint64_t max) {
     const toml::node* node = table.get(key);
@@ -362,8 +374,9 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   if (const toml::table* net = r.Table(root, "", "net")) ReadNet(r, *net, config.net);
   if (const toml::table* nbd = r.Table(root, "", "nbd")) ReadNbd(r, *nbd, config.nbd);
   if (const toml::table* resync = r.Table(root, "", "resync")) {
-    r.CheckKeys(*resync, "resync", {"rate"});
+    r.CheckKeys(*resync, "resync", {"rate", "checksums"});
     if (auto v = r.Size(*resync, "resync", "rate", 0, 100 * kGiB)) config.resync.rate_bytes = *v;
+    if (auto v = r.Bool(*resync, "resync", "checksums")) config.resync.checksums = *v;
   }
   if (const toml::table* disk = r.Table(root, "", "disk")) {
     r.CheckKeys(*disk, "disk", {"direct_io", "meta_disk", "al_extents"});

@@ -40,6 +40,7 @@ struct NetConfig {
 
 struct ResyncConfig {
   uint64_t rate_bytes = 0;  // per second a SyncSource sends at most; 0: as fast as it can
+  bool checksums = false;   // digests first; only blocks whose digests differ travel
 };
 
 struct MetaConfig {

@@ -50,12 +50,12 @@ Status CheckVersion(const json& object) {
 
 constexpr const char* kCommands =
     "status, primary, secondary, connect, disconnect, invalidate, invalidate-remote, "
-    "pause-sync, resume-sync";
+    "pause-sync, resume-sync, verify";
 
 Status CheckArguments(const std::string& command, const json& request) {
   if (command == "status" || command == "secondary" || command == "disconnect" ||
       command == "invalidate" || command == "invalidate-remote" || command == "pause-sync" ||
-      command == "resume-sync") {
+      command == "resume-sync" || command == "verify") {
     return Status::Ok();
   }
   // The commands with one optional boolean argument.
@@ -253,6 +253,11 @@ json StatusToJson(const StatusSnapshot& s) {
                                : json(s.connection_error)},
       {"sync_decision", r.sync_decision.empty() ? json(nullptr) : json(r.sync_decision)},
       {"resync_paused", r.resync_paused},
+      {"verify", r.verify ? json{{"running", r.verify->running},
+                                 {"total_bytes", r.verify->total_bytes},
+                                 {"done_bytes", r.verify->done_bytes},
+                                 {"differing_bytes", r.verify->differing_bytes}}
+                          : json(nullptr)},
       {"out_of_sync_bytes", r.out_of_sync_bytes},
       {"resync", resync},
       {"counters",
@@ -263,6 +268,7 @@ json StatusToJson(const StatusSnapshot& s) {
         {"al_writes", c.al_writes},
         {"bitmap_writes", c.bitmap_writes},
         {"resync_bytes", c.resync_bytes},
+        {"resync_equal_bytes", c.resync_equal_bytes},
         {"pending", r.pending},
         {"unacked", r.unacked}}},
       {"generation",

@@ -282,6 +282,18 @@ void PeerLink::SendOutOfSync(std::span<const OutOfSyncRun> runs, bool last) {
   if (impl_->current) impl_->current->SendLarge(m.Encode());
 }
 
+void PeerLink::SendCsums(const peer::Csums& message) {
+  if (impl_->current) impl_->current->SendLarge(message.Encode());
+}
+
+void PeerLink::SendCsumReply(uint64_t seq, std::span<const OutOfSyncRun> differing, int error) {
+  peer::CsumReply m;
+  m.seq = seq;
+  m.error = error;
+  for (const OutOfSyncRun& r : differing) m.differing.push_back({r.offset_bytes, r.length_bytes});
+  if (impl_->current) impl_->current->SendLarge(m.Encode());
+}
+
 void PeerLink::SendSmall(std::span<const uint8_t> frame) {
   if (impl_->current) impl_->current->SendSmall(frame);
 }

@@ -83,6 +83,8 @@ class PeerLinkHandler {
   virtual void OnFlushAck(uint64_t seq, int error) = 0;
   virtual void OnState(const PeerState& peer) = 0;
   virtual void OnOutOfSync(const peer::OutOfSync& message) = 0;
+  virtual void OnCsums(const peer::Csums& message) = 0;
+  virtual void OnCsumReply(const peer::CsumReply& message) = 0;
   // A frame queued with SendData left (sent = true: handed to the socket) or will never leave
   // (sent = false: the connection closed first). Comes exactly once per SendData that returned
   // true, and only then may the handler reuse the buffers it passed.
@@ -126,6 +128,8 @@ class PeerLink {
   void SendState(const PeerState& state);
   // One frame of the sync target's bitmap (runs.size() <= peer::kOutOfSyncRunsMax).
   void SendOutOfSync(std::span<const OutOfSyncRun> runs, bool last);
+  void SendCsums(const peer::Csums& message);
+  void SendCsumReply(uint64_t seq, std::span<const OutOfSyncRun> differing, int error);
 
  private:
   void SendSmall(std::span<const uint8_t> frame);

@@ -151,6 +151,10 @@ void PeerSession::Dispatch(peer::MessageType type, std::span<const uint8_t> payl
       return Deliver<peer::State>(payload, [&](const auto& m) { h.OnState(FromWireState(m)); });
     case MessageType::kOutOfSync:
       return Deliver<peer::OutOfSync>(payload, [&](const auto& m) { h.OnOutOfSync(m); });
+    case MessageType::kCsums:
+      return Deliver<peer::Csums>(payload, [&](const auto& m) { h.OnCsums(m); });
+    case MessageType::kCsumReply:
+      return Deliver<peer::CsumReply>(payload, [&](const auto& m) { h.OnCsumReply(m); });
     case MessageType::kPing:
       return Deliver<peer::Ping>(
           payload, [&](const auto& m) { SendSmall(peer::PingAck{m.token}.Encode()); });

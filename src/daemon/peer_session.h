@@ -192,7 +192,8 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   size_t read_end_ = 0;
   // Every type but Data fits: the largest is OutOfSync (64 KiB).
   std::vector<uint8_t> small_payload_ =
-      std::vector<uint8_t>(std::max(peer::Error::kBytesMax, peer::OutOfSync::kBytesMax));
+      std::vector<uint8_t>(std::max({peer::Error::kBytesMax, peer::OutOfSync::kBytesMax,
+                                     peer::Csums::kBytesMax, peer::CsumReply::kBytesMax}));
   std::vector<uint8_t*> chunks_;  // sized for the largest Data the pool can take
   size_t chunks_held_ = 0;
   std::vector<asio::mutable_buffer> pieces_;

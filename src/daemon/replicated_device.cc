@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "common/units.h"
+#include "replication/block_digest.h"
 #include "replication/md_state.h"
 #include "replication/peer_auth.h"
 
@@ -20,6 +21,8 @@ ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& c
 
 ReplicatedDevice::~ReplicatedDevice() {
   for (ResyncBuffer& b : resync_buffers_) std::free(b.data);
+  for (uint8_t* b : free_csum_buffers_) std::free(b);
+  for (auto& [key, work] : csum_work_) std::free(work.buffer);
   std::free(al_buffer_);
 }
 
@@ -104,6 +107,7 @@ Status ReplicatedDevice::Load() {
   ro.resync_block_bytes = resync_block_bytes_;
   ro.resync_rate_bytes = config_.resync.rate_bytes;
   ro.split_brain = config_.net.split_brain;
+  ro.resync_checksums = config_.resync.checksums;
   ro.out_of_sync_runs_max = peer::kOutOfSyncRunsMax;
   ro.seed = seed;
   replica_ = std::make_unique<Replica>(ro, MdStateFromSuperblock(superblock_),
@@ -215,6 +219,13 @@ Status ReplicatedDevice::Invalidate(bool remote) {
 Status ReplicatedDevice::PauseResync(bool pause) {
   if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
   Status s = replica_->PauseResync(pause);
+  Drain();
+  return s;
+}
+
+Status ReplicatedDevice::StartVerify() {
+  if (stopped_ || link_stopped_) return Status::Invalid("the daemon is stopping");
+  Status s = replica_->StartVerify();
   Drain();
   return s;
 }
@@ -436,6 +447,12 @@ void ReplicatedDevice::Execute(Action& action) {
           link_->SendState(a.state);
         } else if constexpr (std::is_same_v<T, SendOutOfSync>) {
           link_->SendOutOfSync(a.runs, a.last);
+        } else if constexpr (std::is_same_v<T, SendCsums>) {
+          ExecuteSendCsums(a);
+        } else if constexpr (std::is_same_v<T, CompareCsums>) {
+          ExecuteCompareCsums(a);
+        } else if constexpr (std::is_same_v<T, SendCsumReply>) {
+          link_->SendCsumReply(a.seq, a.differing, a.error);
         } else if constexpr (std::is_same_v<T, DropPeer>) {
           link_->Drop(a.reason, a.reconnect);
         } else if constexpr (std::is_same_v<T, Log>) {
@@ -603,7 +620,14 @@ void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
       self->replica_->LocalFlushDone(key, error);
       break;
     case AuxIo::Kind::kResyncRead:
+      if (ResyncBuffer* b = self->FindResyncBuffer(key); error == 0 && b->want_digests) {
+        b->digests.clear();
+        AppendBlockDigests(std::span<const uint8_t>(b->data, b->iov.iov_len), b->digests);
+      }
       self->replica_->ResyncReadDone(key, error);
+      break;
+    case AuxIo::Kind::kCsumRead:
+      self->FinishCompareCsums(key, error);
       break;
     case AuxIo::Kind::kAlFlush:
       if (error == 0) {

@@ -80,6 +80,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Status Invalidate(bool remote);
   // replctl pause-sync / resume-sync (Replica::PauseResync).
   Status PauseResync(bool pause);
+  // replctl verify (Replica::StartVerify).
+  Status StartVerify();
   ReplicaStatus Report() const { return replica_->Report(); }
   Role role() const { return replica_->role(); }
   // Why the peer link last failed, for status; empty if it did not.
@@ -114,6 +116,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
       kApply,
       kFlush,
       kResyncRead,
+      kCsumRead,
       kAlFlush,
       kAlWrite
     } kind = Kind::kApply;
@@ -127,7 +130,19 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
     iovec iov{};  // the block: {data, length}
     bool in_use = false;
     bool sending = false;
+    bool want_digests = false;
+    std::vector<uint64_t> digests;  // of the block, once read, when wanted
   };
+  // The peer's digests waiting for the local data to compare them with.
+  struct CsumWork {
+    uint64_t offset_bytes = 0;
+    uint32_t length_bytes = 0;
+    std::vector<uint64_t> digests;
+    uint8_t* buffer = nullptr;  // peer::kCsumsBytesMax, while the read runs
+  };
+  // A peer may have this many digest frames waiting here; more drop the connection (the
+  // source's resync window is far smaller).
+  static constexpr size_t kCsumWorkMax = 16;
 
   ReplicatedDevice(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node,
                    BackingStore& store, Options options);
@@ -142,6 +157,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void ExecuteApply(uint64_t key);
   void ExecuteResyncRead(const ResyncRead& a);
   void ExecuteSendResync(const SendResync& a);
+  void ExecuteSendCsums(const SendCsums& a);
+  void ExecuteCompareCsums(const CompareCsums& a);
+  void FinishCompareCsums(uint64_t key, int error);
   void ExecuteWriteAl(const WriteAl& a);
   void ExecutePersistMd(const MdState& md);
   void ExecutePersistBitmap();
@@ -178,6 +196,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void OnFlushAck(uint64_t seq, int error) override;
   void OnState(const PeerState& peer) override;
   void OnOutOfSync(const peer::OutOfSync& message) override;
+  void OnCsums(const peer::Csums& message) override;
+  void OnCsumReply(const peer::CsumReply& message) override;
   void OnSendDone(uint64_t cookie, bool sent) override;
 
   asio::io_context& io_;
@@ -197,7 +217,10 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::vector<uint32_t> free_slots_;
   std::unordered_map<uint64_t, Received> received_;  // key -> frame not yet applied
   std::vector<OutOfSyncRun> out_of_sync_runs_;
-  ResyncProgress progress_;  // sampled by the tick       // OnOutOfSync's, kept to reuse its buffer
+  ResyncProgress progress_;                           // sampled by the tick
+  std::unordered_map<uint64_t, CsumWork> csum_work_;  // key -> the peer's digests
+  std::vector<uint8_t*> free_csum_buffers_;  // at most kCsumWorkMax, kept for reuse       //
+                                             // OnOutOfSync's, kept to reuse its buffer
   uint64_t next_key_ = 1;
   std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
   std::vector<AuxIo*> free_aux_;

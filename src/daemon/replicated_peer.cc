@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "daemon/replicated_device.h"
+#include "replication/block_digest.h"
 
 namespace repld {
 namespace {
@@ -143,6 +144,7 @@ ReplicatedDevice::ResyncBuffer* ReplicatedDevice::FindResyncBuffer(uint64_t toke
 
 void ReplicatedDevice::ExecuteResyncRead(const ResyncRead& a) {
   ResyncBuffer& buffer = TakeResyncBuffer(a.token, a.offset_bytes, a.length_bytes);
+  buffer.want_digests = a.digests;
   AuxIo& aux = TakeAux(AuxIo::Kind::kResyncRead, a.token);
   aux.iov.push_back(buffer.iov);
   aux.io.iov = aux.iov.data();
@@ -150,6 +152,92 @@ void ReplicatedDevice::ExecuteResyncRead(const ResyncRead& a) {
   aux.io.request = BlockRequest{
       .op = BlockOp::kRead, .offset_bytes = a.offset_bytes, .length_bytes = a.length_bytes};
   store_.Submit(&aux.io);
+}
+
+void ReplicatedDevice::ExecuteSendCsums(const SendCsums& a) {
+  ResyncBuffer* buffer = FindResyncBuffer(a.token);
+  REPLD_CHECK(buffer != nullptr && buffer->want_digests);
+  peer::Csums m;
+  m.seq = a.seq;
+  m.offset_bytes = buffer->offset_bytes;
+  m.length_bytes = static_cast<uint32_t>(buffer->iov.iov_len);
+  m.flags = a.verify ? peer::kCsumsFlagVerify : 0;
+  m.digests = std::move(buffer->digests);
+  link_->SendCsums(m);  // the frame owns its bytes: the buffer is free at once
+  buffer->in_use = false;
+}
+
+// --- Digests from the peer: compare them with the local data ---
+
+void ReplicatedDevice::OnCsums(const peer::Csums& message) {
+  if (csum_work_.size() >= kCsumWorkMax) {
+    link_->Drop("the peer has more than " + std::to_string(kCsumWorkMax) +
+                    " digest frames waiting on this node",
+                true);
+    return;
+  }
+  const uint64_t key = next_key_++;
+  csum_work_.emplace(
+      key, CsumWork{message.offset_bytes, message.length_bytes, message.digests, nullptr});
+  if (!replica_->PeerCsums(key, message.seq, message.offset_bytes, message.length_bytes,
+                           (message.flags & peer::kCsumsFlagVerify) != 0)) {
+    csum_work_.erase(key);
+  }
+  Drain();
+}
+
+void ReplicatedDevice::ExecuteCompareCsums(const CompareCsums& a) {
+  CsumWork& work = csum_work_.at(a.key);
+  if (free_csum_buffers_.empty()) {
+    auto* fresh =
+        static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes, peer::kCsumsBytesMax));
+    REPLD_CHECK(fresh != nullptr);
+    free_csum_buffers_.push_back(fresh);
+  }
+  work.buffer = free_csum_buffers_.back();
+  free_csum_buffers_.pop_back();
+  AuxIo& aux = TakeAux(AuxIo::Kind::kCsumRead, a.key);
+  aux.iov.push_back(iovec{work.buffer, work.length_bytes});
+  aux.io.iov = aux.iov.data();
+  aux.io.iov_count = 1;
+  aux.io.request = BlockRequest{
+      .op = BlockOp::kRead, .offset_bytes = work.offset_bytes, .length_bytes = work.length_bytes};
+  store_.Submit(&aux.io);
+}
+
+// The 4 KiB blocks whose digests differ, as runs; the core answers the peer.
+void ReplicatedDevice::FinishCompareCsums(uint64_t key, int error) {
+  auto it = csum_work_.find(key);
+  REPLD_CHECK(it != csum_work_.end());
+  CsumWork& work = it->second;
+  std::vector<OutOfSyncRun> differing;
+  if (error == 0) {
+    std::vector<uint64_t> mine;
+    AppendBlockDigests(std::span<const uint8_t>(work.buffer, work.length_bytes), mine);
+    REPLD_CHECK(mine.size() == work.digests.size());  // checked by Csums::Decode
+    for (size_t i = 0; i < mine.size(); ++i) {
+      if (mine[i] == work.digests[i]) continue;
+      const uint64_t offset = work.offset_bytes + i * kDigestGrainBytes;
+      const uint64_t length =
+          std::min<uint64_t>(kDigestGrainBytes, work.offset_bytes + work.length_bytes - offset);
+      if (!differing.empty() &&
+          differing.back().offset_bytes + differing.back().length_bytes == offset) {
+        differing.back().length_bytes += length;
+      } else {
+        differing.push_back({offset, length});
+      }
+    }
+  }
+  free_csum_buffers_.push_back(work.buffer);
+  csum_work_.erase(it);
+  replica_->CsumsCompared(key, differing, error);
+}
+
+void ReplicatedDevice::OnCsumReply(const peer::CsumReply& message) {
+  std::vector<OutOfSyncRun> differing;
+  for (const auto& r : message.differing) differing.push_back({r.offset_bytes, r.length_bytes});
+  replica_->PeerCsumReply(message.seq, differing, message.error);
+  Drain();
 }
 
 void ReplicatedDevice::ExecuteSendResync(const SendResync& a) {

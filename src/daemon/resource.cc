@@ -132,6 +132,9 @@ nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
     s = device_->PauseResync(pause);
     message = pause ? "resync paused: this node sends no resync block until 'replctl resume-sync'"
                     : "resync resumed";
+  } else if (command == "verify") {
+    s = device_->StartVerify();
+    message = "online verify started: 'replctl status' shows its progress and what it found";
   } else if (command == "invalidate" || command == "invalidate-remote") {
     const bool remote = command == "invalidate-remote";
     s = device_->Invalidate(remote);

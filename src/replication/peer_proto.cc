@@ -67,6 +67,10 @@ std::optional<PayloadBounds> BoundsOf(uint16_t type) {
       return PayloadBounds{Data::kHeadBytes, Data::kHeadBytes + kDataBytesMax};
     case MessageType::kOutOfSync:
       return PayloadBounds{OutOfSync::kBytesMin, OutOfSync::kBytesMax};
+    case MessageType::kCsums:
+      return PayloadBounds{Csums::kHeadBytes + 8, Csums::kBytesMax};
+    case MessageType::kCsumReply:
+      return PayloadBounds{CsumReply::kHeadBytes, CsumReply::kBytesMax};
   }
   return std::nullopt;
 }
@@ -199,6 +203,10 @@ std::string_view MessageTypeName(MessageType type) {
       return "FlushAck";
     case MessageType::kOutOfSync:
       return "OutOfSync";
+    case MessageType::kCsums:
+      return "Csums";
+    case MessageType::kCsumReply:
+      return "CsumReply";
   }
   return "unknown message";
 }
@@ -487,6 +495,31 @@ Result<Error> Error::Decode(std::span<const uint8_t> p) {
   return e;
 }
 
+namespace {
+
+// Byte runs as OutOfSync and CsumReply carry them: non-empty, whole sectors, ascending, no overlap.
+Status CheckRuns(MessageType type, const std::vector<OutOfSync::Run>& runs) {
+  uint64_t end = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const OutOfSync::Run& run = runs[i];
+    const std::string which = "run " + std::to_string(i) + " [" + std::to_string(run.offset_bytes) +
+                              ", +" + std::to_string(run.length_bytes) + ")";
+    if (run.length_bytes == 0 || run.offset_bytes % 512 != 0 || run.length_bytes % 512 != 0) {
+      return Malformed(type, which + " is empty or not in whole 512-byte sectors");
+    }
+    if (run.length_bytes > UINT64_MAX - run.offset_bytes) {
+      return Malformed(type, which + " wraps around");
+    }
+    if (i > 0 && run.offset_bytes < end) {
+      return Malformed(type, which + " overlaps or precedes the run before it");
+    }
+    end = run.offset_bytes + run.length_bytes;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 std::vector<uint8_t> OutOfSync::Encode() const {
   REPLD_CHECK(runs.size() <= kOutOfSyncRunsMax && (flags & ~kOutOfSyncFlagsKnown) == 0);
   std::vector<uint8_t> p(kBytesMin + runs.size() * kRunBytes);
@@ -517,25 +550,93 @@ Result<OutOfSync> OutOfSync::Decode(std::span<const uint8_t> p) {
                                 std::to_string(p.size()) + "-byte payload");
   }
   m.runs.resize(count);
-  uint64_t end = 0;
   for (uint32_t i = 0; i < count; ++i) {
     const uint8_t* at = p.data() + kBytesMin + size_t{i} * kRunBytes;
-    Run& run = m.runs[i];
-    run.offset_bytes = GetU64(at);
-    run.length_bytes = GetU64(at + 8);
-    const std::string which = "run " + std::to_string(i) + " [" + std::to_string(run.offset_bytes) +
-                              ", +" + std::to_string(run.length_bytes) + ")";
-    if (run.length_bytes == 0 || run.offset_bytes % 512 != 0 || run.length_bytes % 512 != 0) {
-      return Malformed(kType, which + " is empty or not in whole 512-byte sectors");
-    }
-    if (run.length_bytes > UINT64_MAX - run.offset_bytes) {
-      return Malformed(kType, which + " wraps around");
-    }
-    if (i > 0 && run.offset_bytes < end) {
-      return Malformed(kType, which + " overlaps or precedes the run before it");
-    }
-    end = run.offset_bytes + run.length_bytes;
+    m.runs[i].offset_bytes = GetU64(at);
+    m.runs[i].length_bytes = GetU64(at + 8);
   }
+  if (Status s = CheckRuns(kType, m.runs); !s.ok()) return s;
+  return m;
+}
+
+std::vector<uint8_t> Csums::Encode() const {
+  REPLD_CHECK(length_bytes > 0 && length_bytes <= kCsumsBytesMax && length_bytes % 512 == 0);
+  REPLD_CHECK(digests.size() == (length_bytes + 4095) / 4096);
+  REPLD_CHECK((flags & ~kCsumsFlagsKnown) == 0);
+  std::vector<uint8_t> p(kHeadBytes + digests.size() * 8);
+  PutU64(p.data(), seq);
+  PutU64(p.data() + 8, offset_bytes);
+  PutU32(p.data() + 16, length_bytes);
+  PutU32(p.data() + 20, flags);
+  for (size_t i = 0; i < digests.size(); ++i) PutU64(p.data() + kHeadBytes + 8 * i, digests[i]);
+  return EncodeFrame(kType, p);
+}
+
+Result<Csums> Csums::Decode(std::span<const uint8_t> p) {
+  if (p.size() < kHeadBytes || p.size() > kBytesMax) {
+    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
+                                std::to_string(kHeadBytes) + ".." + std::to_string(kBytesMax));
+  }
+  Csums m;
+  m.seq = GetU64(p.data());
+  m.offset_bytes = GetU64(p.data() + 8);
+  m.length_bytes = GetU32(p.data() + 16);
+  m.flags = GetU32(p.data() + 20);
+  if ((m.flags & ~kCsumsFlagsKnown) != 0) {
+    return Malformed(kType, "unknown flags " + Hex(m.flags & ~kCsumsFlagsKnown));
+  }
+  if (m.length_bytes == 0 || m.length_bytes > kCsumsBytesMax || m.length_bytes % 512 != 0 ||
+      m.offset_bytes % 512 != 0) {
+    return Malformed(kType, "range [" + std::to_string(m.offset_bytes) + ", +" +
+                                std::to_string(m.length_bytes) +
+                                ") is empty, over 4 MiB or not in whole 512-byte sectors");
+  }
+  if (m.length_bytes > UINT64_MAX - m.offset_bytes) return Malformed(kType, "range wraps around");
+  const size_t count = (m.length_bytes + 4095) / 4096;
+  if (p.size() != kHeadBytes + 8 * count) {
+    return Malformed(kType, std::to_string(p.size() - kHeadBytes) + " bytes of digests for a " +
+                                std::to_string(m.length_bytes) + "-byte range (" +
+                                std::to_string(count) + " expected)");
+  }
+  m.digests.resize(count);
+  for (size_t i = 0; i < count; ++i) m.digests[i] = GetU64(p.data() + kHeadBytes + 8 * i);
+  return m;
+}
+
+std::vector<uint8_t> CsumReply::Encode() const {
+  REPLD_CHECK(differing.size() <= kCsumReplyRunsMax);
+  REPLD_CHECK(error >= 0 && error <= kAckErrorMax);
+  std::vector<uint8_t> p(kHeadBytes + differing.size() * 16);
+  PutU64(p.data(), seq);
+  PutU32(p.data() + 8, static_cast<uint32_t>(error));
+  PutU32(p.data() + 12, static_cast<uint32_t>(differing.size()));
+  for (size_t i = 0; i < differing.size(); ++i) {
+    PutU64(p.data() + kHeadBytes + 16 * i, differing[i].offset_bytes);
+    PutU64(p.data() + kHeadBytes + 16 * i + 8, differing[i].length_bytes);
+  }
+  return EncodeFrame(kType, p);
+}
+
+Result<CsumReply> CsumReply::Decode(std::span<const uint8_t> p) {
+  if (p.size() < kHeadBytes || p.size() > kBytesMax) {
+    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
+                                std::to_string(kHeadBytes) + ".." + std::to_string(kBytesMax));
+  }
+  CsumReply m;
+  m.seq = GetU64(p.data());
+  m.error = static_cast<int32_t>(GetU32(p.data() + 8));
+  if (Status s = CheckAckError(kType, m.error); !s.ok()) return s;
+  const uint32_t count = GetU32(p.data() + 12);
+  if (count > kCsumReplyRunsMax || p.size() != kHeadBytes + size_t{count} * 16) {
+    return Malformed(kType, "run count " + std::to_string(count) + " does not match the " +
+                                std::to_string(p.size()) + "-byte payload");
+  }
+  m.differing.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    m.differing[i].offset_bytes = GetU64(p.data() + kHeadBytes + 16 * size_t{i});
+    m.differing[i].length_bytes = GetU64(p.data() + kHeadBytes + 16 * size_t{i} + 8);
+  }
+  if (Status s = CheckRuns(kType, m.differing); !s.ok()) return s;
   return m;
 }
 

@@ -65,6 +65,8 @@ enum class MessageType : uint16_t {
   kFlush = 0x13,
   kFlushAck = 0x14,
   kOutOfSync = 0x20,
+  kCsums = 0x21,
+  kCsumReply = 0x22,
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -318,6 +320,43 @@ struct OutOfSync {
   // Checks the count against the length, each run's alignment and that runs ascend without
   // overlapping. Whether they fit the data is the receiver's to check (it knows the size).
   static Result<OutOfSync> Decode(std::span<const uint8_t> payload);
+};
+
+// A block's digests (one u64 per 4 KiB, replication/block_digest.h) instead of its data: the
+// peer compares them with its own data and answers with CsumReply. Payload: seq u64, offset
+// u64, length u32, flags u32, then ceil(length / 4096) digests u64.
+inline constexpr uint32_t kCsumsFlagVerify = 1u << 0;  // online verify (else checksum resync)
+inline constexpr uint32_t kCsumsFlagsKnown = kCsumsFlagVerify;
+inline constexpr uint32_t kCsumsBytesMax = 4 * kMiB;  // the largest block one frame covers
+
+struct Csums {
+  static constexpr MessageType kType = MessageType::kCsums;
+  static constexpr size_t kHeadBytes = 24;
+  static constexpr size_t kBytesMax = kHeadBytes + (kCsumsBytesMax / 4096) * 8;
+  uint64_t seq = 0;
+  uint64_t offset_bytes = 0;
+  uint32_t length_bytes = 0;  // > 0, a multiple of 512, at most kCsumsBytesMax
+  uint32_t flags = 0;
+  std::vector<uint64_t> digests;  // exactly ceil(length_bytes / 4096) (checked)
+
+  std::vector<uint8_t> Encode() const;
+  static Result<Csums> Decode(std::span<const uint8_t> payload);
+};
+
+// The answer: the 4 KiB blocks of the asked range whose digests differ, as byte runs (ascending,
+// inside the range), or an error (errno, as in WriteAck) when the peer could not read.
+inline constexpr size_t kCsumReplyRunsMax = kCsumsBytesMax / 4096 / 2 + 1;
+
+struct CsumReply {
+  static constexpr MessageType kType = MessageType::kCsumReply;
+  static constexpr size_t kHeadBytes = 16;
+  static constexpr size_t kBytesMax = kHeadBytes + kCsumReplyRunsMax * 16;
+  uint64_t seq = 0;
+  int32_t error = 0;
+  std::vector<OutOfSync::Run> differing;
+
+  std::vector<uint8_t> Encode() const;
+  static Result<CsumReply> Decode(std::span<const uint8_t> payload);
 };
 
 struct Ping {

@@ -104,6 +104,7 @@ ReplicaStatus Replica::Report() const {
   s.ids = md_.ids;
   s.sync_decision = last_decision_.text;
   s.resync_paused = resync_paused_;
+  s.verify = verify_;
   return s;
 }
 

@@ -90,6 +90,24 @@ struct ResyncRead {  // read [offset, offset+length) locally for a resync frame
   uint64_t token;
   uint64_t offset_bytes;
   uint64_t length_bytes;
+  bool digests = false;  // compute the block's digests (one per 4 KiB) for SendCsums
+};
+// Send the digests of the block read by `token` as frame `seq`: the peer compares them with its
+// own data and answers with the 4 KiB blocks that differ (checksum resync, or online verify).
+struct SendCsums {
+  uint64_t seq;
+  uint64_t token;
+  bool verify;
+};
+// Peer side: read the range of the peer's digest frame received as `key`, compare, and call
+// CsumsCompared with the 4 KiB blocks that differ.
+struct CompareCsums {
+  uint64_t key;
+};
+struct SendCsumReply {
+  uint64_t seq;
+  std::vector<OutOfSyncRun> differing;
+  int error;
 };
 struct SendResync {  // send the block read by `token` to the peer as frame `seq`
   uint64_t seq;
@@ -125,9 +143,10 @@ struct Log {  // a line for the log
   int level;  // 0 info, 1 warning, 2 error
   std::string text;
 };
-using Action = std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush,
-                            ApplyPeerWrite, SendAck, ResyncRead, SendResync, Complete, WriteAl,
-                            PersistMd, PersistBitmap, SendState, SendOutOfSync, DropPeer, Log>;
+using Action =
+    std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush, ApplyPeerWrite, SendAck,
+                 ResyncRead, SendResync, SendCsums, CompareCsums, SendCsumReply, Complete, WriteAl,
+                 PersistMd, PersistBitmap, SendState, SendOutOfSync, DropPeer, Log>;
 
 struct ReplicaOptions {
   std::string node_name;
@@ -140,12 +159,22 @@ struct ReplicaOptions {
   uint64_t resync_rate_bytes = 0;      // per second (refilled by Tick); 0: unlimited
   uint64_t seed = 1;                   // for new generation identifiers
   SplitBrainPolicy split_brain;        // [net] after_sb_0pri / 1pri / 2pri
+  bool resync_checksums = false;       // [resync] checksums: only differing blocks travel
   size_t out_of_sync_runs_max = 4096;  // runs per SendOutOfSync (the frame's limit)
 };
 
 struct ReplicaCounters {
   uint64_t sent_bytes = 0, received_bytes = 0, written_bytes = 0, read_bytes = 0;
   uint64_t al_writes = 0, bitmap_writes = 0, resync_bytes = 0;
+  uint64_t resync_equal_bytes = 0;  // checksum resync: blocks found equal, not sent
+};
+
+// Online verify (replctl verify), on the node that runs it.
+struct VerifyStatus {
+  bool running = false;
+  uint64_t total_bytes = 0;
+  uint64_t done_bytes = 0;
+  uint64_t differing_bytes = 0;  // found out of sync, and marked so on both nodes
 };
 
 struct ReplicaStatus {
@@ -164,6 +193,7 @@ struct ReplicaStatus {
   GenerationIds ids;
   std::string sync_decision;  // the rule that decided at the last connect ("" before one)
   bool resync_paused = false;
+  std::optional<VerifyStatus> verify;  // since the last 'replctl verify' (none before one)
 };
 
 class Replica {
@@ -219,6 +249,14 @@ class Replica {
   // Runs of the sync target's bitmap (SendOutOfSync on the peer). The SyncSource adds them to
   // its bitmap and starts sending on the `last` one; anyone else ignores them.
   void PeerOutOfSync(const std::vector<OutOfSyncRun>& runs, bool last);
+  // The peer's digests of [offset, offset+length), received and kept by the caller under `key`:
+  // returns false when refused (the caller forgets them). Else CompareCsums{key} follows.
+  bool PeerCsums(uint64_t key, uint64_t seq, uint64_t offset_bytes, uint64_t length_bytes,
+                 bool verify);
+  // The local data compared with the digests kept under `key`: `differing` 4 KiB blocks.
+  void CsumsCompared(uint64_t key, const std::vector<OutOfSyncRun>& differing, int error);
+  // The peer's answer to our SendCsums `seq`.
+  void PeerCsumReply(uint64_t seq, const std::vector<OutOfSyncRun>& differing, int error);
 
   // Periodic (the daemon: every second): sends a flush barrier when the peer holds writes that
   // it has confirmed but not yet made durable, so that their record stays short.
@@ -241,6 +279,10 @@ class Replica {
   // replctl pause-sync / resume-sync: a paused node sends no resync block (any resync it is or
   // becomes the source of); application writes still replicate. Not kept across a restart.
   Status PauseResync(bool pause);
+  // replctl verify: compares every block's digest with the peer's (connected, both UpToDate, no
+  // resync running); blocks that differ are marked out of sync on both nodes. A disconnect and
+  // connect then resyncs them from the Primary (docs/replication.md, "Online verify").
+  Status StartVerify();
   bool resync_paused() const { return resync_paused_; }
   // The [net] after_sb_* policies, for the next connect.
   void SetSplitBrainPolicy(const SplitBrainPolicy& policy) { options_.split_brain = policy; }
@@ -279,6 +321,13 @@ class Replica {
     uint64_t offset = 0;
     uint64_t length = 0;
     bool read_done = false;
+    bool csums = false;  // digests go first (checksum resync or verify), not the data
+    bool verify = false;
+  };
+  struct CsumCheck {  // a peer's digest frame on this node
+    uint64_t seq = 0;
+    uint64_t epoch = 0;
+    bool verify = false;
   };
 
   void Emit(Action a) {
@@ -298,7 +347,8 @@ class Replica {
   void SendBarrier();
   void PeerFlushed(uint64_t seq);
   bool PeerWindowFull() const {
-    return unconfirmed_.size() + resync_frames_.size() + peer_unflushed_.size() / 4 >=
+    return unconfirmed_.size() + resync_frames_.size() + csum_frames_.size() +
+               peer_unflushed_.size() / 4 >=
            options_.max_buffers;
   }
   bool TryStart(RequestId id, Request& r);
@@ -309,6 +359,8 @@ class Replica {
   void PumpPeerFlushes();
   void PumpResync();
   void RefillResyncBudget();
+  void PumpVerify();
+  void FinishVerify();
   void FinishResync();
   void StartResyncAsSource(bool full);
   void SendOurBitmap();
@@ -355,7 +407,15 @@ class Replica {
   uint64_t resync_cursor_bit_ = 0;
   uint64_t resync_total_bytes_ = 0;
   uint64_t last_resync_seq_ = 0;
-  uint64_t resync_applied_bytes_ = 0;  // target side: resync data written in this resync
+  uint64_t resync_applied_bytes_ = 0;
+  std::map<uint64_t, uint64_t> csum_frames_;  // seq -> resync token: digests awaiting a reply
+  // Checksum resync: blocks the peer said differ, so their data goes without digests first.
+  std::optional<Bitmap> differs_;
+  uint64_t verify_cursor_ = 0;
+  std::optional<VerifyStatus> verify_;
+  std::unordered_map<uint64_t, CsumCheck>
+      csum_checks_;  // peer side: key -> digest frame  // target side: resync data written in this
+                     // resync
 
   // Secondary side.
   std::map<uint64_t, uint64_t> apply_order_;     // arrival order -> key

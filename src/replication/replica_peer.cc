@@ -213,6 +213,13 @@ void Replica::PeerDown(const std::string& reason) {
   for (RequestId id : ids) MaybeComplete(id);
   // Resync frames in flight stay out of sync (their bits were never cleared).
   resync_frames_.clear();
+  csum_frames_.clear();
+  if (was == ReplState::kVerifyS && verify_) {
+    verify_->running = false;
+    Warn("online verify interrupted by the lost peer after " +
+         FormatSizeBytes(verify_->done_bytes) + "; 'replctl verify' starts it again");
+    Emit(PersistBitmap{});
+  }
   for (auto it = resync_blocks_.begin(); it != resync_blocks_.end();) {
     it = it->second.read_done ? resync_blocks_.erase(it) : std::next(it);
   }

@@ -9,6 +9,7 @@ namespace repld {
 
 void Replica::StartResyncAsSource(bool full) {
   if (full) bitmap_.SetRange(0, options_.data_bytes);
+  if (options_.resync_checksums) differs_.emplace(options_.data_bytes);
   repl_ = ReplState::kSyncSource;
   resync_cursor_bit_ = 0;
   resync_total_bytes_ = bitmap_.OutOfSyncBytes();
@@ -20,6 +21,7 @@ void Replica::StartResyncAsSource(bool full) {
 }
 
 void Replica::PumpResync() {
+  if (repl_ == ReplState::kVerifyS) return PumpVerify();
   if (repl_ != ReplState::kSyncSource || !Connected() || resync_paused_) return;
   const bool limited = options_.resync_rate_bytes > 0;
   const uint64_t grain = kBitmapGrainBytes;
@@ -29,8 +31,15 @@ void Replica::PumpResync() {
     if (limited && resync_budget_ <= 0) break;  // Tick gives more
     const uint64_t first = bitmap_.FindNextSet(resync_cursor_bit_);
     if (first >= bits) break;
+    // With checksums, a run is either blocks not compared yet (digests go first) or blocks the
+    // peer said differ (their data goes).
+    const bool csums = differs_ && !differs_->Test(first);
+    auto same_kind = [&](uint64_t bit) { return !differs_ || differs_->Test(bit) != csums; };
     uint64_t last = first;
-    while (last + 1 < bits && last + 1 - first < max_bits && bitmap_.Test(last + 1)) ++last;
+    while (last + 1 < bits && last + 1 - first < max_bits && bitmap_.Test(last + 1) &&
+           same_kind(last + 1)) {
+      ++last;
+    }
     const uint64_t offset = first * grain;
     const uint64_t length = std::min((last + 1) * grain, options_.data_bytes) - offset;
     if (LocalConflict(offset, length)) break;  // retried when that write completes
@@ -41,10 +50,10 @@ void Replica::PumpResync() {
     }
     if (waiting_overlap) break;
     const uint64_t token = next_token_++;
-    resync_blocks_.emplace(token, ResyncBlock{offset, length, false});
+    resync_blocks_.emplace(token, ResyncBlock{offset, length, false, csums, false});
     resync_cursor_bit_ = last + 1;
     if (limited) resync_budget_ -= static_cast<int64_t>(length);
-    Emit(ResyncRead{token, offset, length});
+    Emit(ResyncRead{token, offset, length, csums});
   }
   if (PeerWindowFull())
     SendBarrier();  // confirmed blocks wait for a peer flush to leave the window
@@ -86,8 +95,11 @@ void Replica::ResyncReadDone(uint64_t token, int error) {
   REPLD_CHECK(it != resync_blocks_.end());
   if (error != 0 || !Connected()) {
     if (error != 0) {
-      Warn("reading block at " + std::to_string(it->second.offset) +
-           " for the resync failed: error " + std::to_string(error) + "; resync stops");
+      const bool verify = it->second.verify;
+      Warn("reading block at " + std::to_string(it->second.offset) + " for the " +
+           (verify ? "verify" : "resync") + " failed: error " + std::to_string(error) + "; the " +
+           (verify ? "verify" : "resync") + " stops");
+      if (verify && verify_) verify_->running = false;
       repl_ = ReplState::kEstablished;
     }
     resync_blocks_.erase(it);
@@ -96,6 +108,12 @@ void Replica::ResyncReadDone(uint64_t token, int error) {
   }
   it->second.read_done = true;
   const uint64_t seq = next_seq_++;
+  if (it->second.csums) {
+    csum_frames_.emplace(seq, token);
+    Emit(SendCsums{seq, token, it->second.verify});
+    PumpWrites();
+    return;
+  }
   resync_frames_.emplace(seq, token);
   last_resync_seq_ = seq;
   Emit(SendResync{seq, token});

@@ -28,6 +28,7 @@ enum class ReplState : uint8_t {
   kSyncSource = 2,   // this node sends the blocks the peer lacks
   kSyncTarget = 3,   // this node receives them
   kWFBitMapS = 4,    // SyncSource-to-be, waiting for the target's bitmap
+  kVerifyS = 5,      // running an online verify against the peer
 };
 
 // When a write is complete for the client.
@@ -77,6 +78,8 @@ constexpr const char* ReplStateName(ReplState r) {
       return "SyncTarget";
     case ReplState::kWFBitMapS:
       return "WFBitMapS";
+    case ReplState::kVerifyS:
+      return "VerifyS";
   }
   return "?";
 }

@@ -39,11 +39,13 @@ void World::MakeReplica(Node& n) {
   o.protocol = options_.protocol;
   o.max_buffers = options_.max_buffers;
   o.resync_window = 4;
+  o.resync_checksums = options_.seed % 2 == 1;  // half the worlds resync by digests first
   o.seed = options_.seed * 2 + static_cast<uint64_t>(n.index) + n.incarnation * 1000;
   n.replica = std::make_unique<Replica>(
       o, n.md_on_disk, ActivityLog(n.al_on_disk, n.al_seq_on_disk), *n.bitmap_on_disk);
   n.frames.clear();
   n.resync_reads.clear();
+  n.csum_frames.clear();
   n.client_writes.clear();
   Drain(n.index);
 }
@@ -220,6 +222,39 @@ void World::Execute(Node& n, Action& action) {
           f.type = Frame::Type::kState;
           f.state = a.state;
           Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, SendCsums>) {
+          auto it = n.resync_reads.find(a.token);
+          if (it == n.resync_reads.end()) return Fail("SendCsums for a block that was not read");
+          Frame f = std::move(it->second);  // the block's versions stand for its digests
+          n.resync_reads.erase(it);
+          f.type = Frame::Type::kCsums;
+          f.seq = a.seq;
+          f.fua = a.verify;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, CompareCsums>) {
+          later(20, 400, [&n, key = a.key] {
+            const Frame f = n.csum_frames.at(key);
+            n.csum_frames.erase(key);
+            std::vector<OutOfSyncRun> differing;
+            for (size_t b = 0; b < f.versions.size(); ++b) {
+              if (n.disk.cache[f.offset / kBlock + b] == f.versions[b]) continue;
+              const uint64_t offset = f.offset + b * kBlock;
+              if (!differing.empty() &&
+                  differing.back().offset_bytes + differing.back().length_bytes == offset) {
+                differing.back().length_bytes += kBlock;
+              } else {
+                differing.push_back({offset, kBlock});
+              }
+            }
+            n.replica->CsumsCompared(key, differing, 0);
+          });
+        } else if constexpr (std::is_same_v<T, SendCsumReply>) {
+          Frame f;
+          f.type = Frame::Type::kCsumReply;
+          f.seq = a.seq;
+          f.runs = a.differing;
+          f.error = a.error;
+          Send(i, std::move(f));
         } else if constexpr (std::is_same_v<T, SendOutOfSync>) {
           Frame f;
           f.type = Frame::Type::kOutOfSync;
@@ -277,6 +312,15 @@ void World::Deliver(int to, const Frame& f) {
     case Frame::Type::kOutOfSync:
       n.replica->PeerOutOfSync(f.runs, f.fua);
       break;
+    case Frame::Type::kCsums: {
+      const uint64_t key = next_key_++;
+      n.csum_frames.emplace(key, f);
+      if (!n.replica->PeerCsums(key, f.seq, f.offset, f.length, f.fua)) n.csum_frames.erase(key);
+      break;
+    }
+    case Frame::Type::kCsumReply:
+      n.replica->PeerCsumReply(f.seq, f.runs, f.error);
+      break;
   }
 }
 
@@ -320,6 +364,7 @@ void World::CrashNode(int index) {
   n.disk.Crash(rng_);
   n.replica.reset();
   n.frames.clear();
+  n.csum_frames.clear();
 }
 
 void World::RestartNode(int index) {

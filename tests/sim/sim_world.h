@@ -32,14 +32,22 @@ struct SimDisk {
 };
 
 struct Frame {
-  enum class Type { kData, kFlush, kAck, kState, kOutOfSync } type = Type::kData;
+  enum class Type {
+    kData,
+    kFlush,
+    kAck,
+    kState,
+    kOutOfSync,
+    kCsums,
+    kCsumReply
+  } type = Type::kData;
   uint64_t seq = 0, offset = 0, length = 0;
-  std::vector<uint64_t> versions;  // data: one per 4 KiB block
+  std::vector<uint64_t> versions;  // data: one per 4 KiB block; kCsums: as the digests
   bool fua = false, resync = false;
   AckKind ack = AckKind::kWritten;
   int error = 0;
   PeerState state;
-  std::vector<OutOfSyncRun> runs;  // kOutOfSync; `fua` carries its `last`
+  std::vector<OutOfSyncRun> runs;  // kOutOfSync (`fua` carries its `last`), kCsumReply
 };
 
 struct Node {
@@ -61,6 +69,7 @@ struct Node {
   std::unordered_map<RequestId, ClientWrite> client_writes;  // request -> what it writes
   std::unordered_map<uint64_t, Frame> frames;                // key -> received data frame
   std::unordered_map<uint64_t, Frame> resync_reads;          // token -> block read
+  std::unordered_map<uint64_t, Frame> csum_frames;           // key -> the peer's digests
   explicit Node(uint64_t blocks) : disk(blocks) {}
 };
 

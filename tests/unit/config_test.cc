@@ -57,6 +57,8 @@ reconnect_max = 30
 max_buffers = 64
 after_sb_0pri = "discard-zero-changes"
 after_sb_1pri = "consensus"
+[resync]
+checksums = true
 [disk]
 meta_disk = "/dev/sdc1"
 al_extents = 257
@@ -81,6 +83,7 @@ address = "127.0.0.1:7789"
   EXPECT_EQ(c->net.split_brain.one_primary, AfterSb1Pri::kConsensus);
   EXPECT_EQ(c->net.split_brain.two_primaries, AfterSb2Pri::kDisconnect);
   EXPECT_EQ(c->meta.al_extents, 257u);
+  EXPECT_TRUE(c->resync.checksums);
   EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[0]), "/md-a");
   EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[1]), "/dev/sdc1");
   EXPECT_EQ(ControlSocketPath(c.value(), c->nodes[0]), "/tmp/a.ctl");
@@ -197,6 +200,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "r.toml:4:17: key 'net.after_sb_1pri': 'discard-younger-primary' is not a "
                 "split-brain policy; allowed: \"disconnect\", \"consensus\", "
                 "\"discard-secondary\""},
+        BadCase{"[resource]\nname = \"r\"\n[resync]\nchecksums = \"yes\"\n[node.a]\ndisk = \"/x\"\n",
+                "r.toml:4:13: key 'resync.checksums': 'yes' is not a boolean; allowed: true, false"},
         BadCase{"[resource]\nname = \"r\"\n[disk]\nal_extents = 3\n[node.a]\ndisk = \"/x\"\n",
                 "key 'disk.al_extents': 3 is out of range; allowed: 7..65534"},
         BadCase{"[resource]\nname = \"r\"\n[net]\nsecret = \"s\"\n[node.a]\ndisk = \"/x\"\n"

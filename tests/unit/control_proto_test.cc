@@ -161,13 +161,13 @@ TEST(ControlProto, StatusObjectFollowsTheSchema) {
   EXPECT_EQ(j["protocol"], "C");
   EXPECT_EQ(j["peer"], (json{{"node", "beta"}, {"role", "Secondary"}, {"disk", "Inconsistent"}}));
   EXPECT_EQ(j["resync"], (json{{"total_bytes", 4 * kMiB},
-                                {"done_bytes", 1 * kMiB},
-                                {"speed_bytes_per_second", 2 * kMiB},
-                                {"average_bytes_per_second", nullptr},
-                                {"eta_seconds", 2}}));
+                               {"done_bytes", 1 * kMiB},
+                               {"speed_bytes_per_second", 2 * kMiB},
+                               {"average_bytes_per_second", nullptr},
+                               {"eta_seconds", 2}}));
   EXPECT_EQ(j["counters"]["sent_bytes"], 7);
   EXPECT_EQ(j["counters"]["pending"], 2);
-  EXPECT_EQ(j["counters"].size(), 9u);
+  EXPECT_EQ(j["counters"].size(), 10u);
   EXPECT_EQ(j["generation"]["current"], "0123456789ABCDEF");
   EXPECT_EQ(j["generation"]["history"], (json{"000000000000000F", "0000000000000000"}));
   EXPECT_EQ(j["size_bytes"], kGiB);

@@ -115,6 +115,8 @@ class Recorder : public PeerLinkHandler {
   void OnFlushAck(uint64_t seq, int error) override { flush_acks.emplace_back(seq, error); }
   void OnState(const PeerState& p) override { states.push_back(p); }
   void OnOutOfSync(const peer::OutOfSync& m) override { out_of_sync.push_back(m); }
+  void OnCsums(const peer::Csums&) override {}
+  void OnCsumReply(const peer::CsumReply&) override {}
   void OnSendDone(uint64_t cookie, bool sent) override {
     events.push_back(sent ? "sent" : "unsent");
     send_done.emplace_back(cookie, sent);

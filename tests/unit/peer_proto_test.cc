@@ -309,9 +309,9 @@ TEST(PeerProto, OversizeUnknownAndOutOfBoundsLengthsAreRejected) {
   EXPECT_THAT(h.status().message(),
               HasSubstr("over the limit of " + std::to_string(kPeerMaxPayload)));
 
-  h = DecodeFrameHeader(HeaderOf(RawFrame(0x21, std::vector<uint8_t>(8))));
+  h = DecodeFrameHeader(HeaderOf(RawFrame(0x2F, std::vector<uint8_t>(8))));
   ASSERT_FALSE(h.ok());
-  EXPECT_THAT(h.status().message(), HasSubstr("unknown message type 0x0021"));
+  EXPECT_THAT(h.status().message(), HasSubstr("unknown message type 0x002f"));
   EXPECT_FALSE(DecodeFrameHeader(HeaderOf(RawFrame(0, {}))).ok());
 
   // A Ping of 9 bytes is refused before its payload is read.
@@ -470,6 +470,57 @@ TEST(PeerProto, OutOfSyncDecodeErrors) {
       DecodeFrameHeader(HeaderOf(RawFrame(0x20, {}, 0, OutOfSync::kBytesMax + 16)));
   ASSERT_FALSE(h.ok());
   EXPECT_THAT(h.status().message(), HasSubstr("OutOfSync payload"));
+}
+
+TEST(PeerProto, CsumsAndCsumReplyRoundTrip) {
+  Csums c;
+  c.seq = 42;
+  c.offset_bytes = 8 * kMiB;
+  c.length_bytes = kCsumsBytesMax;
+  c.flags = kCsumsFlagVerify;
+  for (uint64_t i = 0; i < kCsumsBytesMax / 4096; ++i) c.digests.push_back(i * 0x9E3779B97F4A7C15);
+  Result<Csums> back = DecodeMessage<Csums>(c.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->digests, c.digests);
+  EXPECT_EQ(back->flags, kCsumsFlagVerify);
+  c.length_bytes = 4096 + 512;  // a partial last block has its own digest
+  c.digests = {1, 2};
+  back = DecodeMessage<Csums>(c.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->length_bytes, 4608u);
+
+  CsumReply r;
+  r.seq = 42;
+  r.differing = {{8 * kMiB, 4096}, {8 * kMiB + 16384, 8192}};
+  Result<CsumReply> rb = DecodeMessage<CsumReply>(r.Encode());
+  ASSERT_TRUE(rb.ok()) << rb.status().message();
+  EXPECT_EQ(rb->differing, r.differing);
+  r.differing.clear();
+  r.error = 5;
+  rb = DecodeMessage<CsumReply>(r.Encode());
+  ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(rb->error, 5);
+}
+
+TEST(PeerProto, CsumsDecodeErrors) {
+  auto payload = [](uint32_t length, uint32_t flags, size_t digests) {
+    std::vector<uint8_t> p;
+    Le(p, 1, 8);
+    Le(p, 0, 8);
+    Le(p, length, 4);
+    Le(p, flags, 4);
+    for (size_t i = 0; i < digests; ++i) Le(p, i, 8);
+    return p;
+  };
+  EXPECT_TRUE(Csums::Decode(payload(8192, 0, 2)).ok());
+  EXPECT_THAT(Csums::Decode(payload(8192, 0, 3)).status().message(), HasSubstr("2 expected"));
+  EXPECT_THAT(Csums::Decode(payload(8192, 2, 2)).status().message(), HasSubstr("unknown flags"));
+  EXPECT_THAT(Csums::Decode(payload(100, 0, 1)).status().message(), HasSubstr("512-byte"));
+  std::vector<uint8_t> reply;
+  Le(reply, 1, 8);
+  Le(reply, 4096, 4);  // an errno beyond 4095
+  Le(reply, 0, 4);
+  EXPECT_FALSE(CsumReply::Decode(reply).ok());
 }
 
 std::vector<uint8_t> DataHead(uint64_t offset, uint32_t length, uint32_t flags) {

@@ -85,6 +85,23 @@ TEST(StatusFormat, ResyncingWithSpeedShowsFinishAndSpeed) {
       << out;
 }
 
+TEST(StatusFormat, VerifyRunningAndFinished) {
+  std::string out = FormatStatus(Status(R"({"connection":"Connected","replication":"VerifyS",
+      "peer":{"node":"beta","role":"Secondary","disk":"UpToDate"},
+      "verify":{"running":true,"total_bytes":1073741824,"done_bytes":268435456,
+                "differing_bytes":0}})"));
+  EXPECT_NE(out.find("    verify: 256.0 MiB of 1.0 GiB compared, 0 B differ\n"), std::string::npos)
+      << out;
+  out = FormatStatus(Status(R"({"connection":"Connected","replication":"Established",
+      "peer":{"node":"beta","role":"Secondary","disk":"UpToDate"},
+      "verify":{"running":false,"total_bytes":1073741824,"done_bytes":1073741824,
+                "differing_bytes":12288}})"));
+  EXPECT_NE(out.find("    last verify: 1.0 GiB of 1.0 GiB compared, 12.0 KiB differ (marked out "
+                     "of sync: 'replctl disconnect' then 'replctl connect' resyncs them)\n"),
+            std::string::npos)
+      << out;
+}
+
 TEST(StatusFormat, ResyncSpeedUnknowns) {
   EXPECT_EQ(FormatResyncSpeed(std::nullopt, 0, std::nullopt), "finish: ? speed: 0 (?) K/sec");
   EXPECT_EQ(FormatResyncSpeed(3600 * 27 + 61, 1024 * 1024 * 1024, 1024),
