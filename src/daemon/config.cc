@@ -374,8 +374,28 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   if (const toml::table* net = r.Table(root, "", "net")) ReadNet(r, *net, config.net);
   if (const toml::table* nbd = r.Table(root, "", "nbd")) ReadNbd(r, *nbd, config.nbd);
   if (const toml::table* resync = r.Table(root, "", "resync")) {
-    r.CheckKeys(*resync, "resync", {"rate", "checksums"});
+    r.CheckKeys(*resync, "resync",
+                {"rate", "checksums", "c_plan_ahead", "c_fill_target", "c_min_rate", "c_max_rate"});
     if (auto v = r.Size(*resync, "resync", "rate", 0, 100 * kGiB)) config.resync.rate_bytes = *v;
+    ResyncController& c = config.resync.controller;
+    if (auto v = r.Duration(*resync, "resync", "c_plan_ahead", 0, 300'000)) {
+      c.plan_ahead_ticks = static_cast<uint32_t>((v->count() + 999) / 1000);
+    }
+    if (auto v = r.Size(*resync, "resync", "c_fill_target", 0, 256 * kMiB)) {
+      c.fill_target_bytes = *v;
+    }
+    if (auto v = r.Size(*resync, "resync", "c_min_rate", 0, 100 * kGiB)) c.min_rate_bytes = *v;
+    if (auto v = r.Size(*resync, "resync", "c_max_rate", 0, 100 * kGiB)) c.max_rate_bytes = *v;
+    if (!r.failed() && c.plan_ahead_ticks > 0 && config.resync.rate_bytes > 0) {
+      r.Fail(resync->get("rate")->source(), "resync.rate",
+             "a fixed rate and the dynamic controller (c_plan_ahead) together; allowed: one of "
+             "them (the dynamic one is bounded by c_min_rate and c_max_rate)");
+    }
+    if (!r.failed() && c.max_rate_bytes > 0 && c.min_rate_bytes > c.max_rate_bytes) {
+      r.Fail(resync->get("c_min_rate") ? resync->get("c_min_rate")->source()
+                                       : resync->get("c_max_rate")->source(),
+             "resync.c_min_rate", "is above resync.c_max_rate; allowed: at most c_max_rate");
+    }
     if (auto v = r.Bool(*resync, "resync", "checksums")) config.resync.checksums = *v;
   }
   if (const toml::table* disk = r.Table(root, "", "disk")) {

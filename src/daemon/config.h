@@ -12,6 +12,7 @@
 
 #include "blockdev/backing_store.h"
 #include "common/status.h"
+#include "replication/resync_controller.h"
 #include "replication/states.h"
 #include "replication/sync_decision.h"
 
@@ -41,6 +42,7 @@ struct NetConfig {
 struct ResyncConfig {
   uint64_t rate_bytes = 0;  // per second a SyncSource sends at most; 0: as fast as it can
   bool checksums = false;   // digests first; only blocks whose digests differ travel
+  ResyncController controller;  // c_plan_ahead & co; off (plan_ahead_ticks 0) by default
 };
 
 struct MetaConfig {

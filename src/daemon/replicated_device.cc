@@ -108,6 +108,7 @@ Status ReplicatedDevice::Load() {
   ro.resync_rate_bytes = config_.resync.rate_bytes;
   ro.split_brain = config_.net.split_brain;
   ro.resync_checksums = config_.resync.checksums;
+  ro.controller = config_.resync.controller;
   ro.out_of_sync_runs_max = peer::kOutOfSyncRunsMax;
   ro.seed = seed;
   replica_ = std::make_unique<Replica>(ro, MdStateFromSuperblock(superblock_),

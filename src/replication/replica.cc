@@ -14,7 +14,8 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
       al_(std::move(al)),
       bitmap_(std::move(bitmap)),
       rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL),
-      resync_budget_(static_cast<int64_t>(options_.resync_rate_bytes)) {
+      dynamic_rate_(options_.controller.max_rate_bytes),
+      resync_budget_(static_cast<int64_t>(ResyncRate())) {
   if (md_.primary) {
     // It was Primary and did not demote cleanly: the peer may lack any write of a hot extent.
     uint64_t marked = 0;
@@ -120,6 +121,7 @@ std::vector<uint32_t> Replica::ExtentsOf(uint64_t offset, uint64_t length) const
 // --- Client requests ---
 
 void Replica::ClientRead(RequestId id, uint64_t offset, uint64_t length) {
+  app_bytes_since_tick_ += length;
   if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
     // Never serve data from a disk that is not UpToDate.
     Emit(Complete{id, EIO});
@@ -144,6 +146,7 @@ void Replica::LocalReadDone(RequestId id, int error) {
 void Replica::ClientWrite(RequestId id, uint64_t offset, uint64_t length, WriteKind kind,
                           bool fua) {
   REPLD_CHECK(offset + length <= options_.data_bytes);
+  app_bytes_since_tick_ += length;
   if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
     Emit(Complete{id, role_ != Role::kPrimary ? EROFS : EIO});
     return;
@@ -372,6 +375,7 @@ void Replica::SendBarrier() {
 
 void Replica::Tick() {
   SendBarrier();
+  StepController();
   RefillResyncBudget();
 }
 

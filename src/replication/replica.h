@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "replication/activity_log.h"
 #include "replication/bitmap.h"
+#include "replication/resync_controller.h"
 #include "replication/states.h"
 #include "replication/sync_decision.h"
 
@@ -160,6 +161,7 @@ struct ReplicaOptions {
   uint64_t seed = 1;                   // for new generation identifiers
   SplitBrainPolicy split_brain;        // [net] after_sb_0pri / 1pri / 2pri
   bool resync_checksums = false;       // [resync] checksums: only differing blocks travel
+  ResyncController controller;
   size_t out_of_sync_runs_max = 4096;  // runs per SendOutOfSync (the frame's limit)
 };
 
@@ -359,6 +361,11 @@ class Replica {
   void PumpPeerFlushes();
   void PumpResync();
   void RefillResyncBudget();
+  // Bytes per second the resync may send now (0: no limit): the fixed rate, or the dynamic
+  // controller's.
+  uint64_t ResyncRate() const;
+  void StepController();
+  bool ResyncWindowFull() const;
   void PumpVerify();
   void FinishVerify();
   void FinishResync();
@@ -430,6 +437,9 @@ class Replica {
   bool discard_my_data_ = false;  // until the next connect succeeds (or refuses)
   // SyncSource waiting for the target's bitmap (PeerOutOfSync with `last`): full or bitmap.
   std::optional<bool> awaiting_bitmap_full_;
+  uint64_t app_bytes_since_tick_ = 0;  // client reads and writes, for the controller
+  uint32_t quiet_ticks_ = 0;           // Ticks in a row without application I/O
+  uint64_t dynamic_rate_ = 0;          // the controller's rate (0: no limit)
   int64_t resync_budget_ = 0;          // bytes the resync may still send this second (rate limited)
   std::deque<uint64_t> peer_flushes_;  // peer flush seqs waiting for earlier applies
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>

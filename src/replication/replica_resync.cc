@@ -23,11 +23,11 @@ void Replica::StartResyncAsSource(bool full) {
 void Replica::PumpResync() {
   if (repl_ == ReplState::kVerifyS) return PumpVerify();
   if (repl_ != ReplState::kSyncSource || !Connected() || resync_paused_) return;
-  const bool limited = options_.resync_rate_bytes > 0;
+  const bool limited = ResyncRate() > 0;
   const uint64_t grain = kBitmapGrainBytes;
   const uint64_t bits = bitmap_.bit_count();
   const uint64_t max_bits = options_.resync_block_bytes / grain;
-  while (resync_blocks_.size() < options_.resync_window && !PeerWindowFull()) {
+  while (!ResyncWindowFull() && !PeerWindowFull()) {
     if (limited && resync_budget_ <= 0) break;  // Tick gives more
     const uint64_t first = bitmap_.FindNextSet(resync_cursor_bit_);
     if (first >= bits) break;
@@ -72,10 +72,48 @@ void Replica::PumpResync() {
 // A second's worth of budget; an overdraft (the last block of a second may overshoot) is paid
 // back first, so the average stays at the rate. Unused budget does not pile up.
 void Replica::RefillResyncBudget() {
-  const auto rate = static_cast<int64_t>(options_.resync_rate_bytes);
-  if (rate == 0) return;
+  const auto rate = static_cast<int64_t>(ResyncRate());
+  if (rate == 0) {
+    resync_budget_ = 0;
+    PumpResync();  // the controller may just have lifted the limit
+    return;
+  }
   resync_budget_ = std::min(resync_budget_ + rate, rate);
   PumpResync();
+}
+
+uint64_t Replica::ResyncRate() const {
+  return options_.controller.plan_ahead_ticks == 0 ? options_.resync_rate_bytes : dynamic_rate_;
+}
+
+void Replica::StepController() {
+  const ResyncController& c = options_.controller;
+  const bool app_active = app_bytes_since_tick_ > 0;
+  app_bytes_since_tick_ = 0;
+  if (c.plan_ahead_ticks == 0) return;
+  if (app_active) {
+    quiet_ticks_ = 0;
+    dynamic_rate_ = c.min_rate_bytes;
+    resync_budget_ = std::min<int64_t>(resync_budget_, 0);  // no burst left from a quiet second
+    return;
+  }
+  ++quiet_ticks_;
+  if (quiet_ticks_ >= c.plan_ahead_ticks || dynamic_rate_ == 0) {
+    dynamic_rate_ = c.max_rate_bytes;
+  } else {
+    dynamic_rate_ = std::max(dynamic_rate_ * 2, c.min_rate_bytes);
+    if (c.max_rate_bytes > 0) dynamic_rate_ = std::min(dynamic_rate_, c.max_rate_bytes);
+  }
+}
+
+// resync_window blocks in flight, or, with c_fill_target, that many bytes instead.
+bool Replica::ResyncWindowFull() const {
+  if (options_.controller.fill_target_bytes == 0) {
+    return resync_blocks_.size() >= options_.resync_window;
+  }
+  uint64_t in_flight = 0;
+  for (const auto& [token, b] : resync_blocks_) in_flight += b.length;
+  return in_flight >= options_.controller.fill_target_bytes;
 }
 
 Status Replica::PauseResync(bool pause) {

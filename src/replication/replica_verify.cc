@@ -33,8 +33,8 @@ Status Replica::StartVerify() {
 
 void Replica::PumpVerify() {
   if (repl_ != ReplState::kVerifyS || !Connected() || resync_paused_) return;
-  const bool limited = options_.resync_rate_bytes > 0;
-  while (resync_blocks_.size() < options_.resync_window && !PeerWindowFull() &&
+  const bool limited = ResyncRate() > 0;
+  while (!ResyncWindowFull() && !PeerWindowFull() &&
          verify_cursor_ < options_.data_bytes) {
     if (limited && resync_budget_ <= 0) break;
     const uint64_t offset = verify_cursor_;

@@ -6,6 +6,7 @@ nodes' status shows the progress, and the source's its speed and time left."""
 
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,6 +73,55 @@ class ResyncRateTest(harness.ReplTestCase):
         # 8 MiB per second: at least 5 s for more than 40 MiB (unlimited takes well under 1 s).
         self.assertGreater(elapsed, 5.0, f"{total} bytes in {elapsed:.1f} s: not rate limited")
         self.assertFalse(pair.status("alpha")["resync_paused"])
+        size = pair.data_bytes("alpha")
+        for n in Pair.NODES:
+            self.assertEqual(pair.daemon[n].stop(), 0, pair.log_tails())
+        self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size))
+
+    def test_dynamic_controller_yields_to_the_application_then_takes_the_link(self):
+        pair = Pair(disk_size=64 * MiB,
+                    resync={"c_plan_ahead": "2s", "c_min_rate": "2M", "c_fill_target": "4M"})
+        pair.up_primary("alpha")
+        pair.wait_in_sync()  # the initial sync, with nobody writing: unlimited
+        # The application writes all along, from before the resync starts.
+        stop = threading.Event()
+        errors = []
+
+        def writer():
+            try:
+                h = harness.open_nbd(pair.socket["alpha"], pair.resource)
+                try:
+                    block = os.urandom(64 * 1024)
+                    while not stop.is_set():
+                        h.pwrite(block, 0)
+                        time.sleep(0.01)
+                finally:
+                    harness.close_nbd(h)
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                errors.append(e)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            time.sleep(1.5)  # a tick sees the writes
+            cp = pair.replctl("alpha", "invalidate-remote")  # a full sync to beta
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            pair.wait_status("alpha", lambda s: s["resync"] is not None, 10, "resync started")
+            time.sleep(2.5)  # past the first tick that saw the writes
+            first = pair.status("alpha")["resync"]["done_bytes"]
+            time.sleep(3)
+            busy = pair.status("alpha")["resync"]["done_bytes"] - first
+            # c_min_rate is 2 MiB/s: about 6 MiB in 3 s (a window's worth of slack).
+            self.assertLessEqual(busy, 10 * MiB, f"{busy} bytes in 3 s with writes going on")
+            self.assertGreater(busy, 2 * MiB, "the resync stopped instead of slowing down")
+        finally:
+            stop.set()
+            thread.join()
+        self.assertEqual(errors, [])
+        t0 = time.monotonic()
+        pair.wait_in_sync(timeout=30)
+        # The rest (tens of MiB) goes once the writes stop: doubling, then unlimited after 2 s.
+        self.assertLess(time.monotonic() - t0, 10, "the resync did not take the idle link")
         size = pair.data_bytes("alpha")
         for n in Pair.NODES:
             self.assertEqual(pair.daemon[n].stop(), 0, pair.log_tails())

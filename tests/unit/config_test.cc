@@ -59,6 +59,10 @@ after_sb_0pri = "discard-zero-changes"
 after_sb_1pri = "consensus"
 [resync]
 checksums = true
+c_plan_ahead = "3s"
+c_fill_target = "8M"
+c_min_rate = "1M"
+c_max_rate = "100M"
 [disk]
 meta_disk = "/dev/sdc1"
 al_extents = 257
@@ -84,6 +88,10 @@ address = "127.0.0.1:7789"
   EXPECT_EQ(c->net.split_brain.two_primaries, AfterSb2Pri::kDisconnect);
   EXPECT_EQ(c->meta.al_extents, 257u);
   EXPECT_TRUE(c->resync.checksums);
+  EXPECT_EQ(c->resync.controller.plan_ahead_ticks, 3u);
+  EXPECT_EQ(c->resync.controller.fill_target_bytes, 8u << 20);
+  EXPECT_EQ(c->resync.controller.min_rate_bytes, 1u << 20);
+  EXPECT_EQ(c->resync.controller.max_rate_bytes, 100u << 20);
   EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[0]), "/md-a");
   EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[1]), "/dev/sdc1");
   EXPECT_EQ(ControlSocketPath(c.value(), c->nodes[0]), "/tmp/a.ctl");
@@ -200,6 +208,12 @@ INSTANTIATE_TEST_SUITE_P(
                 "r.toml:4:17: key 'net.after_sb_1pri': 'discard-younger-primary' is not a "
                 "split-brain policy; allowed: \"disconnect\", \"consensus\", "
                 "\"discard-secondary\""},
+        BadCase{"[resource]\nname = \"r\"\n[resync]\nrate = \"10M\"\nc_plan_ahead = \"2s\"\n"
+                "[node.a]\ndisk = \"/x\"\n",
+                "r.toml:4:8: key 'resync.rate': a fixed rate and the dynamic controller"},
+        BadCase{"[resource]\nname = \"r\"\n[resync]\nc_min_rate = \"20M\"\nc_max_rate = "
+                "\"10M\"\n[node.a]\ndisk = \"/x\"\n",
+                "key 'resync.c_min_rate': is above resync.c_max_rate"},
         BadCase{"[resource]\nname = \"r\"\n[resync]\nchecksums = \"yes\"\n[node.a]\ndisk = \"/x\"\n",
                 "r.toml:4:13: key 'resync.checksums': 'yes' is not a boolean; allowed: true, false"},
         BadCase{"[resource]\nname = \"r\"\n[disk]\nal_extents = 3\n[node.a]\ndisk = \"/x\"\n",

@@ -32,8 +32,9 @@ int RunToQuiet(Replica& r) {
 }
 
 // A Primary whose fresh peer connects: rule 30, a full sync of 64 MiB in 1 MiB blocks.
-Replica Source(uint64_t rate_bytes) {
+Replica Source(uint64_t rate_bytes, ResyncController controller = {}) {
   ReplicaOptions o;
+  o.controller = controller;
   o.node_name = "alpha";
   o.peer_name = "beta";
   o.data_bytes = 64 * kMiB;
@@ -81,6 +82,54 @@ TEST(ReplicaResyncRate, APausedSourceSendsNothingUntilResumed) {
   EXPECT_EQ(before + RunToQuiet(r), 64);
   EXPECT_EQ(r.Report().out_of_sync_bytes, 0u);
   EXPECT_FALSE(r.Report().resync_paused);
+}
+
+// The dynamic controller: application I/O in the last second holds the resync at c_min_rate;
+// quiet seconds double it, and after c_plan_ahead of them it is c_max_rate (here: no limit).
+TEST(ReplicaResyncController, WithoutACeilingAQuietLinkIsUnlimited) {
+  ResyncController c;
+  c.plan_ahead_ticks = 2;
+  c.min_rate_bytes = 2 * kMiB;
+  Replica r = Source(0, c);
+  r.ClientRead(1000, 0, 4096);  // seen by the first Tick
+  r.Tick();
+  EXPECT_EQ(RunToQuiet(r), 8 + 2) << "the window issued at PeerUp, then c_min_rate: busy";
+  r.Tick();
+  EXPECT_EQ(RunToQuiet(r), 4) << "quiet: doubled";
+  r.Tick();
+  EXPECT_EQ(RunToQuiet(r), 64 - 14) << "c_plan_ahead quiet seconds: no limit";
+}
+
+TEST(ReplicaResyncController, BusySecondsGetTheMinimumQuietOnesRampUp) {
+  ResyncController c;
+  c.plan_ahead_ticks = 3;
+  c.min_rate_bytes = 2 * kMiB;
+  c.max_rate_bytes = 16 * kMiB;
+  Replica r = Source(0, c);
+  EXPECT_EQ(RunToQuiet(r), 16) << "before any Tick: c_max_rate";
+  std::vector<int> per_second;
+  RequestId id = 1000;
+  for (int second = 0; second < 6; ++second) {
+    if (second < 2) r.ClientRead(id++, 0, 4096);  // busy in seconds 0 and 1
+    r.Tick();
+    per_second.push_back(RunToQuiet(r));
+  }
+  EXPECT_EQ(per_second[0], 2) << "busy: c_min_rate";
+  EXPECT_EQ(per_second[1], 2) << "busy: c_min_rate";
+  EXPECT_EQ(per_second[2], 4) << "first quiet second: doubled";
+  EXPECT_EQ(per_second[3], 8);
+  EXPECT_EQ(per_second[4], 16) << "c_plan_ahead quiet seconds: c_max_rate";
+  EXPECT_EQ(per_second[5], 16);
+}
+
+TEST(ReplicaResyncController, FillTargetBoundsTheBytesInFlight) {
+  ResyncController c;
+  c.plan_ahead_ticks = 1;
+  c.fill_target_bytes = 3 * kMiB;
+  Replica r = Source(0, c);
+  int reads = 0;
+  for (Action& a : r.TakeActions()) reads += std::holds_alternative<ResyncRead>(a) ? 1 : 0;
+  EXPECT_EQ(reads, 3) << "three 1 MiB blocks fill 3 MiB";
 }
 
 }  // namespace
