@@ -50,6 +50,15 @@ def default_bin(name):
     return rel if os.path.exists(rel) else os.path.join(root, "build", "default", "bin", name)
 
 
+def report_header(title, script, repld):
+    """The report's first lines: what ran, when, where, with which binary."""
+    return [f"# {title}", "",
+            f"- **date**: {datetime.datetime.now().isoformat(timespec='seconds')}",
+            f"- **command**: `{' '.join([script, *sys.argv[1:]])}`",
+            f"- **cpu**: {nb.cpu_model()} ({os.cpu_count()} cores)",
+            f"- **repld**: {repld}", ""]
+
+
 def preallocate(path, size):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -383,11 +392,7 @@ def main():
         if not shutil.which(tool) and not os.path.exists(tool):
             sys.exit(f"repl_bench: {tool} not found (build first: scripts/build.sh release)")
     tmp = tempfile.mkdtemp(prefix="repl-bench-", dir=args.dir)
-    lines = ["# repld replication benchmark", "",
-             f"- **date**: {datetime.datetime.now().isoformat(timespec='seconds')}",
-             f"- **command**: `{' '.join(['bench/repl_bench.py', *sys.argv[1:]])}`",
-             f"- **cpu**: {nb.cpu_model()} ({os.cpu_count()} cores)",
-             f"- **repld**: {args.repld}", ""]
+    lines = report_header("repld replication benchmark", "bench/repl_bench.py", args.repld)
     try:
         parts = args.parts.split(",")
         if "protocols" in parts:

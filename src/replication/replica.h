@@ -155,7 +155,7 @@ struct ReplicaOptions {
   uint64_t data_bytes = 0;
   Protocol protocol = Protocol::kC;
   uint32_t max_buffers = 2048;  // frames sent to the peer and not yet confirmed
-  uint32_t resync_window = 8;   // resync blocks in flight
+  uint32_t resync_window = 32;  // resync blocks in flight (32 MiB of 1 MiB blocks)
   uint64_t resync_block_bytes = 1 << 20;
   uint64_t resync_rate_bytes = 0;      // per second (refilled by Tick); 0: unlimited
   uint64_t seed = 1;                   // for new generation identifiers

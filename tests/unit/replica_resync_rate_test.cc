@@ -39,6 +39,7 @@ Replica Source(uint64_t rate_bytes, ResyncController controller = {}) {
   o.peer_name = "beta";
   o.data_bytes = 64 * kMiB;
   o.resync_block_bytes = 1 * kMiB;
+  o.resync_window = 8;
   o.resync_rate_bytes = rate_bytes;
   Replica r(o, MdState{}, ActivityLog(std::vector<uint32_t>(16, kAlEmpty), 0),
             Bitmap(o.data_bytes));

@@ -1,0 +1,183 @@
+#!/usr/bin/python3
+"""Resync benchmark: how fast a pair resyncs, against a plain copy of the same data on the
+same disks, and how much a Primary crash costs against a full sync, in one run.
+
+Part 1 (speed): a pair on --size disks, the Primary's written whole first (so that reading it
+reads the disk); the initial full sync (unthrottled, as the Primary's `primary --force` starts
+it) timed from the command to in sync, then dd copying the same number of bytes from the
+Primary's backing file to the Secondary's with O_DIRECT and 1 MiB blocks: the ratio is the
+copy's time over the resync's (1.0: as fast as a plain copy).
+
+Part 2 (crash): a pair on --crash-size disks (default 16 GiB) after its full sync; fio writes
+4 KiB blocks at random over the first --hot bytes (default 1 GiB) for a few seconds, the
+Primary is killed with SIGKILL in the middle, started again, and the time from its start to in
+sync is the crash resync; what it resynced comes from its status (the activity log's extents).
+The ratio to the full sync's time should be about the hot set's share of the disk.
+
+Both nodes run on this machine; --layout says where the Secondary's disk is (own: /dev/shm,
+a disk of its own; shared: next to the Primary's). Standard library only.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nbd_bench as nb  # noqa: E402
+import repl_bench as rb  # noqa: E402
+
+MiB, GiB = nb.MiB, nb.GiB
+
+
+def in_sync(status):
+    return (status["replication"] == "Established" and status["out_of_sync_bytes"] == 0
+            and status["peer"]["disk"] == "UpToDate" and status["disk"] == "UpToDate")
+
+
+def wait(pair, node, pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            st = pair.status(node)
+        except RuntimeError:  # not up yet
+            st = None
+        if st is not None and pred(st):
+            return st
+        time.sleep(0.05)
+    raise RuntimeError(f"{pair.name}: {what} not done in {timeout} s")
+
+
+def started_pair(tmp, name, size, args, peer_dir, prefill=False):
+    """Both daemons up and connected, alpha not yet promoted. `prefill`: alpha's file is
+    written whole first, so that reading it reads the disk (a preallocated file's unwritten
+    extents read as zeroes without any I/O, for the resync and for dd alike)."""
+    pair = rb.Pair(tmp, name, "C", size, args.repld, args.replctl, peer_dir=peer_dir)
+    if prefill:
+        subprocess.run(["dd", "if=/dev/zero", f"of={pair.disk['alpha']}", "bs=1M",
+                        f"count={size // MiB}", "oflag=direct", "conv=notrunc", "status=none"],
+                       check=True)
+    for n in ("alpha", "beta"):
+        pair.ctl(n, "create-md", "--force")
+    for s in pair.servers.values():
+        s.start()
+    wait(pair, "alpha", lambda s: s["connection"] == "Connected", 30, "connect")
+    return pair
+
+
+def full_sync_seconds(pair):
+    t0 = time.monotonic()
+    pair.ctl("alpha", "primary", "--force")
+    wait(pair, "alpha", in_sync, 7200, "full sync")
+    return time.monotonic() - t0
+
+
+def copy_seconds(src, dst, size):
+    t0 = time.monotonic()
+    subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=1M", f"count={size // MiB}",
+                    "iflag=direct", "oflag=direct", "conv=notrunc", "status=none"], check=True)
+    return time.monotonic() - t0
+
+
+def part_speed(args, tmp, lines, peer_dir):
+    pair = started_pair(tmp, "speed", args.size, args, peer_dir, prefill=True)
+    try:
+        data = pair.data_bytes()
+        resync = full_sync_seconds(pair)
+    finally:
+        pair.stop()
+    copy = copy_seconds(pair.disk["alpha"], pair.disk["beta"], data)
+    pair.remove_peer_disk()
+    ratio = copy / resync
+    lines += ["## Resync speed against a plain copy", "",
+              f"Secondary's disk: {rb.LAYOUTS[args.layout]}. {nb.fmt_size(data)} each.", "",
+              "| | seconds | MiB/s | ratio | target |", "|---|---:|---:|---:|---|",
+              f"| full sync (unthrottled) | {resync:.2f} | {data / MiB / resync:.0f} | "
+              f"{ratio:.2f}x | >= 0.8x {'OK' if ratio >= 0.8 else 'MISS'} |",
+              f"| dd, O_DIRECT, 1 MiB | {copy:.2f} | {data / MiB / copy:.0f} | 1.00x | |", ""]
+
+
+def part_crash(args, tmp, lines, peer_dir):
+    pair = started_pair(tmp, "crash", args.crash_size, args, peer_dir)
+    try:
+        data = pair.data_bytes()
+        full = full_sync_seconds(pair)
+        outjson = os.path.join(tmp, "crash-fio.json")
+        argv = ["fio", "--name=hot", "--rw=randwrite", "--bs=4k", "--iodepth=32", "--numjobs=1",
+                "--time_based", f"--runtime={args.write_seconds * 3}", f"--size={args.hot}",
+                "--randrepeat=0", "--norandommap", "--thread", "--output-format=json",
+                f"--output={outjson}", "--ioengine=nbd",
+                f"--uri=nbd+unix:///?socket={pair.sock['alpha']}"]
+        writer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(args.write_seconds)
+        pair.servers["alpha"].proc.kill()  # SIGKILL, by the PID we started
+        pair.servers["alpha"].proc.wait()
+        writer.wait(timeout=60)  # fio fails once its server is gone
+        t0 = time.monotonic()
+        pair.servers["alpha"].start()
+        wait(pair, "alpha", lambda s: s["connection"] == "Connected", 60, "reconnect")
+        st = wait(pair, "alpha", lambda s: s["resync"] is not None or in_sync(s), 60, "resync")
+        resynced = st["resync"]["total_bytes"] if st["resync"] else 0
+        wait(pair, "alpha", in_sync, 3600, "crash resync")
+        crash = time.monotonic() - t0
+    finally:
+        pair.stop()
+        pair.remove_peer_disk()
+    share = args.hot / data
+    ratio = crash / full
+    lines += ["## Resync after a Primary crash against a full sync", "",
+              f"{nb.fmt_size(data)} disks, 4 KiB random writes at QD32 over the first "
+              f"{nb.fmt_size(args.hot)} (the hot set, {share:.1%} of the disk) for "
+              f"{args.write_seconds} s, then SIGKILL of the Primary. Secondary's disk: "
+              f"{rb.LAYOUTS[args.layout]}.", "",
+              "| | seconds | resynced | time ratio to the full sync |", "|---|---:|---:|---:|",
+              f"| full sync | {full:.2f} | {nb.fmt_size(data)} | 1.00 |",
+              f"| after the crash (restart to in sync) | {crash:.2f} | {nb.fmt_size(resynced)} "
+              f"| {ratio:.3f} |", "",
+              f"Target: proportional to the hot set ({share:.3f} of the full sync's time); "
+              f"{'OK' if ratio <= 2 * share + 0.02 else 'MISS'} (at most twice the share, plus "
+              "a restart's fixed cost).", ""]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=nb.parse_size, default=4 * GiB)
+    ap.add_argument("--crash-size", type=nb.parse_size, default=16 * GiB)
+    ap.add_argument("--hot", type=nb.parse_size, default=1 * GiB)
+    ap.add_argument("--write-seconds", type=int, default=5)
+    ap.add_argument("--parts", default="speed,crash")
+    ap.add_argument("--layout", default="own", choices=sorted(rb.LAYOUTS))
+    ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--repld", default=rb.default_bin("repld"))
+    ap.add_argument("--replctl", default=rb.default_bin("replctl"))
+    ap.add_argument("--out", help="also write the markdown report here")
+    args = ap.parse_args()
+    for tool in ("fio", "dd", args.repld, args.replctl):
+        if not shutil.which(tool) and not os.path.exists(tool):
+            sys.exit(f"resync_bench: {tool} not found (build first: scripts/build.sh release)")
+    tmp = tempfile.mkdtemp(prefix="resync-bench-", dir=args.dir)
+    lines = rb.report_header("repld resync benchmark", "bench/resync_bench.py", args.repld)
+    peer_dir = None
+    try:
+        peer_dir = rb.peer_directory(args.layout)
+        parts = args.parts.split(",")
+        if "speed" in parts:
+            part_speed(args, tmp, lines, peer_dir)
+        if "crash" in parts:
+            part_crash(args, tmp, lines, peer_dir)
+        report = "\n".join(lines) + "\n"
+        print(report, flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(report)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if peer_dir:
+            shutil.rmtree(peer_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
