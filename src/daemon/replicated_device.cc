@@ -21,7 +21,6 @@ ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& c
 
 ReplicatedDevice::~ReplicatedDevice() {
   for (ResyncBuffer& b : resync_buffers_) std::free(b.data);
-  for (uint8_t* b : free_csum_buffers_) std::free(b);
   for (auto& [key, work] : csum_work_) std::free(work.buffer);
   std::free(al_buffer_);
 }
@@ -108,6 +107,7 @@ Status ReplicatedDevice::Load() {
   ro.resync_rate_bytes = config_.resync.rate_bytes;
   ro.split_brain = config_.net.split_brain;
   ro.resync_checksums = config_.resync.checksums;
+  ro.csums_window = peer::kCsumsInFlightMax;
   ro.controller = config_.resync.controller;
   ro.out_of_sync_runs_max = peer::kOutOfSyncRunsMax;
   ro.seed = seed;

@@ -138,11 +138,11 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
     uint64_t offset_bytes = 0;
     uint32_t length_bytes = 0;
     std::vector<uint64_t> digests;
-    uint8_t* buffer = nullptr;  // peer::kCsumsBytesMax, while the read runs
+    uint8_t* buffer = nullptr;  // the range, rounded up to 4 KiB, while the read runs
   };
-  // A peer may have this many digest frames waiting here; more drop the connection (the
-  // source's resync window is far smaller).
-  static constexpr size_t kCsumWorkMax = 16;
+  // A peer may have this many digest frames waiting here; more drop the connection (a sender
+  // keeps at most kCsumsInFlightMax unanswered; the rest is room for an old connection's).
+  static constexpr size_t kCsumWorkMax = 2 * peer::kCsumsInFlightMax;
 
   ReplicatedDevice(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node,
                    BackingStore& store, Options options);
@@ -215,12 +215,10 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
 
   std::vector<ClientSlot> slots_;
   std::vector<uint32_t> free_slots_;
-  std::unordered_map<uint64_t, Received> received_;  // key -> frame not yet applied
-  std::vector<OutOfSyncRun> out_of_sync_runs_;
+  std::unordered_map<uint64_t, Received> received_;   // key -> frame not yet applied
+  std::vector<OutOfSyncRun> out_of_sync_runs_;        // OnOutOfSync's, kept to reuse its buffer
   ResyncProgress progress_;                           // sampled by the tick
   std::unordered_map<uint64_t, CsumWork> csum_work_;  // key -> the peer's digests
-  std::vector<uint8_t*> free_csum_buffers_;  // at most kCsumWorkMax, kept for reuse       //
-                                             // OnOutOfSync's, kept to reuse its buffer
   uint64_t next_key_ = 1;
   std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
   std::vector<AuxIo*> free_aux_;

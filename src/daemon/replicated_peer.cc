@@ -188,14 +188,11 @@ void ReplicatedDevice::OnCsums(const peer::Csums& message) {
 
 void ReplicatedDevice::ExecuteCompareCsums(const CompareCsums& a) {
   CsumWork& work = csum_work_.at(a.key);
-  if (free_csum_buffers_.empty()) {
-    auto* fresh =
-        static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes, peer::kCsumsBytesMax));
-    REPLD_CHECK(fresh != nullptr);
-    free_csum_buffers_.push_back(fresh);
-  }
-  work.buffer = free_csum_buffers_.back();
-  free_csum_buffers_.pop_back();
+  // At most kCsumWorkMax of these at once; sized to the range (resync blocks: 1 MiB).
+  const size_t bytes =
+      (work.length_bytes + kDigestGrainBytes - 1) / kDigestGrainBytes * kDigestGrainBytes;
+  work.buffer = static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes, bytes));
+  REPLD_CHECK(work.buffer != nullptr);
   AuxIo& aux = TakeAux(AuxIo::Kind::kCsumRead, a.key);
   aux.iov.push_back(iovec{work.buffer, work.length_bytes});
   aux.io.iov = aux.iov.data();
@@ -228,7 +225,7 @@ void ReplicatedDevice::FinishCompareCsums(uint64_t key, int error) {
       }
     }
   }
-  free_csum_buffers_.push_back(work.buffer);
+  std::free(work.buffer);
   csum_work_.erase(it);
   replica_->CsumsCompared(key, differing, error);
 }

@@ -328,6 +328,9 @@ struct OutOfSync {
 inline constexpr uint32_t kCsumsFlagVerify = 1u << 0;  // online verify (else checksum resync)
 inline constexpr uint32_t kCsumsFlagsKnown = kCsumsFlagVerify;
 inline constexpr uint32_t kCsumsBytesMax = 4 * kMiB;  // the largest block one frame covers
+// A sender has at most this many Csums unanswered; a receiver keeps twice as many waiting for
+// its disk (old connections' among them) and drops a peer that sends more.
+inline constexpr uint32_t kCsumsInFlightMax = 16;
 
 struct Csums {
   static constexpr MessageType kType = MessageType::kCsums;

@@ -157,10 +157,13 @@ struct ReplicaOptions {
   uint32_t max_buffers = 2048;  // frames sent to the peer and not yet confirmed
   uint32_t resync_window = 32;  // resync blocks in flight (32 MiB of 1 MiB blocks)
   uint64_t resync_block_bytes = 1 << 20;
-  uint64_t resync_rate_bytes = 0;      // per second (refilled by Tick); 0: unlimited
-  uint64_t seed = 1;                   // for new generation identifiers
-  SplitBrainPolicy split_brain;        // [net] after_sb_0pri / 1pri / 2pri
-  bool resync_checksums = false;       // [resync] checksums: only differing blocks travel
+  uint64_t resync_rate_bytes = 0;  // per second (refilled by Tick); 0: unlimited
+  uint64_t seed = 1;               // for new generation identifiers
+  SplitBrainPolicy split_brain;    // [net] after_sb_0pri / 1pri / 2pri
+  bool resync_checksums = false;   // [resync] checksums: only differing blocks travel
+  // Digest frames (checksum resync, verify) in flight at most: the peer keeps at most twice
+  // this many waiting for its disk (peer::kCsumsInFlightMax), whatever the resync window.
+  uint32_t csums_window = 16;
   ResyncController controller;
   size_t out_of_sync_runs_max = 4096;  // runs per SendOutOfSync (the frame's limit)
 };
@@ -366,6 +369,7 @@ class Replica {
   uint64_t ResyncRate() const;
   void StepController();
   bool ResyncWindowFull() const;
+  bool CsumsWindowFull() const;
   void PumpVerify();
   void FinishVerify();
   void FinishResync();

@@ -142,13 +142,17 @@ void Replica::PeerUp(const PeerState& peer) {
       resync_total_bytes_ = 0;  // the source's State after it has our bitmap says how much
       resync_applied_bytes_ = 0;
       SetDisk(DiskState::kInconsistent);
-      SendOurBitmap();
       break;
     case SyncPlan::kSplitBrain:
     case SyncPlan::kUnrelated:
     case SyncPlan::kRefuse:
       break;
   }
+  // Every node but a source sends its bitmap, whatever it decided: the two decide on their own,
+  // and a source must never wait for a bitmap that does not come (the counts each decided on can
+  // differ when writes land between the handshake and this). A node that is not in WFBitMapS
+  // ignores it.
+  if (plan != SyncPlan::kBitmapSource && plan != SyncPlan::kFullSource) SendOurBitmap();
   Emit(SendState{LocalState()});
 }
 
@@ -214,6 +218,7 @@ void Replica::PeerDown(const std::string& reason) {
   // Resync frames in flight stay out of sync (their bits were never cleared).
   resync_frames_.clear();
   csum_frames_.clear();
+  differs_.reset();
   if (was == ReplState::kVerifyS && verify_) {
     verify_->running = false;
     Warn("online verify interrupted by the lost peer after " +
@@ -240,8 +245,10 @@ void Replica::PeerStateChanged(const PeerState& peer) {
   if (!Connected()) return;
   const bool resync_done = peer.resync_done && repl_ == ReplState::kSyncTarget;
   peer_ = peer;
-  if (repl_ == ReplState::kSyncTarget && resync_total_bytes_ == 0) {
-    resync_total_bytes_ = peer.out_of_sync_bytes;
+  if (repl_ == ReplState::kSyncTarget) {
+    // The largest the source reported: its State once it added our bitmap (an earlier one, sent
+    // while it waited for it, is smaller; later ones shrink as the resync goes).
+    resync_total_bytes_ = std::max(resync_total_bytes_, peer.out_of_sync_bytes);
   }
   if (resync_done) {
     // The source confirmed every block: our data is now its data.
@@ -325,7 +332,8 @@ void Replica::ApplyDone(uint64_t key, int error) {
   if (Connected() && a.epoch == epoch_) Emit(SendAck{AckKind::kWritten, seq, error});
   PumpApplies();
   PumpPeerFlushes();
-  if (!waiting_.empty()) PumpWrites();  // promoted: writes may wait for this one
+  if (!waiting_.empty()) PumpWrites();             // promoted: writes may wait for this one
+  if (repl_ == ReplState::kVerifyS) PumpVerify();  // a verify run may wait for it too
 }
 
 void Replica::PeerFlush(uint64_t seq) {

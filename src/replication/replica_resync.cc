@@ -34,6 +34,7 @@ void Replica::PumpResync() {
     // With checksums, a run is either blocks not compared yet (digests go first) or blocks the
     // peer said differ (their data goes).
     const bool csums = differs_ && !differs_->Test(first);
+    if (csums && CsumsWindowFull()) break;  // a digest reply frees a place
     auto same_kind = [&](uint64_t bit) { return !differs_ || differs_->Test(bit) != csums; };
     uint64_t last = first;
     while (last + 1 < bits && last + 1 - first < max_bits && bitmap_.Test(last + 1) &&
@@ -106,6 +107,12 @@ void Replica::StepController() {
   }
 }
 
+bool Replica::CsumsWindowFull() const {
+  uint32_t in_flight = 0;
+  for (const auto& [token, b] : resync_blocks_) in_flight += b.csums ? 1 : 0;
+  return in_flight >= options_.csums_window;
+}
+
 // resync_window blocks in flight, or, with c_fill_target, that many bytes instead.
 bool Replica::ResyncWindowFull() const {
   if (options_.controller.fill_target_bytes == 0) {
@@ -168,6 +175,7 @@ void Replica::FinishResync() {
     }
   }
   repl_ = ReplState::kEstablished;
+  differs_.reset();
   // The bitmap id stays until the peer says it is UpToDate with our current id: if the
   // connection breaks before that, the next handshake must still see where the peer stands.
   Emit(PersistBitmap{});

@@ -34,7 +34,7 @@ Status Replica::StartVerify() {
 void Replica::PumpVerify() {
   if (repl_ != ReplState::kVerifyS || !Connected() || resync_paused_) return;
   const bool limited = ResyncRate() > 0;
-  while (!ResyncWindowFull() && !PeerWindowFull() &&
+  while (!ResyncWindowFull() && !CsumsWindowFull() && !PeerWindowFull() &&
          verify_cursor_ < options_.data_bytes) {
     if (limited && resync_budget_ <= 0) break;
     const uint64_t offset = verify_cursor_;
@@ -82,7 +82,9 @@ void Replica::PeerCsumReply(uint64_t seq, const std::vector<OutOfSyncRun>& diffe
   csum_frames_.erase(frame);
   resync_blocks_.erase(block);
   for (const OutOfSyncRun& run : differing) {
-    if (run.offset_bytes < b.offset || run.length_bytes > b.offset + b.length - run.offset_bytes) {
+    const uint64_t end = b.offset + b.length;
+    if (run.offset_bytes < b.offset || run.offset_bytes >= end ||
+        run.length_bytes > end - run.offset_bytes) {
       Emit(DropPeer{"the peer's digest answer names [" + std::to_string(run.offset_bytes) + ", +" +
                         std::to_string(run.length_bytes) + ") outside the block asked",
                     true});
@@ -96,7 +98,7 @@ void Replica::PeerCsumReply(uint64_t seq, const std::vector<OutOfSyncRun>& diffe
       bitmap_.SetRange(b.offset, b.length);
       verify_->differing_bytes += b.length;
     }
-    for (const OutOfSyncRun& run : differing) {
+    for (const OutOfSyncRun& run : error == 0 ? differing : std::vector<OutOfSyncRun>{}) {
       bitmap_.SetRange(run.offset_bytes, run.length_bytes);
       verify_->differing_bytes += run.length_bytes;
     }

@@ -11,8 +11,10 @@ constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kData = 8 * kMiB;
 constexpr uint64_t kX = 0x1000, kOld = 0x4000;
 
-Replica Make(bool checksums, GenerationIds ids, DiskState disk = DiskState::kUpToDate) {
+Replica Make(bool checksums, GenerationIds ids, DiskState disk = DiskState::kUpToDate,
+             uint32_t csums_window = 16) {
   ReplicaOptions o;
+  o.csums_window = csums_window;
   o.node_name = "alpha";
   o.data_bytes = kData;
   o.resync_block_bytes = kMiB;
@@ -132,6 +134,34 @@ TEST(ReplicaChecksumResync, OnlyBlocksWhoseDigestsDifferTravel) {
   EXPECT_EQ(s.counters.resync_equal_bytes, kData - 12288);
   EXPECT_EQ(s.out_of_sync_bytes, 0u);
   EXPECT_EQ(s.repl, ReplState::kEstablished);
+}
+
+TEST(ReplicaVerify, DigestFramesInFlightStayWithinTheirWindow) {
+  // The peer keeps only so many digest frames waiting: a wide resync window must not exceed it.
+  Replica r = Make(false, kAtX, DiskState::kUpToDate, /*csums_window=*/3);
+  ConnectInSync(r);
+  ASSERT_TRUE(r.StartVerify().ok());
+  EXPECT_EQ(All<ResyncRead>(r.TakeActions()).size(), 3u);
+}
+
+TEST(ReplicaVerify, AnAnswerOutsideTheBlockAskedDropsThePeerAndMarksNothing) {
+  Replica r = Make(false, kAtX);
+  ConnectInSync(r);
+  ASSERT_TRUE(r.StartVerify().ok());
+  uint64_t seq = 0;
+  for (Action& a : r.TakeActions()) {
+    if (auto* read = std::get_if<ResyncRead>(&a)) r.ResyncReadDone(read->token, 0);
+  }
+  for (Action& a : r.TakeActions()) {
+    if (auto* csums = std::get_if<SendCsums>(&a)) seq = seq == 0 ? csums->seq : seq;
+  }
+  ASSERT_NE(seq, 0u);
+  // Far beyond the block and the device: no wrap-around lets it through.
+  r.PeerCsumReply(seq, {{~0ull - 8191, 4096}}, 0);
+  const auto drops = All<DropPeer>(r.TakeActions());
+  ASSERT_EQ(drops.size(), 1u);
+  EXPECT_NE(drops[0].reason.find("outside the block asked"), std::string::npos);
+  EXPECT_EQ(r.bitmap().CountSet(), 0u);
 }
 
 }  // namespace
