@@ -370,6 +370,8 @@ class Replica {
   void StepController();
   bool ResyncWindowFull() const;
   bool CsumsWindowFull() const;
+  bool ResyncReadMustWait(uint64_t offset, uint64_t length) const;
+  void StartResyncRead(uint64_t offset, uint64_t length, bool csums, bool verify);
   void PumpVerify();
   void FinishVerify();
   void FinishResync();

@@ -43,18 +43,9 @@ void Replica::PumpResync() {
     }
     const uint64_t offset = first * grain;
     const uint64_t length = std::min((last + 1) * grain, options_.data_bytes) - offset;
-    if (LocalConflict(offset, length)) break;  // retried when that write completes
-    bool waiting_overlap = false;
-    for (RequestId id : waiting_) {
-      const Request& r = requests_.at(id);
-      waiting_overlap = waiting_overlap || Overlaps(offset, length, r.offset, r.length);
-    }
-    if (waiting_overlap) break;
-    const uint64_t token = next_token_++;
-    resync_blocks_.emplace(token, ResyncBlock{offset, length, false, csums, false});
+    if (ResyncReadMustWait(offset, length)) break;  // retried when that write completes
     resync_cursor_bit_ = last + 1;
-    if (limited) resync_budget_ -= static_cast<int64_t>(length);
-    Emit(ResyncRead{token, offset, length, csums});
+    StartResyncRead(offset, length, csums, /*verify=*/false);
   }
   if (PeerWindowFull())
     SendBarrier();  // confirmed blocks wait for a peer flush to leave the window
@@ -105,6 +96,24 @@ void Replica::StepController() {
     dynamic_rate_ = std::max(dynamic_rate_ * 2, c.min_rate_bytes);
     if (c.max_rate_bytes > 0) dynamic_rate_ = std::min(dynamic_rate_, c.max_rate_bytes);
   }
+}
+
+// A resync or verify read waits for overlapping writes in flight or queued: the peer must
+// receive both in the order they hit this disk.
+bool Replica::ResyncReadMustWait(uint64_t offset, uint64_t length) const {
+  if (LocalConflict(offset, length)) return true;
+  for (RequestId id : waiting_) {
+    const Request& r = requests_.at(id);
+    if (Overlaps(offset, length, r.offset, r.length)) return true;
+  }
+  return false;
+}
+
+void Replica::StartResyncRead(uint64_t offset, uint64_t length, bool csums, bool verify) {
+  const uint64_t token = next_token_++;
+  resync_blocks_.emplace(token, ResyncBlock{offset, length, false, csums, verify});
+  if (ResyncRate() > 0) resync_budget_ -= static_cast<int64_t>(length);
+  Emit(ResyncRead{token, offset, length, csums});
 }
 
 bool Replica::CsumsWindowFull() const {

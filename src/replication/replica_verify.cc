@@ -39,18 +39,9 @@ void Replica::PumpVerify() {
     if (limited && resync_budget_ <= 0) break;
     const uint64_t offset = verify_cursor_;
     const uint64_t length = std::min(options_.resync_block_bytes, options_.data_bytes - offset);
-    if (LocalConflict(offset, length)) break;  // retried when that write completes
-    bool waiting_overlap = false;
-    for (RequestId id : waiting_) {
-      const Request& r = requests_.at(id);
-      waiting_overlap = waiting_overlap || Overlaps(offset, length, r.offset, r.length);
-    }
-    if (waiting_overlap) break;
-    const uint64_t token = next_token_++;
-    resync_blocks_.emplace(token, ResyncBlock{offset, length, false, true, true});
+    if (ResyncReadMustWait(offset, length)) break;  // retried when that write completes
     verify_cursor_ += length;
-    if (limited) resync_budget_ -= static_cast<int64_t>(length);
-    Emit(ResyncRead{token, offset, length, true});
+    StartResyncRead(offset, length, /*csums=*/true, /*verify=*/true);
   }
   if (resync_blocks_.empty() && verify_cursor_ >= options_.data_bytes) FinishVerify();
 }

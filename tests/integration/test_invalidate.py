@@ -36,6 +36,16 @@ def damage(path: str) -> None:
         os.fsync(f.fileno())
 
 
+def damaged_pair(**kwargs) -> Pair:
+    """A pair in sync on random data, then beta's disk damaged behind its daemon's back."""
+    pair = Pair(disk_size=64 * MiB, **kwargs)
+    pair.up_primary("alpha")
+    fill(pair, "alpha", pair.data_bytes("alpha"))
+    pair.wait_in_sync()
+    damage(pair.disk["beta"])
+    return pair
+
+
 class InvalidateTest(harness.ReplTestCase):
 
     def check_repaired(self, pair: Pair, target: str, rule: str) -> None:
@@ -50,17 +60,8 @@ class InvalidateTest(harness.ReplTestCase):
         self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size),
                          f"{target}'s damage survived the full sync")
 
-    def damaged_pair(self) -> Pair:
-        """A pair in sync on random data, then beta's disk damaged behind its daemon's back."""
-        pair = Pair(disk_size=64 * MiB)
-        pair.up_primary("alpha")
-        fill(pair, "alpha", pair.data_bytes("alpha"))
-        pair.wait_in_sync()
-        damage(pair.disk["beta"])
-        return pair
-
     def test_invalidate_repairs_a_damaged_secondary(self):
-        pair = self.damaged_pair()
+        pair = damaged_pair()
 
         cp = pair.replctl("alpha", "invalidate")
         self.assertNotEqual(cp.returncode, 0)
@@ -82,7 +83,7 @@ class InvalidateTest(harness.ReplTestCase):
         self.check_repaired(pair, "beta", "rule 30: ")
 
     def test_invalidate_remote_repairs_the_peer_from_the_primary(self):
-        pair = self.damaged_pair()
+        pair = damaged_pair()
 
         cp = pair.replctl("beta", "invalidate-remote")
         self.assertNotEqual(cp.returncode, 0)

@@ -14,23 +14,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import MiB  # noqa: E402
 from pair import Pair  # noqa: E402
-from test_invalidate import DAMAGE, damage, fill  # noqa: E402
+from test_invalidate import DAMAGE, damaged_pair  # noqa: E402
 
 DAMAGED_BYTES = sum(length for _, length in DAMAGE)  # whole 4 KiB blocks, 4 KiB aligned
 
 
 class VerifyTest(harness.ReplTestCase):
 
-    def damaged_pair(self, **kwargs) -> Pair:
-        pair = Pair(disk_size=64 * MiB, **kwargs)
-        pair.up_primary("alpha")
-        fill(pair, "alpha", pair.data_bytes("alpha"))
-        pair.wait_in_sync()
-        damage(pair.disk["beta"])
-        return pair
-
     def test_verify_finds_the_damage_and_a_reconnect_repairs_it(self):
-        pair = self.damaged_pair()
+        pair = damaged_pair()
         cp = pair.replctl("beta", "verify")  # either node may run it
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertIn("online verify started", cp.stdout)
@@ -73,7 +65,7 @@ class VerifyTest(harness.ReplTestCase):
         self.assertIn("not connected", cp.stderr)
 
     def test_checksum_resync_sends_only_the_differing_blocks(self):
-        pair = self.damaged_pair(resync={"checksums": True})
+        pair = damaged_pair(resync={"checksums": True})
         # The initial full sync found two zeroed disks equal: no data went.
         before = pair.status("alpha")["counters"]
         size = pair.data_bytes("alpha")

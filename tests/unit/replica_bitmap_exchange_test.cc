@@ -2,6 +2,7 @@
 // the source resyncs the union of both bitmaps, and starts only once it has the whole of it.
 #include <gtest/gtest.h>
 
+#include "replica_actions.h"
 #include "replication/replica.h"
 
 namespace repld {
@@ -34,15 +35,6 @@ const GenerationIds kStayed{kX, 0, {kOld, 0}};
 const GenerationIds kMovedOn{kY, kX, {kX, kOld}};
 
 PeerState StateOf(Replica& r) { return r.LocalState(); }
-
-template <typename T>
-std::vector<T> All(std::vector<Action> actions) {
-  std::vector<T> out;
-  for (Action& a : actions) {
-    if (auto* t = std::get_if<T>(&a)) out.push_back(std::move(*t));
-  }
-  return out;
-}
 
 TEST(ReplicaBitmapExchange, TheTargetSendsItsBitmapInFramesEndingWithLast) {
   Replica target = Make(Options("beta", /*runs_max=*/2), kStayed,

@@ -2,6 +2,7 @@
 // resync sends data only for the blocks whose digests differ.
 #include <gtest/gtest.h>
 
+#include "replica_actions.h"
 #include "replication/replica.h"
 
 namespace repld {
@@ -23,15 +24,6 @@ Replica Make(bool checksums, GenerationIds ids, DiskState disk = DiskState::kUpT
   md.ids = ids;
   md.disk = disk;
   return Replica(o, md, ActivityLog(std::vector<uint32_t>(16, kAlEmpty), 0), Bitmap(kData));
-}
-
-template <typename T>
-std::vector<T> All(std::vector<Action> actions) {
-  std::vector<T> out;
-  for (Action& a : actions) {
-    if (auto* t = std::get_if<T>(&a)) out.push_back(std::move(*t));
-  }
-  return out;
 }
 
 const GenerationIds kAtX{kX, 0, {kOld, 0}};
