@@ -269,6 +269,7 @@ json StatusToJson(const StatusSnapshot& s) {
         {"bitmap_writes", c.bitmap_writes},
         {"resync_bytes", c.resync_bytes},
         {"resync_equal_bytes", c.resync_equal_bytes},
+        {"peer_read_bytes", c.peer_read_bytes},
         {"pending", r.pending},
         {"unacked", r.unacked}}},
       {"generation",

@@ -294,6 +294,14 @@ void PeerLink::SendCsumReply(uint64_t seq, std::span<const OutOfSyncRun> differi
   if (impl_->current) impl_->current->SendLarge(m.Encode());
 }
 
+void PeerLink::SendReadRequest(uint64_t seq, uint64_t offset_bytes, uint32_t length_bytes) {
+  SendSmall(peer::ReadRequest{seq, offset_bytes, length_bytes}.Encode());
+}
+
+void PeerLink::SendReadError(uint64_t seq, int error) {
+  SendSmall(peer::ReadError{seq, error}.Encode());
+}
+
 void PeerLink::SendSmall(std::span<const uint8_t> frame) {
   if (impl_->current) impl_->current->SendSmall(frame);
 }

@@ -73,9 +73,9 @@ class PeerLinkHandler {
   virtual void OnConnecting() = 0;
   virtual void OnUp(const PeerState& peer) = 0;
   virtual void OnDown(const std::string& reason) = 0;
-  // A Data frame whose payload CRC checked. `chunks` hold the data (for a plain write: the
-  // length_bytes rounded up to whole chunks; empty for ZEROES/TRIM); they now belong to the
-  // handler, which gives them back to the receive pool.
+  // A Data frame whose payload CRC checked (a write, a resync block, or a read reply). `chunks`
+  // hold the data (for a plain write: the length_bytes rounded up to whole chunks; empty for
+  // ZEROES/TRIM); they now belong to the handler, which gives them back to the receive pool.
   virtual void OnData(const peer::Data& head, std::span<uint8_t* const> chunks) = 0;
   virtual void OnRecvAck(uint64_t seq) = 0;
   virtual void OnWriteAck(uint64_t seq, int error) = 0;
@@ -85,6 +85,8 @@ class PeerLinkHandler {
   virtual void OnOutOfSync(const peer::OutOfSync& message) = 0;
   virtual void OnCsums(const peer::Csums& message) = 0;
   virtual void OnCsumReply(const peer::CsumReply& message) = 0;
+  virtual void OnReadRequest(const peer::ReadRequest& message) = 0;
+  virtual void OnReadError(const peer::ReadError& message) = 0;
   // A frame queued with SendData left (sent = true: handed to the socket) or will never leave
   // (sent = false: the connection closed first). Comes exactly once per SendData that returned
   // true, and only then may the handler reuse the buffers it passed.
@@ -130,6 +132,10 @@ class PeerLink {
   void SendOutOfSync(std::span<const OutOfSyncRun> runs, bool last);
   void SendCsums(const peer::Csums& message);
   void SendCsumReply(uint64_t seq, std::span<const OutOfSyncRun> differing, int error);
+  // Fast failback: ask the peer for data; its answer is a Data frame with kDataFlagReadReply
+  // (SendData, on the peer) or a ReadError.
+  void SendReadRequest(uint64_t seq, uint64_t offset_bytes, uint32_t length_bytes);
+  void SendReadError(uint64_t seq, int error);
 
  private:
   void SendSmall(std::span<const uint8_t> frame);

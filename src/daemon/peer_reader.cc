@@ -155,6 +155,10 @@ void PeerSession::Dispatch(peer::MessageType type, std::span<const uint8_t> payl
       return Deliver<peer::Csums>(payload, [&](const auto& m) { h.OnCsums(m); });
     case MessageType::kCsumReply:
       return Deliver<peer::CsumReply>(payload, [&](const auto& m) { h.OnCsumReply(m); });
+    case MessageType::kReadRequest:
+      return Deliver<peer::ReadRequest>(payload, [&](const auto& m) { h.OnReadRequest(m); });
+    case MessageType::kReadError:
+      return Deliver<peer::ReadError>(payload, [&](const auto& m) { h.OnReadError(m); });
     case MessageType::kPing:
       return Deliver<peer::Ping>(
           payload, [&](const auto& m) { SendSmall(peer::PingAck{m.token}.Encode()); });

@@ -22,6 +22,7 @@ ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& c
 ReplicatedDevice::~ReplicatedDevice() {
   for (ResyncBuffer& b : resync_buffers_) std::free(b.data);
   for (auto& [key, work] : csum_work_) std::free(work.buffer);
+  for (auto& [key, read] : peer_reads_) std::free(read.data);
   std::free(al_buffer_);
 }
 
@@ -304,7 +305,8 @@ void ReplicatedDevice::Submit(DiskIo* io) {
 }
 
 void ReplicatedDevice::StartPart(ClientSlot& slot) {
-  slot.generation = (slot.generation + 1) & 0x7FFFFFFFu;  // bit 63 marks resync cookies
+  // Bits 63 and 62 of a send cookie mark resync blocks and read replies (replicated_peer.cc).
+  slot.generation = (slot.generation + 1) & 0x3FFFFFFFu;
   const RequestId id = IdOf(slot);
   slot.seq = 0;
   slot.sending = slot.completed = false;
@@ -454,6 +456,12 @@ void ReplicatedDevice::Execute(Action& action) {
           ExecuteCompareCsums(a);
         } else if constexpr (std::is_same_v<T, SendCsumReply>) {
           link_->SendCsumReply(a.seq, a.differing, a.error);
+        } else if constexpr (std::is_same_v<T, SendReadRequest>) {
+          link_->SendReadRequest(a.seq, a.offset_bytes, static_cast<uint32_t>(a.length_bytes));
+        } else if constexpr (std::is_same_v<T, ReadForPeer>) {
+          ExecuteReadForPeer(a);
+        } else if constexpr (std::is_same_v<T, SendReadReply>) {
+          ExecuteSendReadReply(a);
         } else if constexpr (std::is_same_v<T, DropPeer>) {
           link_->Drop(a.reason, a.reconnect);
         } else if constexpr (std::is_same_v<T, Log>) {
@@ -629,6 +637,9 @@ void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
       break;
     case AuxIo::Kind::kCsumRead:
       self->FinishCompareCsums(key, error);
+      break;
+    case AuxIo::Kind::kPeerRead:
+      self->replica_->ReadForPeerDone(key, error);
       break;
     case AuxIo::Kind::kAlFlush:
       if (error == 0) {

@@ -118,7 +118,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
       kResyncRead,
       kCsumRead,
       kAlFlush,
-      kAlWrite
+      kAlWrite,
+      kPeerRead
     } kind = Kind::kApply;
     uint64_t key = 0;  // apply: frame key; flush and resync read: token; AL: transaction seq
     std::vector<iovec> iov;
@@ -140,6 +141,13 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
     std::vector<uint64_t> digests;
     uint8_t* buffer = nullptr;  // the range, rounded up to 4 KiB, while the read runs
   };
+  // A read for the peer (fast failback), until its reply has left.
+  struct PeerReadBuffer {
+    uint8_t* data = nullptr;  // the range, rounded up to the direct I/O alignment
+    iovec iov{};              // the range: {data, length}
+    uint64_t offset_bytes = 0;
+    bool sending = false;
+  };
   // A peer may have this many digest frames waiting here; more drop the connection (a sender
   // keeps at most kCsumsInFlightMax unanswered; the rest is room for an old connection's).
   static constexpr size_t kCsumWorkMax = 2 * peer::kCsumsInFlightMax;
@@ -160,6 +168,11 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void ExecuteSendCsums(const SendCsums& a);
   void ExecuteCompareCsums(const CompareCsums& a);
   void FinishCompareCsums(uint64_t key, int error);
+  void ExecuteReadForPeer(const ReadForPeer& a);
+  void ExecuteSendReadReply(const SendReadReply& a);
+  void FreePeerRead(uint64_t key);
+  // A Data frame answering our ReadRequest: the data goes into the client's buffers.
+  void DeliverReadReply(const peer::Data& head, std::span<uint8_t* const> chunks);
   void ExecuteWriteAl(const WriteAl& a);
   void ExecutePersistMd(const MdState& md);
   void ExecutePersistBitmap();
@@ -170,6 +183,10 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void CompleteClient(RequestId id, int error);
   // The core keeps a request after answering it (protocols A and B wait for the peer's later
   // acks), so a slot's next request needs another id.
+  // OnSendDone cookies: a client's RequestId (bits 0..61), or a resync token or a read for the
+  // peer's key with one of these bits set.
+  static constexpr uint64_t kResyncCookie = 1ULL << 63;
+  static constexpr uint64_t kReadReplyCookie = 1ULL << 62;
   static RequestId IdOf(const ClientSlot& slot) {
     return (uint64_t{slot.generation} << 32) | slot.index;
   }
@@ -198,6 +215,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void OnOutOfSync(const peer::OutOfSync& message) override;
   void OnCsums(const peer::Csums& message) override;
   void OnCsumReply(const peer::CsumReply& message) override;
+  void OnReadRequest(const peer::ReadRequest& message) override;
+  void OnReadError(const peer::ReadError& message) override;
   void OnSendDone(uint64_t cookie, bool sent) override;
 
   asio::io_context& io_;
@@ -219,6 +238,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::vector<OutOfSyncRun> out_of_sync_runs_;        // OnOutOfSync's, kept to reuse its buffer
   ResyncProgress progress_;                           // sampled by the tick
   std::unordered_map<uint64_t, CsumWork> csum_work_;  // key -> the peer's digests
+  std::unordered_map<uint64_t, PeerReadBuffer> peer_reads_;  // key -> read for the peer
   uint64_t next_key_ = 1;
   std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
   std::vector<AuxIo*> free_aux_;

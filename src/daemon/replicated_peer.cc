@@ -9,12 +9,6 @@
 #include "replication/block_digest.h"
 
 namespace repld {
-namespace {
-
-// OnSendDone cookies: a client slot's index, or a resync token with this bit set.
-constexpr uint64_t kResyncCookie = 1ULL << 63;
-
-}  // namespace
 
 void ReplicatedDevice::OnConnecting() {
   replica_->PeerConnecting();
@@ -32,6 +26,7 @@ void ReplicatedDevice::OnDown(const std::string& reason) {
 }
 
 void ReplicatedDevice::OnData(const peer::Data& head, std::span<uint8_t* const> chunks) {
+  if ((head.flags & peer::kDataFlagReadReply) != 0) return DeliverReadReply(head, chunks);
   if (received_.size() >= config_.net.max_buffers) {
     // Chunks bound plain writes; this bounds the ones without data (zeroes, trims) too.
     receive_pool_->Release(chunks);
@@ -92,6 +87,10 @@ void ReplicatedDevice::OnOutOfSync(const peer::OutOfSync& message) {
 }
 
 void ReplicatedDevice::OnSendDone(uint64_t cookie, bool sent) {
+  if ((cookie & kReadReplyCookie) != 0) {
+    FreePeerRead(cookie & ~kReadReplyCookie);
+    return;
+  }
   if ((cookie & kResyncCookie) != 0) {
     ResyncBuffer* b = FindResyncBuffer(cookie & ~kResyncCookie);
     REPLD_CHECK(b != nullptr && b->sending);

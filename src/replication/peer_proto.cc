@@ -62,7 +62,10 @@ std::optional<PayloadBounds> BoundsOf(uint16_t type) {
       return PayloadBounds{8, 8};
     case MessageType::kWriteAck:
     case MessageType::kFlushAck:
+    case MessageType::kReadError:
       return PayloadBounds{12, 12};
+    case MessageType::kReadRequest:
+      return PayloadBounds{ReadRequest::kBytes, ReadRequest::kBytes};
     case MessageType::kData:
       return PayloadBounds{Data::kHeadBytes, Data::kHeadBytes + kDataBytesMax};
     case MessageType::kOutOfSync:
@@ -207,6 +210,10 @@ std::string_view MessageTypeName(MessageType type) {
       return "Csums";
     case MessageType::kCsumReply:
       return "CsumReply";
+    case MessageType::kReadRequest:
+      return "ReadRequest";
+    case MessageType::kReadError:
+      return "ReadError";
   }
   return "unknown message";
 }
@@ -656,6 +663,7 @@ using DataHeadFrame = std::array<uint8_t, kFrameHeaderBytes + Data::kHeadBytes>;
 uint32_t PutDataHead(const Data& d, uint64_t data_bytes, DataHeadFrame& out) {
   REPLD_CHECK((d.flags & ~kDataFlagsKnown) == 0);
   REPLD_CHECK((d.flags & kDataFlagZeroes) == 0 || (d.flags & kDataFlagTrim) == 0);
+  REPLD_CHECK((d.flags & kDataFlagReadReply) == 0 || d.flags == kDataFlagReadReply);
   REPLD_CHECK(d.length_bytes > 0 && IsAligned(d.length_bytes, kSectorBytes));
   REPLD_CHECK(IsAligned(d.offset_bytes, kSectorBytes) &&
               d.offset_bytes + d.length_bytes > d.offset_bytes);
@@ -711,6 +719,10 @@ Result<Data> Data::DecodeHead(std::span<const uint8_t> h, uint32_t payload_bytes
   if ((d.flags & kDataFlagZeroes) != 0 && (d.flags & kDataFlagTrim) != 0) {
     return Malformed(kType, what + "is both ZEROES and TRIM");
   }
+  if ((d.flags & kDataFlagReadReply) != 0 && d.flags != kDataFlagReadReply) {
+    return Malformed(
+        kType, what + "is a read reply with other flags " + Hex(d.flags & ~kDataFlagReadReply));
+  }
   if (d.length_bytes == 0 || !IsAligned(d.length_bytes, kSectorBytes) ||
       !IsAligned(d.offset_bytes, kSectorBytes) ||
       d.offset_bytes + d.length_bytes < d.offset_bytes) {
@@ -752,6 +764,48 @@ std::array<uint8_t, kFrameHeaderBytes + 12> WriteAck::Encode() const {
 }
 std::array<uint8_t, kFrameHeaderBytes + 12> FlushAck::Encode() const {
   return EncodeU64I32<FlushAck>(seq, error);
+}
+
+std::array<uint8_t, kFrameHeaderBytes + ReadRequest::kBytes> ReadRequest::Encode() const {
+  REPLD_CHECK(length_bytes > 0 && length_bytes <= kDataBytesMax &&
+              IsAligned(length_bytes, kSectorBytes) && IsAligned(offset_bytes, kSectorBytes) &&
+              offset_bytes + length_bytes > offset_bytes);
+  std::array<uint8_t, kBytes> p{};
+  PutU64(p.data(), seq);
+  PutU64(p.data() + 8, offset_bytes);
+  PutU32(p.data() + 16, length_bytes);
+  PutU32(p.data() + 20, 0);
+  return FrameOf(kType, p);
+}
+
+Result<ReadRequest> ReadRequest::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  ReadRequest r{GetU64(p.data()), GetU64(p.data() + 8), GetU32(p.data() + 16)};
+  const uint32_t flags = GetU32(p.data() + 20);
+  const std::string what = "read " + std::to_string(r.seq) + " ";
+  if (flags != 0) return Malformed(kType, what + "has unknown flags " + Hex(flags));
+  if (r.length_bytes == 0 || r.length_bytes > kDataBytesMax ||
+      !IsAligned(r.length_bytes, kSectorBytes) || !IsAligned(r.offset_bytes, kSectorBytes) ||
+      r.offset_bytes + r.length_bytes < r.offset_bytes) {
+    return Malformed(kType, what + "of " + std::to_string(r.length_bytes) + " bytes at " +
+                                std::to_string(r.offset_bytes) + " is not a range of 1 to " +
+                                std::to_string(kDataBytesMax / 512) + " whole 512-byte sectors");
+  }
+  return r;
+}
+
+std::array<uint8_t, kFrameHeaderBytes + 12> ReadError::Encode() const {
+  REPLD_CHECK(error > 0);
+  return EncodeU64I32<ReadError>(seq, error);
+}
+
+Result<ReadError> ReadError::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  const ReadError e{GetU64(p.data()), static_cast<int32_t>(GetU32(p.data() + 8))};
+  if (Status s = CheckAckError(kType, e.error); !s.ok()) return s;
+  if (e.error == 0)
+    return Malformed(kType, "read " + std::to_string(e.seq) + " failed with error 0");
+  return e;
 }
 
 Result<RecvAck> RecvAck::Decode(std::span<const uint8_t> p) {

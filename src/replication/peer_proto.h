@@ -67,6 +67,8 @@ enum class MessageType : uint16_t {
   kOutOfSync = 0x20,
   kCsums = 0x21,
   kCsumReply = 0x22,
+  kReadRequest = 0x23,
+  kReadError = 0x24,
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -218,8 +220,11 @@ inline constexpr uint32_t kDataFlagFua = 1u << 0;     // durable on the peer bef
 inline constexpr uint32_t kDataFlagZeroes = 1u << 1;  // the range reads as zeroes; no data
 inline constexpr uint32_t kDataFlagTrim = 1u << 2;    // discard the range; no data
 inline constexpr uint32_t kDataFlagResync = 1u << 3;  // resync traffic, not an application write
+// The answer to ReadRequest `seq` (fast failback): the peer's data, not a write. Alone: no other
+// flag goes with it.
+inline constexpr uint32_t kDataFlagReadReply = 1u << 4;
 inline constexpr uint32_t kDataFlagsKnown =
-    kDataFlagFua | kDataFlagZeroes | kDataFlagTrim | kDataFlagResync;
+    kDataFlagFua | kDataFlagZeroes | kDataFlagTrim | kDataFlagResync | kDataFlagReadReply;
 
 // A replicated write. Payload: a 24-byte head, then length_bytes of data for a plain write, or
 // nothing for ZEROES and TRIM. Offset and length are multiples of 512 bytes.
@@ -360,6 +365,34 @@ struct CsumReply {
 
   std::vector<uint8_t> Encode() const;
   static Result<CsumReply> Decode(std::span<const uint8_t> payload);
+};
+
+// ---- Reads from the peer (fast failback) --------------------------------------------------------
+
+// A Primary whose disk is still a sync target reads the blocks it lacks from its UpToDate peer.
+// The peer answers with Data (kDataFlagReadReply, the same seq, offset and length) or ReadError.
+// Payload: seq u64, offset u64, length u32, flags u32 (none defined: 0).
+// A sender has at most this many unanswered; a receiver drops a peer with more than twice that.
+inline constexpr uint32_t kReadsInFlightMax = 32;
+
+struct ReadRequest {
+  static constexpr MessageType kType = MessageType::kReadRequest;
+  static constexpr size_t kBytes = 24;
+  uint64_t seq = 0;
+  uint64_t offset_bytes = 0;
+  uint32_t length_bytes = 0;  // > 0, whole 512-byte sectors, at most kDataBytesMax
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<ReadRequest> Decode(std::span<const uint8_t> payload);
+};
+
+// The peer could not read for ReadRequest `seq`: error is an errno value (1..kAckErrorMax).
+struct ReadError {
+  static constexpr MessageType kType = MessageType::kReadError;
+  static constexpr size_t kBytes = 12;
+  uint64_t seq = 0;
+  int32_t error = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<ReadError> Decode(std::span<const uint8_t> payload);
 };
 
 struct Ping {

@@ -120,34 +120,11 @@ std::vector<uint32_t> Replica::ExtentsOf(uint64_t offset, uint64_t length) const
 
 // --- Client requests ---
 
-void Replica::ClientRead(RequestId id, uint64_t offset, uint64_t length) {
-  app_bytes_since_tick_ += length;
-  if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
-    // Never serve data from a disk that is not UpToDate.
-    Emit(Complete{id, EIO});
-    return;
-  }
-  Request r;
-  r.type = Request::Type::kRead;
-  r.offset = offset;
-  r.length = length;
-  requests_.emplace(id, r);
-  Emit(SubmitRead{id});
-}
-
-void Replica::LocalReadDone(RequestId id, int error) {
-  auto it = requests_.find(id);
-  REPLD_CHECK(it != requests_.end());
-  if (error == 0) counters_.read_bytes += it->second.length;
-  requests_.erase(it);
-  Emit(Complete{id, error});
-}
-
 void Replica::ClientWrite(RequestId id, uint64_t offset, uint64_t length, WriteKind kind,
                           bool fua) {
   REPLD_CHECK(offset + length <= options_.data_bytes);
   app_bytes_since_tick_ += length;
-  if (role_ != Role::kPrimary || md_.disk != DiskState::kUpToDate) {
+  if (role_ != Role::kPrimary || (md_.disk != DiskState::kUpToDate && !PeerCanServe())) {
     Emit(Complete{id, role_ != Role::kPrimary ? EROFS : EIO});
     return;
   }
@@ -294,26 +271,37 @@ void Replica::MaybeComplete(RequestId id) {
   auto it = requests_.find(id);
   if (it == requests_.end()) return;
   Request& r = it->second;
+  // A fast-failback Primary's own disk does not count yet: its writes and flushes are done when
+  // the peer's are, whatever the protocol, and fail if the peer leaves first.
+  const bool peer_counts = md_.disk != DiskState::kUpToDate;
   if (!r.completed) {
     bool done = false;
     if (r.type == Request::Type::kWrite) {
       const bool peer_ok =
           !r.sent || r.peer_gone || (options_.protocol == Protocol::kA && r.handed) ||
           (options_.protocol == Protocol::kB && (r.received || r.written)) || r.written;
-      done = r.local_done && peer_ok;
+      done = r.local_done && (peer_counts ? r.written || r.peer_gone : peer_ok);
     } else if (r.type == Request::Type::kFlush) {
       // Under C a flush also waits for the peer's flush; under A and B the peer flushes on
       // its own time.
       const bool peer_ok = !r.sent || r.peer_gone || options_.protocol != Protocol::kC || r.written;
-      done = r.local_done && peer_ok;
+      done = r.local_done && (peer_counts ? r.written || r.peer_gone || !r.sent : peer_ok);
     }
     if (done) {
       r.completed = true;
-      Emit(Complete{id, r.local_error});
+      int error = r.local_error;
+      if (error == 0 && peer_counts && (r.peer_gone || r.peer_failed || !r.sent)) error = EIO;
+      Emit(Complete{id, error});
     }
   }
   const bool peer_settled = !r.sent || r.peer_gone || r.written;
   if (!r.completed || !peer_settled) return;
+  if (r.type == Request::Type::kWrite && r.kind != WriteKind::kTrim &&
+      repl_ == ReplState::kSyncTarget && r.written && !r.peer_failed && r.local_error == 0) {
+    // Fast failback: the blocks this write covered whole now hold the same data on both nodes
+    // (a trim's blocks read as whatever each disk makes of it: they stay marked).
+    bitmap_.ClearRange(r.offset, r.length);
+  }
   // The extents stay hot until the peer has the write too (or the bitmap marks it): a crash
   // of this node before that may leave the block different on the two disks.
   if (r.type == Request::Type::kWrite && r.started != 0) {
@@ -325,6 +313,10 @@ void Replica::MaybeComplete(RequestId id) {
 void Replica::Forget(RequestId id) { requests_.erase(id); }
 
 void Replica::ClientFlush(RequestId id) {
+  if (role_ == Role::kPrimary && md_.disk != DiskState::kUpToDate && !PeerCanServe()) {
+    Emit(Complete{id, EIO});  // the completed writes are on the peer, which is gone
+    return;
+  }
   Request r;
   r.type = Request::Type::kFlush;
   r.token = next_token_++;
@@ -404,6 +396,9 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
       bitmap_.ClearRange(block->second.offset, block->second.length);
       counters_.resync_bytes += block->second.length;
       peer_unflushed_.push_back({seq, block->second.offset, block->second.length});
+    } else if (error != EAGAIN) {  // EAGAIN: stale on a fast-failback Primary, sent again
+      Warn("the peer failed resync block at " + std::to_string(block->second.offset) + ": error " +
+           std::to_string(error) + "; it stays out of sync and is sent again");
     }
     resync_blocks_.erase(block);
     PumpResync();
@@ -421,6 +416,7 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
     r.received = true;
   } else {
     r.written = true;
+    r.peer_failed = error != 0;
     unconfirmed_.erase(it);
     if (error == 0 && r.type == Request::Type::kWrite) {
       peer_unflushed_.push_back({seq, r.offset, r.length});
@@ -442,17 +438,33 @@ Status Replica::Promote(bool force) {
   if (Connected() && peer_ && peer_->role == Role::kPrimary) {
     return Status::Invalid("the peer is Primary; demote it first (replctl secondary on the peer)");
   }
-  if (md_.disk != DiskState::kUpToDate) {
-    if (!force) {
-      return Status::Invalid(std::string("the local disk is ") + DiskStateName(md_.disk) +
-                             ", not UpToDate; 'primary --force' makes this node's data the one "
-                             "that counts (the peer's differing data is overwritten)");
-    }
-    if (repl_ == ReplState::kSyncTarget) {
+  if (md_.disk != DiskState::kUpToDate && repl_ == ReplState::kSyncTarget) {
+    if (force) {
       return Status::Invalid(
-          "this node is receiving a resync; --force would promote half-copied "
-          "data: wait for the resync to finish");
+          "this node is receiving a resync; --force would make half-copied data the one that "
+          "counts. Without --force it becomes Primary at once (fast failback: blocks not yet "
+          "synced are read from the peer), or wait for the resync to finish");
     }
+    if (!PeerCanServe()) {
+      return Status::Invalid(
+          "this node is receiving a resync and is promoted during it only while connected to "
+          "an UpToDate peer that serves the blocks not yet synced; wait for the resync");
+    }
+    // Fast failback: the data that counts stays the peer's until the resync ends, so no
+    // generation changes.
+    role_ = Role::kPrimary;
+    md_.primary = true;
+    PersistMdNow();
+    Info(
+        "role Secondary -> Primary during the resync (fast failback): blocks not yet synced "
+        "are read from the peer, and writes complete once the peer has them");
+    Emit(SendState{LocalState()});
+    return Status::Ok();
+  }
+  if (md_.disk != DiskState::kUpToDate && !force) {
+    return Status::Invalid(std::string("the local disk is ") + DiskStateName(md_.disk) +
+                           ", not UpToDate; 'primary --force' makes this node's data the one "
+                           "that counts (the peer's differing data is overwritten)");
   }
   const bool forced_over_data = md_.disk != DiskState::kUpToDate;
   if (forced_over_data || !Connected()) {

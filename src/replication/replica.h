@@ -114,6 +114,28 @@ struct SendResync {  // send the block read by `token` to the peer as frame `seq
   uint64_t seq;
   uint64_t token;
 };
+// Fast failback: ask the peer for client read `id`'s range as frame `seq`. PeerReadReply(seq)
+// answers, after the caller has put the data (RemoteRead(seq) names the request) in place.
+struct SendReadRequest {
+  uint64_t seq;
+  RequestId id;
+  uint64_t offset_bytes;
+  uint64_t length_bytes;
+};
+// The peer's read request kept as `key`: read the range locally, then call ReadForPeerDone.
+struct ReadForPeer {
+  uint64_t key;
+  uint64_t offset_bytes;
+  uint64_t length_bytes;
+};
+// Answer the peer's read request `key` (its frame `seq`) with the data read, or with `error`.
+// `send` false: the connection it came on is gone; only free what `key` holds.
+struct SendReadReply {
+  uint64_t seq;
+  uint64_t key;
+  int error;
+  bool send;
+};
 struct Complete {  // answer the client
   RequestId id;
   int error;
@@ -146,8 +168,9 @@ struct Log {  // a line for the log
 };
 using Action =
     std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush, ApplyPeerWrite, SendAck,
-                 ResyncRead, SendResync, SendCsums, CompareCsums, SendCsumReply, Complete, WriteAl,
-                 PersistMd, PersistBitmap, SendState, SendOutOfSync, DropPeer, Log>;
+                 ResyncRead, SendResync, SendCsums, CompareCsums, SendCsumReply, SendReadRequest,
+                 ReadForPeer, SendReadReply, Complete, WriteAl, PersistMd, PersistBitmap, SendState,
+                 SendOutOfSync, DropPeer, Log>;
 
 struct ReplicaOptions {
   std::string node_name;
@@ -166,12 +189,18 @@ struct ReplicaOptions {
   uint32_t csums_window = 16;
   ResyncController controller;
   size_t out_of_sync_runs_max = 4096;  // runs per SendOutOfSync (the frame's limit)
+  // Fast failback: client reads sent to the peer at most (more wait here), and the peer's read
+  // requests kept at most (more drop the peer): peer::kReadsInFlightMax and twice that.
+  uint32_t remote_reads_window = 32;
+  uint32_t peer_reads_max = 64;
+  uint64_t peer_read_bytes_max = 64ULL << 20;  // of the peer's reads being read here at once
 };
 
 struct ReplicaCounters {
   uint64_t sent_bytes = 0, received_bytes = 0, written_bytes = 0, read_bytes = 0;
   uint64_t al_writes = 0, bitmap_writes = 0, resync_bytes = 0;
   uint64_t resync_equal_bytes = 0;  // checksum resync: blocks found equal, not sent
+  uint64_t peer_read_bytes = 0;     // fast failback: client reads served from the peer's disk
 };
 
 // Online verify (replctl verify), on the node that runs it.
@@ -236,6 +265,8 @@ class Replica {
   void AlWritten(uint64_t seq, int error);
   void ApplyDone(uint64_t key, int error);
   void ResyncReadDone(uint64_t token, int error);
+  // The local read for the peer's request `key` (ReadForPeer) finished.
+  void ReadForPeerDone(uint64_t key, int error);
 
   // --- Peer link ---
   void PeerConnecting();
@@ -262,12 +293,23 @@ class Replica {
   void CsumsCompared(uint64_t key, const std::vector<OutOfSyncRun>& differing, int error);
   // The peer's answer to our SendCsums `seq`.
   void PeerCsumReply(uint64_t seq, const std::vector<OutOfSyncRun>& differing, int error);
+  // Fast failback, the UpToDate side: the peer asks for [offset, offset+length), kept by the
+  // caller as `key`. Returns false when refused (the caller forgets it); else ReadForPeer{key}
+  // follows, once every earlier write of the peer to that range has landed.
+  bool PeerReadRequest(uint64_t key, uint64_t seq, uint64_t offset_bytes, uint64_t length_bytes);
+  // Fast failback, the Primary: which client read frame `seq` asked for (none: not outstanding,
+  // and the reply is to be dropped); then PeerReadReply with the outcome.
+  std::optional<RequestId> RemoteRead(uint64_t seq) const;
+  void PeerReadReply(uint64_t seq, int error);
 
   // Periodic (the daemon: every second): sends a flush barrier when the peer holds writes that
   // it has confirmed but not yet made durable, so that their record stays short.
   void Tick();
 
   // --- Operator ---
+  // A SyncTarget connected to an UpToDate Secondary peer may be promoted (without --force): fast
+  // failback. It serves at once; reads of blocks not yet synced go to the peer, and its writes
+  // complete only once the peer has written them (its own disk does not count yet).
   Status Promote(bool force);
   Status Demote(uint32_t open_clients);
   // The operator's connect / disconnect. Connect() leaves StandAlone (false if the node was not
@@ -306,10 +348,12 @@ class Replica {
     int local_error = 0;
     bool sent = false;  // a frame went to the peer
     uint64_t seq = 0;
-    bool handed = false;     // the frame reached the socket
-    bool received = false;   // peer: RecvAck
-    bool written = false;    // peer: WriteAck (or FlushAck for a flush)
-    bool peer_gone = false;  // the peer left before confirming
+    bool handed = false;       // the frame reached the socket
+    bool received = false;     // peer: RecvAck
+    bool written = false;      // peer: WriteAck (or FlushAck for a flush)
+    bool peer_gone = false;    // the peer left before confirming
+    bool peer_failed = false;  // the peer confirmed with an error
+    bool remote = false;       // a read sent to the peer (fast failback)
     bool completed = false;
     uint64_t token = 0;  // flush: local flush token
   };
@@ -328,6 +372,14 @@ class Replica {
     bool read_done = false;
     bool csums = false;  // digests go first (checksum resync or verify), not the data
     bool verify = false;
+  };
+  struct PeerRead {  // a peer's read request on this node
+    uint64_t seq = 0;
+    uint64_t epoch = 0;
+    uint64_t after = 0;  // apply_counter_ at arrival: the peer's writes sent before it
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    bool started = false;
   };
   struct CsumCheck {  // a peer's digest frame on this node
     uint64_t seq = 0;
@@ -348,6 +400,18 @@ class Replica {
     return offset < o2 + l2 && o2 < offset + length;
   }
   bool LocalConflict(uint64_t offset, uint64_t length) const;
+  // Fast failback: a Primary whose disk is not UpToDate serves through its connected, UpToDate
+  // Secondary peer, while there is one. RangeInSync: no block of the range is marked out of
+  // sync here.
+  bool PeerCanServe() const;
+  bool RangeInSync(uint64_t offset, uint64_t length) const;
+  void StartRemoteRead(RequestId id);
+  void PumpRemoteReads();
+  void FailRemoteReads();
+  void PumpPeerReads();
+  // A resync frame that lands on a fast-failback Primary over a write of its own that the peer
+  // has not confirmed was read before that write reached the peer: it is stale.
+  bool StaleResyncFrame(uint64_t offset, uint64_t length) const;
   void PumpWrites();
   void SendBarrier();
   void PeerFlushed(uint64_t seq);
@@ -372,6 +436,7 @@ class Replica {
   bool CsumsWindowFull() const;
   bool ResyncReadMustWait(uint64_t offset, uint64_t length) const;
   void StartResyncRead(uint64_t offset, uint64_t length, bool csums, bool verify);
+  void SendResyncBlock(uint64_t token, int error);
   void PumpVerify();
   void FinishVerify();
   void FinishResync();
@@ -426,9 +491,17 @@ class Replica {
   std::optional<Bitmap> differs_;
   uint64_t verify_cursor_ = 0;
   std::optional<VerifyStatus> verify_;
-  std::unordered_map<uint64_t, CsumCheck>
-      csum_checks_;  // peer side: key -> digest frame  // target side: resync data written in this
-                     // resync
+  std::unordered_map<uint64_t, CsumCheck> csum_checks_;  // peer side: key -> digest frame
+
+  // Fast failback, the Primary: client reads sent to the peer, and waiting for a place.
+  std::map<uint64_t, RequestId> remote_reads_;  // seq -> request
+  std::deque<RequestId> remote_waiting_;
+  // The UpToDate side: the peer's read requests.
+  std::unordered_map<uint64_t, PeerRead> peer_reads_;  // key -> request
+  // A sync target's bitmap names every block it lacks only once the source's merged bitmap has
+  // come back on this connection; until then its reads all go to the peer.
+  bool bitmap_complete_ = false;
+  uint64_t peer_read_bytes_ = 0;  // of those being read (ReadForPeer)
 
   // Secondary side.
   std::map<uint64_t, uint64_t> apply_order_;     // arrival order -> key

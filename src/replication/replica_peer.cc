@@ -139,7 +139,8 @@ void Replica::PeerUp(const PeerState& peer) {
       break;
     case SyncPlan::kTarget:
       repl_ = ReplState::kSyncTarget;
-      resync_total_bytes_ = 0;  // the source's State after it has our bitmap says how much
+      bitmap_complete_ = false;  // until the source's merged bitmap is back
+      resync_total_bytes_ = 0;   // the source's State after it has our bitmap says how much
       resync_applied_bytes_ = 0;
       SetDisk(DiskState::kInconsistent);
       break;
@@ -174,7 +175,10 @@ void Replica::SendOurBitmap() {
 }
 
 void Replica::PeerOutOfSync(const std::vector<OutOfSyncRun>& runs, bool last) {
-  if (!Connected() || repl_ != ReplState::kWFBitMapS) return;
+  // The source sends its merged bitmap back: the target then knows every block it still lacks
+  // (fast failback reads those from the source) and clears them as they land.
+  const bool from_source = repl_ == ReplState::kSyncTarget;
+  if (!Connected() || (repl_ != ReplState::kWFBitMapS && !from_source)) return;
   for (const OutOfSyncRun& run : runs) {
     if (run.length_bytes == 0 || run.offset_bytes >= options_.data_bytes ||
         run.length_bytes > options_.data_bytes - run.offset_bytes) {
@@ -185,6 +189,10 @@ void Replica::PeerOutOfSync(const std::vector<OutOfSyncRun>& runs, bool last) {
       return;
     }
     bitmap_.SetRange(run.offset_bytes, run.length_bytes);
+  }
+  if (from_source) {
+    bitmap_complete_ = bitmap_complete_ || last;
+    return;
   }
   if (!last) return;
   const bool full = *awaiting_bitmap_full_;
@@ -228,7 +236,15 @@ void Replica::PeerDown(const std::string& reason) {
   for (auto it = resync_blocks_.begin(); it != resync_blocks_.end();) {
     it = it->second.read_done ? resync_blocks_.erase(it) : std::next(it);
   }
-  if (role_ == Role::kPrimary && md_.ids.bitmap == 0 && md_.ids.current != 0) {
+  FailRemoteReads();
+  std::erase_if(peer_reads_, [](const auto& entry) { return !entry.second.started; });
+  if (role_ == Role::kPrimary && md_.disk != DiskState::kUpToDate) {
+    // A fast-failback Primary: its writes fail until the peer is back, so its data does not
+    // move ahead of the peer's (no new generation).
+    Warn(
+        "the peer that serves this Primary's blocks not yet synced is gone: writes, flushes "
+        "and reads of those blocks fail until it is back");
+  } else if (role_ == Role::kPrimary && md_.ids.bitmap == 0 && md_.ids.current != 0) {
     // From here on this node's data moves ahead of the peer's: remember where the peer stood.
     md_.ids.bitmap = md_.ids.current;
     md_.primary_at_split = true;
@@ -266,8 +282,9 @@ void Replica::PeerStateChanged(const PeerState& peer) {
     // The peer caught up with us: forget where it stood.
     md_.ids.bitmap = 0;
     PersistMdNow();
-  } else if (peer.role == Role::kPrimary && role_ == Role::kSecondary &&
-             md_.disk == DiskState::kUpToDate && peer.ids.current != md_.ids.current) {
+  } else if (peer.role == Role::kPrimary && peer.disk == DiskState::kUpToDate &&
+             role_ == Role::kSecondary && md_.disk == DiskState::kUpToDate &&
+             peer.ids.current != md_.ids.current) {
     // The peer promoted while we were connected: follow its current id.
     md_.ids.current = peer.ids.current;
     PersistMdNow();
@@ -279,8 +296,15 @@ void Replica::PeerStateChanged(const PeerState& peer) {
 bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t length, WriteKind kind,
                        bool resync) {
   if (!Connected()) return false;
-  if (role_ == Role::kPrimary || offset + length > options_.data_bytes) {
-    Emit(SendAck{AckKind::kWritten, seq, role_ == Role::kPrimary ? EROFS : EINVAL});
+  // A fast-failback Primary takes the resync's blocks, and only those.
+  const bool writable = role_ != Role::kPrimary || (resync && repl_ == ReplState::kSyncTarget);
+  if (!writable || offset + length > options_.data_bytes) {
+    Emit(SendAck{AckKind::kWritten, seq, !writable ? EROFS : EINVAL});
+    return false;
+  }
+  if (resync && role_ == Role::kPrimary && StaleResyncFrame(offset, length)) {
+    // Older than a write of ours the peer has not confirmed: the source sends it again.
+    Emit(SendAck{AckKind::kWritten, seq, EAGAIN});
     return false;
   }
   if (options_.protocol == Protocol::kB && !resync) Emit(SendAck{AckKind::kReceived, seq, 0});
@@ -309,6 +333,16 @@ void Replica::PumpApplies() {
       const Apply& earlier = applies_.at(e->second);
       blocked = Overlaps(a.offset, a.length, earlier.offset, earlier.length);
     }
+    // A sync source reading the range for the resync reads it whole before the write lands (the
+    // target then knows a block read before its write as stale); a fast-failback Primary's own
+    // write in flight lands first.
+    for (const auto& [token, b] : resync_blocks_) {
+      blocked = blocked || (!b.read_done && Overlaps(a.offset, a.length, b.offset, b.length));
+    }
+    for (const auto& [order, id] : local_writes_) {
+      const Request& w = requests_.at(id);
+      blocked = blocked || Overlaps(a.offset, a.length, w.offset, w.length);
+    }
     if (blocked) continue;
     a.started = true;
     Emit(ApplyPeerWrite{it->second});
@@ -324,7 +358,10 @@ void Replica::ApplyDone(uint64_t key, int error) {
   const uint64_t seq = a.seq;
   if (error == 0) {
     counters_.written_bytes += a.length;
-    if (a.resync && repl_ == ReplState::kSyncTarget) resync_applied_bytes_ += a.length;
+    if (a.resync && repl_ == ReplState::kSyncTarget) {
+      resync_applied_bytes_ += a.length;
+      bitmap_.ClearRange(a.offset, a.length);  // in sync here now
+    }
   } else {
     Warn("writing the peer's block at " + std::to_string(a.offset) + " failed: error " +
          std::to_string(error));
@@ -332,8 +369,10 @@ void Replica::ApplyDone(uint64_t key, int error) {
   if (Connected() && a.epoch == epoch_) Emit(SendAck{AckKind::kWritten, seq, error});
   PumpApplies();
   PumpPeerFlushes();
-  if (!waiting_.empty()) PumpWrites();             // promoted: writes may wait for this one
-  if (repl_ == ReplState::kVerifyS) PumpVerify();  // a verify run may wait for it too
+  if (!peer_reads_.empty()) PumpPeerReads();          // the peer's reads wait for its writes
+  if (!waiting_.empty()) PumpWrites();                // promoted: writes may wait for this one
+  if (repl_ == ReplState::kSyncSource) PumpResync();  // a resync read may wait for it
+  if (repl_ == ReplState::kVerifyS) PumpVerify();     // a verify run may wait for it too
 }
 
 void Replica::PeerFlush(uint64_t seq) {

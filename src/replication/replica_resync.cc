@@ -14,6 +14,7 @@ void Replica::StartResyncAsSource(bool full) {
   resync_cursor_bit_ = 0;
   resync_total_bytes_ = bitmap_.OutOfSyncBytes();
   Emit(PersistBitmap{});
+  SendOurBitmap();  // the merged bitmap: the target learns every block it lacks
   Info(std::string(full ? "full" : "bitmap") +
        " resync to the peer: " + std::to_string(resync_total_bytes_) + " bytes");
   Emit(SendState{LocalState()});  // the target learns the total from our out-of-sync bytes
@@ -145,6 +146,13 @@ Status Replica::PauseResync(bool pause) {
 }
 
 void Replica::ResyncReadDone(uint64_t token, int error) {
+  SendResyncBlock(token, error);
+  // The peer's writes to the range wait for the read (a fast-failback Primary's): they land
+  // after the block went out, so the peer can tell the block is older than them.
+  if (!applies_.empty()) PumpApplies();
+}
+
+void Replica::SendResyncBlock(uint64_t token, int error) {
   auto it = resync_blocks_.find(token);
   REPLD_CHECK(it != resync_blocks_.end());
   if (error != 0 || !Connected()) {

@@ -176,6 +176,18 @@ SyncDecision Table(const SyncSide& mine, const SyncSide& theirs, const SplitBrai
       return Make(SyncPlan::kTarget, 20,
                   "same data generation, the peer's bitmap has blocks: bitmap sync from the peer");
     }
+    // A disk that is not UpToDate may have marked blocks of its own (a fast-failback Primary's
+    // writes that failed when the link broke): they come from the UpToDate side.
+    if (my_data && !their_data && theirs.out_of_sync_bytes > 0) {
+      return Make(SyncPlan::kBitmapSource, 25,
+                  "same data generation, the peer's disk is not UpToDate and its bitmap has "
+                  "blocks: bitmap sync from here");
+    }
+    if (their_data && !my_data && mine.out_of_sync_bytes > 0) {
+      return Make(SyncPlan::kTarget, 25,
+                  "same data generation, our disk is not UpToDate and our bitmap has blocks: "
+                  "bitmap sync from the peer");
+    }
     if (!my_data && !their_data) {
       return Make(SyncPlan::kRefuse, 23,
                   "same data generation, but neither disk is UpToDate (an interrupted full "
@@ -301,12 +313,15 @@ SyncDecision DecideSync(const SyncSide& mine, const SyncSide& theirs,
                         const SplitBrainPolicy& policy) {
   SyncDecision d = Table(mine, theirs, policy);
   const bool source = d.plan == SyncPlan::kBitmapSource || d.plan == SyncPlan::kFullSource;
-  if (d.plan == SyncPlan::kTarget && mine.role == Role::kPrimary) {
+  // A Primary whose disk is not UpToDate (fast failback) goes on as the target: its data does
+  // not count yet, the peer serves the blocks it lacks.
+  if (d.plan == SyncPlan::kTarget && mine.role == Role::kPrimary &&
+      mine.disk == DiskState::kUpToDate) {
     d.plan = SyncPlan::kRefuse;
     d.text +=
         "; but this node is Primary and would have to become the sync target: demote it "
         "('replctl secondary') and connect again";
-  } else if (source && theirs.role == Role::kPrimary) {
+  } else if (source && theirs.role == Role::kPrimary && theirs.disk == DiskState::kUpToDate) {
     d.plan = SyncPlan::kRefuse;
     d.text +=
         "; but the peer is Primary and would have to become the sync target: demote it "

@@ -4,6 +4,7 @@
 // REPLD_SIM_SEED replays one seed with its log.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -20,6 +21,7 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 void RunSeeds(Protocol protocol) {
   const uint64_t only = EnvNumber("REPLD_SIM_SEED", 0);
   const uint64_t count = only != 0 ? 1 : EnvNumber("REPLD_SIM_SEEDS", 1000);
+  uint64_t reads_checked = 0, remote_reads = 0;
   for (uint64_t k = 0; k < count; ++k) {
     SimOptions o;
     o.seed = only != 0 ? only : k + 1;
@@ -31,18 +33,28 @@ void RunSeeds(Protocol protocol) {
     } catch (const std::exception& e) {
       failure = std::string("exception: ") + e.what();
     }
+    reads_checked += world.reads_checked();
+    remote_reads += world.remote_reads();
     if (!failure.empty() || only != 0) {
       std::string tail;
       const auto& log = world.log();
       for (size_t i = log.size() > 40 ? log.size() - 40 : 0; i < log.size(); ++i) {
         tail += "  " + log[i] + "\n";
       }
-      ASSERT_TRUE(failure.empty()) << "protocol " << ProtocolLetter(protocol) << " seed " << o.seed
-                                   << " failed: " << failure << "\nreplay: REPLD_SIM_SEED="
-                                   << o.seed << "\nlast log lines:\n"
-                                   << tail;
+      ASSERT_TRUE(failure.empty())
+          << "protocol " << ProtocolLetter(protocol) << " seed " << o.seed << " failed: " << failure
+          << "\nreplay: REPLD_SIM_SEED=" << o.seed << "\nlast log lines:\n"
+          << tail;
     }
   }
+  // Fast failback (phase 7) must have read, and from the peer too, or it proved nothing.
+  if (only == 0 && count >= 20) {
+    EXPECT_GT(reads_checked, 0u);
+    EXPECT_GT(remote_reads, 0u);
+  }
+  std::printf("protocol %c: %llu fast-failback reads checked, %llu served by the peer\n",
+              ProtocolLetter(protocol), static_cast<unsigned long long>(reads_checked),
+              static_cast<unsigned long long>(remote_reads));
 }
 
 TEST(Sim, ProtocolCLosesNoAcknowledgedWrite) { RunSeeds(Protocol::kC); }

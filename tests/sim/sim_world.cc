@@ -47,6 +47,8 @@ void World::MakeReplica(Node& n) {
   n.resync_reads.clear();
   n.csum_frames.clear();
   n.client_writes.clear();
+  n.client_reads.clear();
+  n.peer_reads.clear();
   Drain(n.index);
 }
 
@@ -123,7 +125,16 @@ void World::Execute(Node& n, Action& action) {
             n.replica->LocalWriteDone(id, 0);
           });
         } else if constexpr (std::is_same_v<T, SubmitRead>) {
-          later(20, 200, [&n, id = a.id] { n.replica->LocalReadDone(id, 0); });
+          later(20, 200, [&n, id = a.id] {
+            if (auto it = n.client_reads.find(id); it != n.client_reads.end()) {
+              const uint64_t first = it->second.offset / kBlock;
+              it->second.result.assign(
+                  n.disk.cache.begin() + static_cast<std::ptrdiff_t>(first),
+                  n.disk.cache.begin() +
+                      static_cast<std::ptrdiff_t>(first + it->second.length / kBlock));
+            }
+            n.replica->LocalReadDone(id, 0);
+          });
         } else if constexpr (std::is_same_v<T, SubmitFlush>) {
           later(100, 800, [&n, t = a.token] {
             n.disk.Flush();
@@ -188,9 +199,44 @@ void World::Execute(Node& n, Action& action) {
           n.resync_reads.erase(it);
           f.seq = a.seq;
           Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, SendReadRequest>) {
+          Frame f;
+          f.type = Frame::Type::kReadRequest;
+          f.seq = a.seq;
+          f.offset = a.offset_bytes;
+          f.length = a.length_bytes;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, ReadForPeer>) {
+          later(20, 200, [&n, a] {
+            Frame& f = n.peer_reads.at(a.key);
+            f.versions.clear();
+            for (uint64_t b = a.offset_bytes / kBlock;
+                 b < (a.offset_bytes + a.length_bytes) / kBlock; ++b) {
+              f.versions.push_back(n.disk.cache[b]);
+            }
+            n.replica->ReadForPeerDone(a.key, 0);
+          });
+        } else if constexpr (std::is_same_v<T, SendReadReply>) {
+          auto it = n.peer_reads.find(a.key);
+          if (a.send) {
+            Frame f;
+            f.type = Frame::Type::kReadReply;
+            f.seq = a.seq;
+            f.error = a.error;
+            if (it != n.peer_reads.end()) f.versions = it->second.versions;
+            Send(i, std::move(f));
+          }
+          if (it != n.peer_reads.end()) n.peer_reads.erase(it);
         } else if constexpr (std::is_same_v<T, Complete>) {
+          if (n.client_reads.count(a.id) != 0) {
+            CheckRead(i, a.id, a.error);
+            --client_inflight_;
+            ScheduleClient();
+            return;
+          }
           auto it = n.client_writes.find(a.id);
           if (it != n.client_writes.end()) {
+            if (failback_phase_) NoteWriteDone(it->second, a.error == 0);
             if (a.error == 0) {
               for (uint64_t b = it->second.offset / kBlock;
                    b < (it->second.offset + it->second.length) / kBlock; ++b) {
@@ -202,7 +248,7 @@ void World::Execute(Node& n, Action& action) {
             n.client_writes.erase(it);
           }
           --client_inflight_;
-          After(Rand(0, 100), 0, [this] { ClientIssue(); });
+          ScheduleClient();
         } else if constexpr (std::is_same_v<T, WriteAl>) {
           // A transaction may take an extent out of the log: the writes to it must be durable
           // first (the daemon's FUA write of the log flushes the data file with it).
@@ -321,6 +367,28 @@ void World::Deliver(int to, const Frame& f) {
     case Frame::Type::kCsumReply:
       n.replica->PeerCsumReply(f.seq, f.runs, f.error);
       break;
+    case Frame::Type::kReadRequest: {
+      const uint64_t key = next_key_++;
+      n.peer_reads.emplace(key, f);
+      if (!n.replica->PeerReadRequest(key, f.seq, f.offset, f.length)) {
+        // Refused: SendReadReply went out already (and erased it), or the peer is dropped.
+        n.peer_reads.erase(key);
+      }
+      break;
+    }
+    case Frame::Type::kReadReply:
+      if (const std::optional<RequestId> id = n.replica->RemoteRead(f.seq)) {
+        auto it = n.client_reads.find(*id);
+        if (it == n.client_reads.end())
+          return Fail("a read reply for a read the client never made");
+        if (f.error == 0 && f.versions.size() * kBlock != it->second.length) {
+          return Fail("a read reply of the wrong length");
+        }
+        it->second.result = f.versions;
+        ++remote_reads_;
+      }
+      n.replica->PeerReadReply(f.seq, f.error);
+      break;
   }
 }
 
@@ -379,9 +447,28 @@ void World::RestartNode(int index) {
   }
 }
 
+// One pending wake-up at most: completions that come at once (failures) do not multiply it.
+void World::ScheduleClient() {
+  if (client_scheduled_) return;
+  client_scheduled_ = true;
+  After(Rand(0, 100), -1, [this] {  // a world event: a crash of the node does not drop it
+    client_scheduled_ = false;
+    ClientIssue();
+  });
+}
+
 void World::ClientIssue() {
-  Node& p = *nodes_[0];
-  while (client_on_ && p.up && client_inflight_ < options_.queue_depth) {
+  Node& p = *nodes_[static_cast<size_t>(client_node_)];
+  // At most a queue's worth per call: requests that fail at once (a fast-failback Primary
+  // without its peer) must not spin here at one instant.
+  for (uint32_t issued = 0; client_on_ && p.up && client_inflight_ < options_.queue_depth &&
+                            issued < options_.queue_depth;
+       ++issued) {
+    if (failback_phase_ && Chance(0.4)) {
+      IssueRead(p);
+      Drain(p.index);
+      continue;
+    }
     const RequestId id = next_request_++;
     ++client_inflight_;
     if (Chance(0.05)) {
@@ -394,9 +481,10 @@ void World::ClientIssue() {
       const uint64_t version = next_version_++;
       const bool fua = Chance(0.1);
       p.client_writes[id] = Node::ClientWrite{first * kBlock, blocks * kBlock, version, fua};
+      if (failback_phase_) NoteWriteIssued(first * kBlock, blocks * kBlock);
       p.replica->ClientWrite(id, first * kBlock, blocks * kBlock, WriteKind::kData, fua);
     }
-    Drain(0);
+    Drain(p.index);
   }
 }
 
@@ -630,6 +718,8 @@ void World::ResolveSplitBrain() {
   }
   log_.push_back(std::to_string(now_) + " split brain resolved by " + how + ", node" +
                  std::to_string(victim) + "'s changes discarded");
+  victim_ = victim;
+  FastFailback();
 }
 
 }  // namespace repld::sim

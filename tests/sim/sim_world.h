@@ -39,10 +39,12 @@ struct Frame {
     kState,
     kOutOfSync,
     kCsums,
-    kCsumReply
+    kCsumReply,
+    kReadRequest,
+    kReadReply
   } type = Type::kData;
   uint64_t seq = 0, offset = 0, length = 0;
-  std::vector<uint64_t> versions;  // data: one per 4 KiB block; kCsums: as the digests
+  std::vector<uint64_t> versions;  // data, read reply: one per 4 KiB block; kCsums: as digests
   bool fua = false, resync = false;
   AckKind ack = AckKind::kWritten;
   int error = 0;
@@ -67,9 +69,17 @@ struct Node {
     bool fua;
   };
   std::unordered_map<RequestId, ClientWrite> client_writes;  // request -> what it writes
-  std::unordered_map<uint64_t, Frame> frames;                // key -> received data frame
-  std::unordered_map<uint64_t, Frame> resync_reads;          // token -> block read
-  std::unordered_map<uint64_t, Frame> csum_frames;           // key -> the peer's digests
+  struct ClientRead {
+    uint64_t offset, length;
+    bool checkable;                  // no overlapping write was in flight meanwhile
+    std::vector<uint64_t> expected;  // per block, when it was issued (kUnknown: unchecked)
+    std::vector<uint64_t> result;    // what the read returned
+  };
+  std::unordered_map<RequestId, ClientRead> client_reads;
+  std::unordered_map<uint64_t, Frame> peer_reads;    // key -> the peer's read request
+  std::unordered_map<uint64_t, Frame> frames;        // key -> received data frame
+  std::unordered_map<uint64_t, Frame> resync_reads;  // token -> block read
+  std::unordered_map<uint64_t, Frame> csum_frames;   // key -> the peer's digests
   explicit Node(uint64_t blocks) : disk(blocks) {}
 };
 
@@ -89,6 +99,9 @@ class World {
   // Runs the whole story; returns "" on success or what went wrong.
   std::string Run();
   const std::vector<std::string>& log() const { return log_; }
+  // Phase 7's reads: checked against the model, and of those served by the peer.
+  uint64_t reads_checked() const { return reads_checked_; }
+  uint64_t remote_reads() const { return remote_reads_; }
 
  private:
   using Clock = uint64_t;  // microseconds
@@ -112,9 +125,18 @@ class World {
   void CrashNode(int node);
   void RestartNode(int node);
   void ClientIssue();
+  void ScheduleClient();
   void WriteOn(int node, uint64_t first_block, uint64_t blocks);
   void SplitBrain();
   void ResolveSplitBrain();
+  // Phase 7 (sim_failback.cc): fast failback.
+  void FastFailback();
+  bool MakeTarget(int target, std::string& how);
+  void IssueRead(Node& n);
+  void NoteWriteIssued(uint64_t offset, uint64_t length);
+  void NoteWriteDone(const Node::ClientWrite& w, bool ok);
+  void CheckRead(int node, RequestId id, int error);
+  void CheckFailbackData(int target, const std::string& how);
   void Fail(const std::string& what);
   std::string Where() const;
 
@@ -141,8 +163,10 @@ class World {
   Clock last_delivery_[2] = {0, 0};
   bool connect_pending_ = false;
 
-  // Client on node 0 (the Primary).
+  // Client on the Primary (node 0 until phase 7).
+  int client_node_ = 0;
   bool client_on_ = false;
+  bool client_scheduled_ = false;
   uint32_t client_inflight_ = 0;
   uint64_t next_request_ = 1;
   uint64_t next_version_ = 1;
@@ -154,6 +178,14 @@ class World {
   bool split_phase_ = false;
   std::vector<std::string> refusals_[2];
   uint64_t data_delivered_ = 0;  // Data frames that reached a node
+
+  // Phase 7: what each block must read as (the highest version acknowledged, unless a failed
+  // write's version is higher: then either may be there, kUnknown), and the reads checked.
+  static constexpr uint64_t kUnknown = ~uint64_t{0};
+  bool failback_phase_ = false;
+  int victim_ = 1;
+  std::vector<uint64_t> known_max_, failed_max_;
+  uint64_t reads_checked_ = 0, remote_reads_ = 0;
 
   std::string failure_;
   std::vector<std::string> log_;

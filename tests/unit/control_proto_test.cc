@@ -167,7 +167,7 @@ TEST(ControlProto, StatusObjectFollowsTheSchema) {
                                {"eta_seconds", 2}}));
   EXPECT_EQ(j["counters"]["sent_bytes"], 7);
   EXPECT_EQ(j["counters"]["pending"], 2);
-  EXPECT_EQ(j["counters"].size(), 10u);
+  EXPECT_EQ(j["counters"].size(), 11u);
   EXPECT_EQ(j["generation"]["current"], "0123456789ABCDEF");
   EXPECT_EQ(j["generation"]["history"], (json{"000000000000000F", "0000000000000000"}));
   EXPECT_EQ(j["size_bytes"], kGiB);

@@ -117,6 +117,8 @@ class Recorder : public PeerLinkHandler {
   void OnOutOfSync(const peer::OutOfSync& m) override { out_of_sync.push_back(m); }
   void OnCsums(const peer::Csums&) override {}
   void OnCsumReply(const peer::CsumReply&) override {}
+  void OnReadRequest(const peer::ReadRequest&) override {}
+  void OnReadError(const peer::ReadError&) override {}
   void OnSendDone(uint64_t cookie, bool sent) override {
     events.push_back(sent ? "sent" : "unsent");
     send_done.emplace_back(cookie, sent);

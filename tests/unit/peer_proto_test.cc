@@ -523,6 +523,49 @@ TEST(PeerProto, CsumsDecodeErrors) {
   EXPECT_FALSE(CsumReply::Decode(reply).ok());
 }
 
+TEST(PeerProto, ReadRequestAndReadErrorRoundTrip) {
+  const ReadRequest r{77, 8 * kMiB + 512, kDataBytesMax};
+  Result<ReadRequest> back = DecodeMessage<ReadRequest>(r.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->seq, 77u);
+  EXPECT_EQ(back->offset_bytes, 8 * kMiB + 512);
+  EXPECT_EQ(back->length_bytes, kDataBytesMax);
+  Result<ReadError> e = DecodeMessage<ReadError>(ReadError{77, 5}.Encode());
+  ASSERT_TRUE(e.ok()) << e.status().message();
+  EXPECT_EQ(e->seq, 77u);
+  EXPECT_EQ(e->error, 5);
+  EXPECT_EQ(MessageTypeName(MessageType::kReadRequest), "ReadRequest");
+}
+
+TEST(PeerProto, ReadRequestAndReadErrorDecodeErrors) {
+  auto request = [](uint64_t offset, uint32_t length, uint32_t flags) {
+    std::vector<uint8_t> p;
+    Le(p, 9, 8);
+    Le(p, offset, 8);
+    Le(p, length, 4);
+    Le(p, flags, 4);
+    Result<ReadRequest> r = ReadRequest::Decode(p);
+    return r.ok() ? std::string("decoded") : r.status().message();
+  };
+  EXPECT_EQ(request(4096, 4096, 0), "decoded");
+  EXPECT_THAT(request(4096, 4096, 1), HasSubstr("unknown flags"));
+  EXPECT_THAT(request(4096, 0, 0), HasSubstr("not a range of 1 to 65536 whole 512-byte"));
+  EXPECT_THAT(request(100, 4096, 0), HasSubstr("whole 512-byte sectors"));
+  EXPECT_THAT(request(0, kDataBytesMax + 512, 0), HasSubstr("whole 512-byte sectors"));
+  EXPECT_THAT(request(~0ull - 511, 4096, 0), HasSubstr("whole 512-byte sectors"));
+  EXPECT_FALSE(ReadRequest::Decode(std::vector<uint8_t>(23)).ok());
+  auto error = [](int32_t code) {
+    std::vector<uint8_t> p;
+    Le(p, 9, 8);
+    Le(p, static_cast<uint32_t>(code), 4);
+    Result<ReadError> r = ReadError::Decode(p);
+    return r.ok() ? std::string("decoded") : r.status().message();
+  };
+  EXPECT_EQ(error(5), "decoded");
+  EXPECT_THAT(error(0), HasSubstr("failed with error 0"));
+  EXPECT_THAT(error(-1), HasSubstr("not 0 or an errno"));
+}
+
 std::vector<uint8_t> DataHead(uint64_t offset, uint32_t length, uint32_t flags) {
   std::vector<uint8_t> h;
   Le(h, 7, 8);
@@ -539,7 +582,12 @@ std::string DataError(uint64_t offset, uint32_t length, uint32_t flags, uint32_t
 
 TEST(PeerProto, DataDecodeErrors) {
   EXPECT_EQ(DataError(0, 4096, 0, 24 + 4096), "decoded");
-  EXPECT_THAT(DataError(0, 4096, 1u << 4, 24 + 4096), HasSubstr("unknown flags 0x00000010"));
+  EXPECT_THAT(DataError(0, 4096, 1u << 5, 24 + 4096), HasSubstr("unknown flags 0x00000020"));
+  EXPECT_EQ(DataError(0, 4096, kDataFlagReadReply, 24 + 4096), "decoded");
+  EXPECT_THAT(DataError(0, 4096, kDataFlagReadReply | kDataFlagResync, 24 + 4096),
+              HasSubstr("read reply with other flags 0x00000008"));
+  EXPECT_THAT(DataError(0, 4096, kDataFlagReadReply | kDataFlagZeroes, 24),
+              HasSubstr("read reply with other flags"));
   EXPECT_THAT(DataError(0, 4096, kDataFlagZeroes | kDataFlagTrim, 24),
               HasSubstr("both ZEROES and TRIM"));
   EXPECT_THAT(DataError(0, 0, 0, 24), HasSubstr("not a non-empty range"));
