@@ -361,12 +361,20 @@ void Replica::PeerSent(uint64_t seq) {
 
 void Replica::SendBarrier() {
   if (barrier_seq_ || !Connected() || peer_unflushed_.empty()) return;
+  ticks_since_barrier_ = 0;
   barrier_seq_ = next_seq_++;
   Emit(SendFlush{*barrier_seq_});
 }
 
 void Replica::Tick() {
-  SendBarrier();
+  // A resync's blocks need no flush per second: a barrier in mid-stream costs the target a
+  // journal commit while its writes wait. One every resync_barrier_ticks, or once that many
+  // bytes are unflushed (what a target crash would send again), is enough.
+  ++ticks_since_barrier_;
+  if (repl_ != ReplState::kSyncSource || ticks_since_barrier_ >= kResyncBarrierTicks ||
+      UnflushedBytes() >= kResyncUnflushedBytesMax) {
+    SendBarrier();
+  }
   StepController();
   RefillResyncBudget();
 }

@@ -303,7 +303,8 @@ class Replica {
   void PeerReadReply(uint64_t seq, int error);
 
   // Periodic (the daemon: every second): sends a flush barrier when the peer holds writes that
-  // it has confirmed but not yet made durable, so that their record stays short.
+  // it has confirmed but not yet made durable, so that their record stays short (during a
+  // resync every kResyncBarrierTicks, or at kResyncUnflushedBytesMax).
   void Tick();
 
   // --- Operator ---
@@ -473,6 +474,16 @@ class Replica {
   };
   std::deque<Unflushed> peer_unflushed_;
   std::optional<uint64_t> barrier_seq_;  // an internal flush barrier in flight
+  // While a resync runs, Tick sends a barrier every kResyncBarrierTicks, or when this many bytes
+  // are unflushed on the peer; otherwise every Tick.
+  static constexpr uint32_t kResyncBarrierTicks = 8;
+  static constexpr uint64_t kResyncUnflushedBytesMax = 1ULL << 30;
+  uint32_t ticks_since_barrier_ = 0;
+  uint64_t UnflushedBytes() const {
+    uint64_t bytes = 0;
+    for (const Unflushed& u : peer_unflushed_) bytes += u.length;
+    return bytes;
+  }
   uint64_t start_counter_ = 0;
   uint64_t next_seq_ = 1;
   uint64_t next_token_ = 1;

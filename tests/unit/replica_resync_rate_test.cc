@@ -135,3 +135,33 @@ TEST(ReplicaResyncController, FillTargetBoundsTheBytesInFlight) {
 
 }  // namespace
 }  // namespace repld
+
+namespace repld {
+namespace {
+
+// The resync's confirmed blocks, until a barrier covers them, are what the source would send
+// again after a target crash. Flushed every eighth Tick during a resync (a flush in mid-stream
+// stalls the target's writes), not every Tick as after it.
+TEST(ReplicaResyncRate, DuringAResyncTicksSendABarrierEveryEighthOnly) {
+  Replica r = Source(2 * kMiB);
+  int barriers = 0;
+  for (int second = 0; second < 16; ++second) {
+    r.Tick();
+    for (std::vector<Action> actions = r.TakeActions(); !actions.empty();
+         actions = r.TakeActions()) {
+      for (Action& a : actions) {
+        if (auto* read = std::get_if<ResyncRead>(&a)) r.ResyncReadDone(read->token, 0);
+        if (auto* send = std::get_if<SendResync>(&a)) r.PeerAck(AckKind::kWritten, send->seq, 0);
+        if (auto* flush = std::get_if<SendFlush>(&a)) {
+          ++barriers;
+          r.PeerAck(AckKind::kFlushed, flush->seq, 0);
+        }
+      }
+    }
+  }
+  ASSERT_EQ(r.Report().repl, ReplState::kSyncSource) << "64 MiB at 2 MiB per second";
+  EXPECT_EQ(barriers, 2) << "16 Ticks of resync";
+}
+
+}  // namespace
+}  // namespace repld
