@@ -610,6 +610,17 @@ ReplicatedDevice::AuxIo& ReplicatedDevice::TakeAux(AuxIo::Kind kind, uint64_t ke
   return *aux;
 }
 
+void ReplicatedDevice::SubmitAuxRead(AuxIo::Kind kind, uint64_t key, iovec into,
+                                     uint64_t offset_bytes, uint64_t length_bytes) {
+  AuxIo& aux = TakeAux(kind, key);
+  aux.iov.push_back(into);
+  aux.io.iov = aux.iov.data();
+  aux.io.iov_count = 1;
+  aux.io.request = BlockRequest{
+      .op = BlockOp::kRead, .offset_bytes = offset_bytes, .length_bytes = length_bytes};
+  store_.Submit(&aux.io);
+}
+
 void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
   auto* aux = static_cast<AuxIo*>(io->context);
   ReplicatedDevice* self = aux->device;

@@ -193,6 +193,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   ClientSlot& SlotOf(RequestId id);
   void AnswerFinished();
   AuxIo& TakeAux(AuxIo::Kind kind, uint64_t key);
+  // A local read of [offset, offset+length) into `into` (OnAuxDone reports it as `kind`).
+  void SubmitAuxRead(AuxIo::Kind kind, uint64_t key, iovec into, uint64_t offset_bytes,
+                     uint64_t length_bytes);
   void ReleaseAux(AuxIo& aux);
   ResyncBuffer& TakeResyncBuffer(uint64_t token, uint64_t offset_bytes, uint64_t length_bytes);
   ResyncBuffer* FindResyncBuffer(uint64_t token);

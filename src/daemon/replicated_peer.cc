@@ -144,13 +144,7 @@ ReplicatedDevice::ResyncBuffer* ReplicatedDevice::FindResyncBuffer(uint64_t toke
 void ReplicatedDevice::ExecuteResyncRead(const ResyncRead& a) {
   ResyncBuffer& buffer = TakeResyncBuffer(a.token, a.offset_bytes, a.length_bytes);
   buffer.want_digests = a.digests;
-  AuxIo& aux = TakeAux(AuxIo::Kind::kResyncRead, a.token);
-  aux.iov.push_back(buffer.iov);
-  aux.io.iov = aux.iov.data();
-  aux.io.iov_count = 1;
-  aux.io.request = BlockRequest{
-      .op = BlockOp::kRead, .offset_bytes = a.offset_bytes, .length_bytes = a.length_bytes};
-  store_.Submit(&aux.io);
+  SubmitAuxRead(AuxIo::Kind::kResyncRead, a.token, buffer.iov, a.offset_bytes, a.length_bytes);
 }
 
 void ReplicatedDevice::ExecuteSendCsums(const SendCsums& a) {
@@ -192,13 +186,8 @@ void ReplicatedDevice::ExecuteCompareCsums(const CompareCsums& a) {
       (work.length_bytes + kDigestGrainBytes - 1) / kDigestGrainBytes * kDigestGrainBytes;
   work.buffer = static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes, bytes));
   REPLD_CHECK(work.buffer != nullptr);
-  AuxIo& aux = TakeAux(AuxIo::Kind::kCsumRead, a.key);
-  aux.iov.push_back(iovec{work.buffer, work.length_bytes});
-  aux.io.iov = aux.iov.data();
-  aux.io.iov_count = 1;
-  aux.io.request = BlockRequest{
-      .op = BlockOp::kRead, .offset_bytes = work.offset_bytes, .length_bytes = work.length_bytes};
-  store_.Submit(&aux.io);
+  SubmitAuxRead(AuxIo::Kind::kCsumRead, a.key, iovec{work.buffer, work.length_bytes},
+                work.offset_bytes, work.length_bytes);
 }
 
 // The 4 KiB blocks whose digests differ, as runs; the core answers the peer.

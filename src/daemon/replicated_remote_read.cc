@@ -76,14 +76,8 @@ void ReplicatedDevice::ExecuteReadForPeer(const ReadForPeer& a) {
   REPLD_CHECK(buffer.data != nullptr);
   buffer.iov = iovec{buffer.data, static_cast<size_t>(a.length_bytes)};
   buffer.offset_bytes = a.offset_bytes;
-  PeerReadBuffer& kept = peer_reads_.emplace(a.key, buffer).first->second;
-  AuxIo& aux = TakeAux(AuxIo::Kind::kPeerRead, a.key);
-  aux.iov.push_back(kept.iov);
-  aux.io.iov = aux.iov.data();
-  aux.io.iov_count = 1;
-  aux.io.request = BlockRequest{
-      .op = BlockOp::kRead, .offset_bytes = a.offset_bytes, .length_bytes = a.length_bytes};
-  store_.Submit(&aux.io);
+  peer_reads_.emplace(a.key, buffer);
+  SubmitAuxRead(AuxIo::Kind::kPeerRead, a.key, buffer.iov, a.offset_bytes, a.length_bytes);
 }
 
 void ReplicatedDevice::ExecuteSendReadReply(const SendReadReply& a) {

@@ -23,6 +23,20 @@ BEHIND = [(2 * MiB, 1 * MiB), (9 * MiB + 4096, 20 * 1024), (30 * MiB, 3 * MiB)]
 FAILBACK_WRITES = [(2 * MiB + 1536, 10 * 1024), (9 * MiB + 512, 8192), (40 * MiB, 64 * 1024)]
 
 
+def write_regions(pair: Pair, node: str, regions, expected: bytearray) -> None:
+    """Random data at each (offset, length) through `node`'s NBD export, flushed; `expected`
+    follows."""
+    h = harness.open_nbd(pair.socket[node], pair.resource)
+    try:
+        for offset, length in regions:
+            data = os.urandom(length)
+            expected[offset:offset + length] = data
+            h.pwrite(data, offset)
+        h.flush()
+    finally:
+        harness.close_nbd(h)
+
+
 class FastFailbackTest(harness.ReplTestCase):
 
     def behind_pair(self) -> tuple[Pair, bytearray]:
@@ -31,25 +45,12 @@ class FastFailbackTest(harness.ReplTestCase):
         pair = Pair(disk_size=64 * MiB)
         pair.up_primary("alpha")
         size = pair.data_bytes("alpha")
-        expected = bytearray(os.urandom(size))
-        h = harness.open_nbd(pair.socket["alpha"], pair.resource)
-        try:
-            for offset in range(0, size, 4 * MiB):
-                h.pwrite(bytes(expected[offset:offset + 4 * MiB]), offset)
-            h.flush()
-        finally:
-            harness.close_nbd(h)
+        expected = bytearray(size)
+        write_regions(pair, "alpha", [(o, min(4 * MiB, size - o)) for o in range(0, size, 4 * MiB)],
+                      expected)
         pair.wait_in_sync()
         self.assertEqual(pair.daemon["beta"].stop(), 0, pair.log_tails())
-        h = harness.open_nbd(pair.socket["alpha"], pair.resource)
-        try:
-            for offset, length in BEHIND:
-                data = os.urandom(length)
-                expected[offset:offset + length] = data
-                h.pwrite(data, offset)
-            h.flush()
-        finally:
-            harness.close_nbd(h)
+        write_regions(pair, "alpha", BEHIND, expected)
         cp = pair.replctl("alpha", "pause-sync")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         cp = pair.replctl("alpha", "secondary")
@@ -89,13 +90,9 @@ class FastFailbackTest(harness.ReplTestCase):
         self.assertEqual(counters["peer_read_bytes"], 4 * 4 * MiB,
                          "reads of blocks in sync here went to the peer, or the reverse")
 
+        write_regions(pair, "beta", FAILBACK_WRITES, expected)
         h = harness.open_nbd(pair.socket["beta"], pair.resource)
         try:
-            for offset, length in FAILBACK_WRITES:
-                data = os.urandom(length)
-                expected[offset:offset + length] = data
-                h.pwrite(data, offset)
-            h.flush()
             for offset, length in FAILBACK_WRITES:
                 self.assertEqual(h.pread(length + 8192, offset - 4096),
                                  bytes(expected[offset - 4096:offset + length + 4096]))

@@ -36,18 +36,7 @@ void World::FastFailback() {
   ClientIssue();
   const Clock end = now_ + Rand(20'000, 80'000);
   if (Chance(0.5)) {
-    const Clock cut = now_ + Rand(1'000, 15'000);
-    At(cut, -1, [this] {
-      link_up_ = false;
-      Disconnect("link cut during fast failback");
-    });
-    At(cut + Rand(1'000, 20'000), -1, [this] {
-      link_up_ = true;
-      if (!connect_pending_) {
-        connect_pending_ = true;
-        After(Rand(100, 2'000), -1, [this] { TryConnect(); });
-      }
-    });
+    CutLink(now_ + Rand(1'000, 15'000), Rand(1'000, 20'000), "link cut during fast failback");
   }
   RunUntil(end);
   client_on_ = false;

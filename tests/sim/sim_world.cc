@@ -127,11 +127,7 @@ void World::Execute(Node& n, Action& action) {
         } else if constexpr (std::is_same_v<T, SubmitRead>) {
           later(20, 200, [&n, id = a.id] {
             if (auto it = n.client_reads.find(id); it != n.client_reads.end()) {
-              const uint64_t first = it->second.offset / kBlock;
-              it->second.result.assign(
-                  n.disk.cache.begin() + static_cast<std::ptrdiff_t>(first),
-                  n.disk.cache.begin() +
-                      static_cast<std::ptrdiff_t>(first + it->second.length / kBlock));
+              it->second.result = n.disk.Read(it->second.offset, it->second.length);
             }
             n.replica->LocalReadDone(id, 0);
           });
@@ -182,10 +178,7 @@ void World::Execute(Node& n, Action& action) {
             f.resync = true;
             f.offset = a.offset_bytes;
             f.length = a.length_bytes;
-            for (uint64_t b = a.offset_bytes / kBlock;
-                 b < (a.offset_bytes + a.length_bytes) / kBlock; ++b) {
-              f.versions.push_back(n.disk.cache[b]);
-            }
+            f.versions = n.disk.Read(a.offset_bytes, a.length_bytes);
             n.resync_reads[a.token] = std::move(f);
             n.replica->ResyncReadDone(a.token, 0);
           });
@@ -208,12 +201,7 @@ void World::Execute(Node& n, Action& action) {
           Send(i, std::move(f));
         } else if constexpr (std::is_same_v<T, ReadForPeer>) {
           later(20, 200, [&n, a] {
-            Frame& f = n.peer_reads.at(a.key);
-            f.versions.clear();
-            for (uint64_t b = a.offset_bytes / kBlock;
-                 b < (a.offset_bytes + a.length_bytes) / kBlock; ++b) {
-              f.versions.push_back(n.disk.cache[b]);
-            }
+            n.peer_reads.at(a.key).versions = n.disk.Read(a.offset_bytes, a.length_bytes);
             n.replica->ReadForPeerDone(a.key, 0);
           });
         } else if constexpr (std::is_same_v<T, SendReadReply>) {
@@ -422,6 +410,20 @@ void World::Disconnect(const std::string& why) {
   }
 }
 
+void World::CutLink(Clock when, Clock down_for, const std::string& why) {
+  At(when, -1, [this, why] {
+    link_up_ = false;
+    Disconnect(why);
+  });
+  At(when + down_for, -1, [this] {
+    link_up_ = true;
+    if (!connect_pending_) {
+      connect_pending_ = true;
+      After(Rand(100, 2000), -1, [this] { TryConnect(); });
+    }
+  });
+}
+
 void World::CrashNode(int index) {
   Node& n = *nodes_[static_cast<size_t>(index)];
   if (!n.up) return;
@@ -504,17 +506,7 @@ std::string World::Run() {
     for (int k = 0, faults = static_cast<int>(Rand(1, 4)); k < faults; ++k) {
       const Clock t = Rand(10'000, phase1_end - 40'000);
       if (Chance(0.5)) {
-        At(t, -1, [this] {
-          link_up_ = false;
-          Disconnect("link cut");
-        });
-        At(t + Rand(2'000, 30'000), -1, [this] {
-          link_up_ = true;
-          if (!connect_pending_) {
-            connect_pending_ = true;
-            After(Rand(100, 2000), -1, [this] { TryConnect(); });
-          }
-        });
+        CutLink(t, Rand(2'000, 30'000), "link cut");
       } else {
         At(t, -1, [this] { CrashNode(1); });
         At(t + Rand(2'000, 30'000), -1, [this] { RestartNode(1); });

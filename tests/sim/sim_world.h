@@ -27,6 +27,11 @@ struct SimDisk {
   explicit SimDisk(uint64_t blocks) : durable(blocks, 0), cache(blocks, 0) {}
   void Write(uint64_t offset, const std::vector<uint64_t>& versions, bool fua);
   void Flush() { durable = cache; }
+  // The versions of the blocks of [offset, offset+length), as the cache holds them.
+  std::vector<uint64_t> Read(uint64_t offset, uint64_t length) const {
+    const auto first = cache.begin() + static_cast<std::ptrdiff_t>(offset / kBlock);
+    return {first, first + static_cast<std::ptrdiff_t>(length / kBlock)};
+  }
   // Power loss: each block written since the last flush keeps its new content or loses it.
   void Crash(std::mt19937_64& rng);
 };
@@ -122,6 +127,8 @@ class World {
   void Deliver(int to, const Frame& f);
   void TryConnect();
   void Disconnect(const std::string& why);
+  // The link goes down at `when` and comes back `down_for` later (a reconnect follows).
+  void CutLink(Clock when, Clock down_for, const std::string& why);
   void CrashNode(int node);
   void RestartNode(int node);
   void ClientIssue();

@@ -1,4 +1,5 @@
-// Test helper: the actions of one kind among those a Replica emitted.
+// Test helpers for the Replica tests: the actions of one kind among those a Replica emitted, and
+// a node with UpToDate data at generation `ids` whose bitmap marks `marked`.
 #pragma once
 
 #include <variant>
@@ -7,6 +8,16 @@
 #include "replication/replica.h"
 
 namespace repld {
+
+inline Replica MakeReplica(const ReplicaOptions& o, GenerationIds ids,
+                           std::vector<OutOfSyncRun> marked) {
+  Bitmap bitmap(o.data_bytes);
+  for (const OutOfSyncRun& run : marked) bitmap.SetRange(run.offset_bytes, run.length_bytes);
+  MdState md;
+  md.ids = ids;
+  md.disk = DiskState::kUpToDate;
+  return Replica(o, md, ActivityLog(std::vector<uint32_t>(16, kAlEmpty), 0), std::move(bitmap));
+}
 
 template <typename T>
 std::vector<T> All(std::vector<Action> actions) {

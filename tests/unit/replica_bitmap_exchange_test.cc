@@ -21,15 +21,6 @@ ReplicaOptions Options(const char* me, size_t runs_max = 4096) {
   return o;
 }
 
-Replica Make(const ReplicaOptions& o, GenerationIds ids, std::vector<OutOfSyncRun> marked) {
-  Bitmap bitmap(o.data_bytes);
-  for (const OutOfSyncRun& run : marked) bitmap.SetRange(run.offset_bytes, run.length_bytes);
-  MdState md;
-  md.ids = ids;
-  md.disk = DiskState::kUpToDate;
-  return Replica(o, md, ActivityLog(std::vector<uint32_t>(16, kAlEmpty), 0), std::move(bitmap));
-}
-
 // The node that stayed at generation X while the peer moved on (rule 40: it is the target).
 const GenerationIds kStayed{kX, 0, {kOld, 0}};
 const GenerationIds kMovedOn{kY, kX, {kX, kOld}};
@@ -37,9 +28,9 @@ const GenerationIds kMovedOn{kY, kX, {kX, kOld}};
 PeerState StateOf(Replica& r) { return r.LocalState(); }
 
 TEST(ReplicaBitmapExchange, TheTargetSendsItsBitmapInFramesEndingWithLast) {
-  Replica target = Make(Options("beta", /*runs_max=*/2), kStayed,
-                        {{0, 4096}, {kMiB, 8192}, {8 * kMiB, 4096}, {kData - 4096, 4096}});
-  Replica source = Make(Options("alpha"), kMovedOn, {});
+  Replica target = MakeReplica(Options("beta", /*runs_max=*/2), kStayed,
+                               {{0, 4096}, {kMiB, 8192}, {8 * kMiB, 4096}, {kData - 4096, 4096}});
+  Replica source = MakeReplica(Options("alpha"), kMovedOn, {});
   target.PeerUp(StateOf(source));
   const auto frames = All<SendOutOfSync>(target.TakeActions());
   ASSERT_EQ(frames.size(), 3u) << "4 runs at 2 per frame, then an empty last one";
@@ -53,8 +44,9 @@ TEST(ReplicaBitmapExchange, TheTargetSendsItsBitmapInFramesEndingWithLast) {
 }
 
 TEST(ReplicaBitmapExchange, TheSourceWaitsForTheLastFrameThenResyncsTheUnion) {
-  Replica target = Make(Options("beta"), kStayed, {{4 * kMiB, kMiB}});  // e.g. its crashed AL
-  Replica source = Make(Options("alpha"), kMovedOn, {{0, 2 * kMiB}});
+  Replica target =
+      MakeReplica(Options("beta"), kStayed, {{4 * kMiB, kMiB}});  // e.g. its crashed AL
+  Replica source = MakeReplica(Options("alpha"), kMovedOn, {{0, 2 * kMiB}});
   ASSERT_TRUE(source.Promote(false).ok());
   source.TakeActions();
   source.PeerUp(StateOf(target));
@@ -76,8 +68,8 @@ TEST(ReplicaBitmapExchange, TheSourceWaitsForTheLastFrameThenResyncsTheUnion) {
 }
 
 TEST(ReplicaBitmapExchange, ARunBeyondTheDataDropsThePeer) {
-  Replica target = Make(Options("beta"), kStayed, {});
-  Replica source = Make(Options("alpha"), kMovedOn, {});
+  Replica target = MakeReplica(Options("beta"), kStayed, {});
+  Replica source = MakeReplica(Options("alpha"), kMovedOn, {});
   source.PeerUp(StateOf(target));
   source.TakeActions();
   source.PeerOutOfSync({{kData - 4096, 8192}}, /*last=*/true);
@@ -88,7 +80,7 @@ TEST(ReplicaBitmapExchange, ARunBeyondTheDataDropsThePeer) {
 }
 
 TEST(ReplicaBitmapExchange, OutOfSyncFramesOutsideTheWaitAreIgnored) {
-  Replica r = Make(Options("alpha"), kStayed, {});
+  Replica r = MakeReplica(Options("alpha"), kStayed, {});
   r.PeerOutOfSync({{0, 4096}}, true);  // not connected
   EXPECT_EQ(r.bitmap().CountSet(), 0u);
   EXPECT_TRUE(r.TakeActions().empty());
@@ -97,7 +89,7 @@ TEST(ReplicaBitmapExchange, OutOfSyncFramesOutsideTheWaitAreIgnored) {
 // A Secondary promoted while the old Primary's last write is still landing on its disk: a new
 // write to the same blocks waits for it, or the older data would overwrite the newer.
 TEST(ReplicaPromotion, ANewWriteWaitsForTheOldPrimarysWriteStillLanding) {
-  Replica secondary = Make(Options("beta"), kStayed, {});
+  Replica secondary = MakeReplica(Options("beta"), kStayed, {});
   PeerState primary = secondary.LocalState();  // same data, but Primary
   primary.role = Role::kPrimary;
   secondary.PeerUp(primary);

@@ -25,15 +25,6 @@ ReplicaOptions Options(const char* me, Protocol protocol = Protocol::kC) {
   return o;
 }
 
-Replica Make(const ReplicaOptions& o, GenerationIds ids, std::vector<OutOfSyncRun> marked) {
-  Bitmap bitmap(o.data_bytes);
-  for (const OutOfSyncRun& run : marked) bitmap.SetRange(run.offset_bytes, run.length_bytes);
-  MdState md;
-  md.ids = ids;
-  md.disk = DiskState::kUpToDate;
-  return Replica(o, md, ActivityLog(std::vector<uint32_t>(16, kAlEmpty), 0), std::move(bitmap));
-}
-
 // The target stayed at generation X; the source moved on and marked [0, 4 MiB).
 const GenerationIds kStayed{kX, 0, {kOld, 0}};
 const GenerationIds kMovedOn{kY, kX, {kX, kOld}};
@@ -41,8 +32,8 @@ const GenerationIds kMovedOn{kY, kX, {kX, kOld}};
 // Two nodes connected and resyncing, the source Secondary (its Primary stepped down).
 struct Pair {
   explicit Pair(Protocol protocol = Protocol::kC)
-      : target(Make(Options("beta", protocol), kStayed, {})),
-        source(Make(Options("alpha", protocol), kMovedOn, {{0, 4 * kMiB}})) {
+      : target(MakeReplica(Options("beta", protocol), kStayed, {})),
+        source(MakeReplica(Options("alpha", protocol), kMovedOn, {{0, 4 * kMiB}})) {
     target.PeerUp(source.LocalState());
     source.PeerUp(target.LocalState());
     for (const SendOutOfSync& f : All<SendOutOfSync>(target.TakeActions())) {
