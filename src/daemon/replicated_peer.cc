@@ -89,6 +89,7 @@ void ReplicatedDevice::OnOutOfSync(const peer::OutOfSync& message) {
 void ReplicatedDevice::OnSendDone(uint64_t cookie, bool sent) {
   if ((cookie & kReadReplyCookie) != 0) {
     FreePeerRead(cookie & ~kReadReplyCookie);
+    Drain();  // the peer's next read may start
     return;
   }
   if ((cookie & kResyncCookie) != 0) {

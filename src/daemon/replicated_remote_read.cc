@@ -100,9 +100,11 @@ void ReplicatedDevice::ExecuteSendReadReply(const SendReadReply& a) {
 
 void ReplicatedDevice::FreePeerRead(uint64_t key) {
   auto it = peer_reads_.find(key);
-  if (it == peer_reads_.end()) return;
-  std::free(it->second.data);
-  peer_reads_.erase(it);
+  if (it != peer_reads_.end()) {
+    std::free(it->second.data);
+    peer_reads_.erase(it);
+  }
+  replica_->ReadReplySent(key);  // the core counts it until now
 }
 
 }  // namespace repld

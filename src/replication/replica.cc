@@ -265,6 +265,7 @@ void Replica::LocalWriteDone(RequestId id, int error) {
   MaybeComplete(id);
   PumpWrites();
   PumpResync();
+  if (!applies_.empty()) PumpApplies();  // a fast-failback Primary's resync block may wait for it
 }
 
 void Replica::MaybeComplete(RequestId id) {
@@ -368,8 +369,8 @@ void Replica::SendBarrier() {
 
 void Replica::Tick() {
   // A resync's blocks need no flush per second: a barrier in mid-stream costs the target a
-  // journal commit while its writes wait. One every resync_barrier_ticks, or once that many
-  // bytes are unflushed (what a target crash would send again), is enough.
+  // journal commit while its writes wait. One every kResyncBarrierTicks, or once
+  // kResyncUnflushedBytesMax are unflushed (what a target crash would send again), is enough.
   ++ticks_since_barrier_;
   if (repl_ != ReplState::kSyncSource || ticks_since_barrier_ >= kResyncBarrierTicks ||
       UnflushedBytes() >= kResyncUnflushedBytesMax) {

@@ -122,7 +122,8 @@ struct SendReadRequest {
   uint64_t offset_bytes;
   uint64_t length_bytes;
 };
-// The peer's read request kept as `key`: read the range locally, then call ReadForPeerDone.
+// The peer's read request kept as `key`: read the range locally, then call ReadForPeerDone (and
+// ReadReplySent once the answer has left, or will not).
 struct ReadForPeer {
   uint64_t key;
   uint64_t offset_bytes;
@@ -193,7 +194,7 @@ struct ReplicaOptions {
   // requests kept at most (more drop the peer): peer::kReadsInFlightMax and twice that.
   uint32_t remote_reads_window = 32;
   uint32_t peer_reads_max = 64;
-  uint64_t peer_read_bytes_max = 64ULL << 20;  // of the peer's reads being read here at once
+  uint64_t peer_read_bytes_max = 64ULL << 20;  // of the peer's reads read here, until sent
 };
 
 struct ReplicaCounters {
@@ -267,6 +268,9 @@ class Replica {
   void ResyncReadDone(uint64_t token, int error);
   // The local read for the peer's request `key` (ReadForPeer) finished.
   void ReadForPeerDone(uint64_t key, int error);
+  // The answer to the peer's read request `key` left (or never will): its buffer is free. The
+  // requests and bytes the peer may have here count it until then.
+  void ReadReplySent(uint64_t key);
 
   // --- Peer link ---
   void PeerConnecting();
@@ -364,6 +368,7 @@ class Replica {
     uint64_t order = 0;  // arrival order
     uint64_t offset = 0;
     uint64_t length = 0;
+    WriteKind kind = WriteKind::kData;
     bool resync = false;
     bool started = false;
   };
@@ -381,6 +386,7 @@ class Replica {
     uint64_t offset = 0;
     uint64_t length = 0;
     bool started = false;
+    bool answered = false;  // SendReadReply went out; ReadReplySent frees it
   };
   struct CsumCheck {  // a peer's digest frame on this node
     uint64_t seq = 0;
@@ -512,7 +518,7 @@ class Replica {
   // A sync target's bitmap names every block it lacks only once the source's merged bitmap has
   // come back on this connection; until then its reads all go to the peer.
   bool bitmap_complete_ = false;
-  uint64_t peer_read_bytes_ = 0;  // of those being read (ReadForPeer)
+  uint64_t peer_read_bytes_ = 0;  // of those read or being read, until their answer left
 
   // Secondary side.
   std::map<uint64_t, uint64_t> apply_order_;     // arrival order -> key

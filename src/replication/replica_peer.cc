@@ -314,6 +314,7 @@ bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t len
   a.order = ++apply_counter_;
   a.offset = offset;
   a.length = length;
+  a.kind = kind;
   a.resync = resync;
   REPLD_CHECK(applies_.emplace(key, a).second);
   apply_order_.emplace(a.order, key);
@@ -358,9 +359,16 @@ void Replica::ApplyDone(uint64_t key, int error) {
   const uint64_t seq = a.seq;
   if (error == 0) {
     counters_.written_bytes += a.length;
-    if (a.resync && repl_ == ReplState::kSyncTarget) {
+    if (a.resync && repl_ == ReplState::kSyncTarget && a.epoch == epoch_) {
+      // In sync here now (a block of an earlier connection may be older than what this one's
+      // merged bitmap marked).
       resync_applied_bytes_ += a.length;
-      bitmap_.ClearRange(a.offset, a.length);  // in sync here now
+      bitmap_.ClearRange(a.offset, a.length);
+    } else if (!a.resync && repl_ == ReplState::kSyncSource && a.epoch == epoch_ &&
+               a.kind != WriteKind::kTrim) {
+      // A fast-failback Primary's write: the blocks it covered whole now hold the same data
+      // here and there, and need no resync (a block that keeps being written converges).
+      bitmap_.ClearRange(a.offset, a.length);
     }
   } else {
     Warn("writing the peer's block at " + std::to_string(a.offset) + " failed: error " +

@@ -144,7 +144,7 @@ bool Replica::PeerReadRequest(uint64_t key, uint64_t seq, uint64_t offset, uint6
 
 void Replica::PumpPeerReads() {
   for (auto& [key, read] : peer_reads_) {
-    if (read.started) continue;
+    if (read.started || read.answered) continue;
     // Bounded memory: one read alone may take the whole budget.
     if (peer_read_bytes_ > 0 && peer_read_bytes_ + read.length > options_.peer_read_bytes_max) {
       return;
@@ -168,15 +168,22 @@ void Replica::PumpPeerReads() {
 
 void Replica::ReadForPeerDone(uint64_t key, int error) {
   auto it = peer_reads_.find(key);
-  REPLD_CHECK(it != peer_reads_.end() && it->second.started);
+  REPLD_CHECK(it != peer_reads_.end() && it->second.started && !it->second.answered);
+  it->second.answered = true;
   const PeerRead read = it->second;
-  peer_reads_.erase(it);
-  peer_read_bytes_ -= read.length;
   if (error != 0) {
     Warn("reading " + std::to_string(read.length) + " bytes at " + std::to_string(read.offset) +
          " for the peer failed: error " + std::to_string(error));
   }
   Emit(SendReadReply{read.seq, key, error, Connected() && read.epoch == epoch_});
+}
+
+void Replica::ReadReplySent(uint64_t key) {
+  auto it = peer_reads_.find(key);
+  if (it == peer_reads_.end()) return;  // refused at once: never kept
+  REPLD_CHECK(it->second.answered);
+  peer_read_bytes_ -= it->second.length;
+  peer_reads_.erase(it);
   PumpPeerReads();
 }
 

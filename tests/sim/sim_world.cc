@@ -215,6 +215,7 @@ void World::Execute(Node& n, Action& action) {
             Send(i, std::move(f));
           }
           if (it != n.peer_reads.end()) n.peer_reads.erase(it);
+          r.ReadReplySent(a.key);  // the frame owns its copy: the buffer is free at once
         } else if constexpr (std::is_same_v<T, Complete>) {
           if (n.client_reads.count(a.id) != 0) {
             CheckRead(i, a.id, a.error);

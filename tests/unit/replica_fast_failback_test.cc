@@ -265,6 +265,64 @@ TEST(ReplicaFastFailback, ThePeerRefusesReadsBeyondTheDataAndDropsAFlood) {
   EXPECT_FALSE(replies[0].send);
 }
 
+TEST(ReplicaFastFailback, AResyncBlockHeldBehindOurConfirmedWriteLandsWhenTheWriteDoes) {
+  Pair p;
+  ASSERT_TRUE(p.target.Promote(false).ok());
+  p.target.TakeActions();
+  const auto sent = Write(p.target, 1, kMiB, 4096);
+  ASSERT_EQ(sent.size(), 1u);
+  p.target.PeerAck(AckKind::kWritten, sent[0].seq, 0);  // the peer has it; our disk not yet
+  p.target.TakeActions();
+  ASSERT_TRUE(p.target.PeerData(100, 900, kMiB, kMiB, WriteKind::kData, /*resync=*/true));
+  EXPECT_TRUE(All<ApplyPeerWrite>(p.target.TakeActions()).empty()) << "behind our write";
+  p.target.LocalWriteDone(1, 0);
+  EXPECT_EQ(All<ApplyPeerWrite>(p.target.TakeActions()).size(), 1u) << "and not stuck there";
+}
+
+TEST(ReplicaFastFailback, AResyncBlockOfAnEarlierConnectionClearsNothing) {
+  Pair p;
+  ASSERT_TRUE(p.target.PeerData(100, 900, 0, kMiB, WriteKind::kData, /*resync=*/true));
+  ASSERT_EQ(All<ApplyPeerWrite>(p.target.TakeActions()).size(), 1u);
+  p.target.PeerDown("link cut");
+  p.target.PeerUp(p.source.LocalState());  // a new connection, the target again
+  p.target.TakeActions();
+  const uint64_t marked = p.target.Report().out_of_sync_bytes;
+  p.target.ApplyDone(100, 0);  // the old connection's block lands now
+  p.target.TakeActions();
+  EXPECT_EQ(p.target.Report().out_of_sync_bytes, marked);
+}
+
+TEST(ReplicaFastFailback, TheSourceNeedsNoResyncOfBlocksThePrimaryWroteWhole) {
+  Pair p;
+  ASSERT_EQ(p.source.Report().out_of_sync_bytes, 4 * kMiB);
+  ASSERT_TRUE(p.source.PeerData(7, 50, 2 * kMiB + 512, 3 * 4096, WriteKind::kData, false));
+  ASSERT_EQ(All<ApplyPeerWrite>(p.source.TakeActions()).size(), 0u) << "the resync reads it";
+  for (const ResyncRead& r : All<ResyncRead>(p.source_actions)) p.source.ResyncReadDone(r.token, 0);
+  ASSERT_EQ(All<ApplyPeerWrite>(p.source.TakeActions()).size(), 1u);
+  p.source.ApplyDone(7, 0);
+  p.source.TakeActions();
+  EXPECT_EQ(p.source.Report().out_of_sync_bytes, 4 * kMiB - 2 * 4096)
+      << "the two blocks covered whole, not the two partly covered";
+}
+
+TEST(ReplicaFastFailback, ThePeersReadsCountUntilTheirAnswerLeft) {
+  Pair p;
+  ReplicaOptions o = Options("alpha");
+  o.peer_read_bytes_max = kMiB;
+  Replica source = MakeReplica(o, kMovedOn, {});
+  source.PeerUp(p.target.LocalState());
+  source.TakeActions();
+  ASSERT_TRUE(source.PeerReadRequest(1, 10, 0, kMiB));
+  ASSERT_TRUE(source.PeerReadRequest(2, 11, 8 * kMiB, kMiB));
+  ASSERT_EQ(All<ReadForPeer>(source.TakeActions()).size(), 1u) << "1 MiB at a time";
+  source.ReadForPeerDone(1, 0);
+  EXPECT_TRUE(All<ReadForPeer>(source.TakeActions()).empty()) << "its answer is still queued";
+  source.ReadReplySent(1);
+  const auto next = All<ReadForPeer>(source.TakeActions());
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].key, 2u);
+}
+
 TEST(ReplicaFastFailback, APrimaryWhoseDiskIsNotUpToDateReconnectsAsTheTarget) {
   SyncSide fast_failback{kStayed, DiskState::kInconsistent, Role::kPrimary, 4 * kMiB};
   SyncSide peer{kMovedOn, DiskState::kUpToDate, Role::kSecondary, 4 * kMiB};
