@@ -59,6 +59,15 @@ def report_header(title, script, repld):
             f"- **repld**: {repld}", ""]
 
 
+def write_report(lines, out):
+    """Prints the markdown report and, with --out, writes it there too."""
+    report = "\n".join(lines) + "\n"
+    print(report, flush=True)
+    if out:
+        with open(out, "w") as f:
+            f.write(report)
+
+
 def preallocate(path, size):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -422,11 +431,7 @@ def main():
                 part_protocols(args, tmp, lines, layout)
         if "al" in parts:
             part_activity_log(args, tmp, lines)
-        report = "\n".join(lines) + "\n"
-        print(report, flush=True)
-        if args.out:
-            with open(args.out, "w") as f:
-                f.write(report)
+        write_report(lines, args.out)
     finally:
         nb.log(f"removing {tmp} (large files on a file system mounted with discard take a while)")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -184,11 +184,7 @@ def main():
             part_speed(args, tmp, lines, peer_dir)
         if "crash" in parts:
             part_crash(args, tmp, lines, peer_dir)
-        report = "\n".join(lines) + "\n"
-        print(report, flush=True)
-        if args.out:
-            with open(args.out, "w") as f:
-                f.write(report)
+        rb.write_report(lines, args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if peer_dir:

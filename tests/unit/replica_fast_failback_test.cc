@@ -46,6 +46,12 @@ struct Pair {
     target.PeerStateChanged(source.LocalState());
     target.TakeActions();
   }
+  // Fast failback: the target promoted, its State (to the source) taken.
+  bool PromoteTarget() {
+    const bool ok = target.Promote(false).ok();
+    target.TakeActions();
+    return ok;
+  }
   Replica target;
   Replica source;
   std::vector<Action> source_actions;
@@ -90,8 +96,7 @@ TEST(ReplicaFastFailback, NotConnectedToAnUpToDatePeerTheTargetIsNotPromoted) {
 
 TEST(ReplicaFastFailback, ReadsOfBlocksNotSyncedGoToThePeerTheOthersStayLocal) {
   Pair p;
-  ASSERT_TRUE(p.target.Promote(false).ok());
-  p.target.TakeActions();
+  ASSERT_TRUE(p.PromoteTarget());
   p.target.ClientRead(1, 8 * kMiB, 4096);  // in sync here
   p.target.ClientRead(2, kMiB, 8192);      // marked: the peer has it
   std::vector<Action> a = p.target.TakeActions();
@@ -113,8 +118,7 @@ TEST(ReplicaFastFailback, ReadsOfBlocksNotSyncedGoToThePeerTheOthersStayLocal) {
 
 TEST(ReplicaFastFailback, RemoteReadsAreWindowedAndFailWhenThePeerLeaves) {
   Pair p;
-  ASSERT_TRUE(p.target.Promote(false).ok());
-  p.target.TakeActions();
+  ASSERT_TRUE(p.PromoteTarget());
   for (RequestId id = 1; id <= 3; ++id) p.target.ClientRead(id, 0, 4096);
   EXPECT_EQ(All<SendReadRequest>(p.target.TakeActions()).size(), 2u) << "the window is 2";
   p.target.PeerDown("link cut");
@@ -137,8 +141,7 @@ TEST(ReplicaFastFailback, RemoteReadsAreWindowedAndFailWhenThePeerLeaves) {
 
 TEST(ReplicaFastFailback, WritesCompleteOnlyOnceThePeerHasThemEvenUnderProtocolA) {
   Pair p(Protocol::kA);
-  ASSERT_TRUE(p.target.Promote(false).ok());
-  p.target.TakeActions();
+  ASSERT_TRUE(p.PromoteTarget());
   const auto sent = Write(p.target, 1, 8 * kMiB, 4096);
   ASSERT_EQ(sent.size(), 1u);
   p.target.LocalWriteDone(1, 0);
@@ -160,8 +163,7 @@ TEST(ReplicaFastFailback, WritesCompleteOnlyOnceThePeerHasThemEvenUnderProtocolA
 
 TEST(ReplicaFastFailback, AResyncBlockOlderThanAnUnconfirmedWriteIsRefusedThenSentAgain) {
   Pair p;
-  ASSERT_TRUE(p.target.Promote(false).ok());
-  p.target.TakeActions();
+  ASSERT_TRUE(p.PromoteTarget());
   const auto sent = Write(p.target, 1, kMiB, 4096);
   ASSERT_EQ(sent.size(), 1u);
   // The source's block [1 MiB, 2 MiB) was read before our write reached it.
@@ -267,8 +269,7 @@ TEST(ReplicaFastFailback, ThePeerRefusesReadsBeyondTheDataAndDropsAFlood) {
 
 TEST(ReplicaFastFailback, AResyncBlockHeldBehindOurConfirmedWriteLandsWhenTheWriteDoes) {
   Pair p;
-  ASSERT_TRUE(p.target.Promote(false).ok());
-  p.target.TakeActions();
+  ASSERT_TRUE(p.PromoteTarget());
   const auto sent = Write(p.target, 1, kMiB, 4096);
   ASSERT_EQ(sent.size(), 1u);
   p.target.PeerAck(AckKind::kWritten, sent[0].seq, 0);  // the peer has it; our disk not yet
