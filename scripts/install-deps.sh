@@ -15,6 +15,11 @@ packages=(
   fuse3 e2fsprogs util-linux
   # durability test (block-layer tracepoints) and stacks of a hung daemon
   linux-perf gdb
+  # VM tests (tests/vm): a 6.12 kernel with ublk_drv and nbd booted under qemu (TCG) from a
+  # busybox initramfs. cpio packs it; xz/zstd unpack the kernel's compressed modules; depmod
+  # (kmod) writes the modules.dep the kernel package leaves to its postinst; the keyring
+  # verifies the private bookworm-backports index that fetch-kernel.sh downloads
+  qemu-system-x86 busybox-static cpio xz-utils zstd kmod debian-archive-keyring
 )
 
 missing=()
