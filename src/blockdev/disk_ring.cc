@@ -6,6 +6,8 @@
 
 #include <asio/post.hpp>
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
 
 namespace repld {
 
@@ -63,7 +65,8 @@ io_uring_sqe* DiskRing::NextSqe(DiskOp* op) {
 void DiskRing::ScheduleSubmit() {
   if (submit_scheduled_) return;
   submit_scheduled_ = true;
-  asio::post(io_, [this] {
+  asio::post(io_, [this, alive = std::weak_ptr<DiskRing*>(alive_)] {
+    if (alive.expired()) return;
     submit_scheduled_ = false;
     int rc;
     do {
@@ -114,13 +117,27 @@ void DiskRing::Fallocate(int fd, int mode, uint64_t offset_bytes, uint64_t lengt
   ScheduleSubmit();
 }
 
+void DiskRing::UringCmd(int fd, uint32_t cmd_op, const void* cmd, size_t cmd_bytes, DiskOp* op) {
+  // An ordinary SQE has 16 bytes of command space after its first 48.
+  REPLD_CHECK(cmd_bytes <= sizeof(io_uring_sqe) - offsetof(io_uring_sqe, cmd));
+  io_uring_sqe* sqe = NextSqe(op);
+  std::memset(sqe, 0, sizeof *sqe);
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = fd;
+  sqe->cmd_op = cmd_op;
+  std::memcpy(sqe->cmd, cmd, cmd_bytes);
+  io_uring_sqe_set_data(sqe, op);
+  ScheduleSubmit();
+}
+
 void DiskRing::ArmCompletionWait() {
-  event_fd_.async_read_some(asio::buffer(&event_value_, sizeof event_value_),
-                            [this](const asio::error_code& ec, size_t) {
-                              if (ec == asio::error::operation_aborted) return;
-                              ReapCompletions();
-                              ArmCompletionWait();
-                            });
+  event_fd_.async_read_some(
+      asio::buffer(&event_value_, sizeof event_value_),
+      [this, alive = std::weak_ptr<DiskRing*>(alive_)](const asio::error_code& ec, size_t) {
+        if (ec == asio::error::operation_aborted || alive.expired()) return;
+        ReapCompletions();
+        ArmCompletionWait();
+      });
 }
 
 void DiskRing::ReapCompletions() {

@@ -34,6 +34,8 @@ class DiskRing {
              DiskOp* op);
   void Fdatasync(int fd, DiskOp* op);
   void Fallocate(int fd, int mode, uint64_t offset_bytes, uint64_t length_bytes, DiskOp* op);
+  // IORING_OP_URING_CMD with `cmd_bytes` (at most 16) of command in the SQE (ublk I/O commands).
+  void UringCmd(int fd, uint32_t cmd_op, const void* cmd, size_t cmd_bytes, DiskOp* op);
 
   size_t inflight() const { return inflight_; }
   // Stops waiting for completions, so that the event loop can run out of work. Only once
@@ -53,6 +55,9 @@ class DiskRing {
   asio::posix::stream_descriptor event_fd_;
   uint64_t event_value_ = 0;
   bool submit_scheduled_ = false;
+  // Handlers already queued in the event loop when the ring is destroyed (a ublk queue's ring
+  // goes while the loop runs) find it expired and do nothing.
+  std::shared_ptr<DiskRing*> alive_ = std::make_shared<DiskRing*>(this);
   size_t inflight_ = 0;
 };
 

@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <initializer_list>
@@ -217,6 +218,26 @@ bool IsValidName(std::string_view name) {
   return true;
 }
 
+void ReadUblk(Reader& r, const toml::table& t, UblkConfig& u) {
+  r.CheckKeys(t, "ublk", {"device_id", "queues", "queue_depth", "io_bytes_max"});
+  if (auto v = r.Integer(t, "ublk", "device_id", 0, (1 << 20) - 1)) {
+    u.device_id = static_cast<uint32_t>(*v);
+  }
+  if (auto v = r.Integer(t, "ublk", "queues", 1, 64)) u.queues = static_cast<uint16_t>(*v);
+  if (auto v = r.Integer(t, "ublk", "queue_depth", 1, 4096)) {
+    u.queue_depth = static_cast<uint16_t>(*v);
+  }
+  if (auto v = r.Size(t, "ublk", "io_bytes_max", 4 * kKiB, 32 * kMiB)) {
+    u.io_bytes_max = static_cast<uint32_t>(*v);
+    if (*v % (4 * kKiB) != 0) {
+      r.Fail(t.get("io_bytes_max")->source(), "ublk.io_bytes_max",
+             FormatSizeBytes(*v) +
+                 " is not a multiple of 4 KiB; allowed: 4KiB to 32MiB in "
+                 "steps of 4 KiB");
+    }
+  }
+}
+
 void ReadNbd(Reader& r, const toml::table& t, NbdConfig& nbd) {
   r.CheckKeys(t, "nbd",
               {"socket", "listen", "export", "connections_max", "inflight_max", "request_bytes_max",
@@ -269,7 +290,8 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
   }
   const toml::table& t = *node.as_table();
   r.CheckKeys(t, prefix,
-              {"disk", "meta_disk", "address", "nbd_socket", "nbd_listen", "control_socket"});
+              {"disk", "meta_disk", "address", "nbd_socket", "nbd_listen", "control_socket",
+               "ublk_device_id"});
   NodeConfig n;
   n.name = name;
   if (auto v = r.String(t, prefix, "disk", true)) n.disk = *v;
@@ -278,6 +300,9 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
   n.nbd_socket = r.String(t, prefix, "nbd_socket", false);
   n.nbd_listen = r.String(t, prefix, "nbd_listen", false);
   n.control_socket = r.String(t, prefix, "control_socket", false);
+  if (auto v = r.Integer(t, prefix, "ublk_device_id", 0, (1 << 20) - 1)) {
+    n.ublk_device_id = static_cast<uint32_t>(*v);
+  }
   for (const auto& [key, value] :
        {std::pair{"nbd_listen", &n.nbd_listen}, {"address", &n.address}}) {
     if (*value && !ParseHostPort(**value)) {
@@ -343,14 +368,14 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   Reader r(path);
   ResourceConfig config;
   config.path = path;
-  r.CheckKeys(root, "", {"resource", "nbd", "net", "disk", "resync", "node"});
+  r.CheckKeys(root, "", {"resource", "nbd", "ublk", "net", "disk", "resync", "node"});
 
   const toml::table* resource = r.Table(root, "", "resource");
   if (!r.failed() && resource == nullptr) {
     r.Fail({}, "resource.name", "is required ([resource] with name = \"...\")");
   }
   if (resource != nullptr) {
-    r.CheckKeys(*resource, "resource", {"name", "protocol"});
+    r.CheckKeys(*resource, "resource", {"name", "protocol", "frontend"});
     if (auto v = r.String(*resource, "resource", "name", true)) {
       config.name = *v;
       if (!IsValidName(*v)) {
@@ -370,7 +395,18 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
                "'" + *v + "' is not a protocol; allowed: \"A\", \"B\", \"C\"");
       }
     }
+    if (auto v = r.String(*resource, "resource", "frontend", false)) {
+      if (*v == "nbd") {
+        config.frontend = Frontend::kNbd;
+      } else if (*v == "ublk") {
+        config.frontend = Frontend::kUblk;
+      } else {
+        r.Fail(resource->get("frontend")->source(), "resource.frontend",
+               "'" + *v + "' is not a frontend; allowed: \"nbd\", \"ublk\"");
+      }
+    }
   }
+  if (const toml::table* ublk = r.Table(root, "", "ublk")) ReadUblk(r, *ublk, config.ublk);
   if (const toml::table* net = r.Table(root, "", "net")) ReadNet(r, *net, config.net);
   if (const toml::table* nbd = r.Table(root, "", "nbd")) ReadNbd(r, *nbd, config.nbd);
   if (const toml::table* resync = r.Table(root, "", "resync")) {
@@ -447,6 +483,13 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
              "with it (HMAC-SHA256)");
     }
   }
+  if (!r.failed() && config.frontend == Frontend::kUblk && !config.ublk.device_id &&
+      std::any_of(config.nodes.begin(), config.nodes.end(),
+                  [](const NodeConfig& n) { return !n.ublk_device_id; })) {
+    r.Fail(resource->get("frontend")->source(), "ublk.device_id",
+           "is required with frontend = \"ublk\" (the N of /dev/ublkbN; a node may override "
+           "it with ublk_device_id); allowed: 0..1048575");
+  }
   if (r.failed()) return r.status();
   if (config.nbd.socket.empty()) config.nbd.socket = "/run/repld/" + config.name + ".sock";
   if (config.nbd.export_name.empty()) config.nbd.export_name = config.name;
@@ -483,6 +526,10 @@ Result<NodeConfig> SelectNode(const ResourceConfig& config, std::optional<std::s
   }
   return Status::Invalid(config.path + ": no [node.NAME] table matches this host's name '" +
                          wanted + "'; nodes here: " + names + "; pass --node NAME");
+}
+
+uint32_t EffectiveUblkDeviceId(const ResourceConfig& config, const NodeConfig& node) {
+  return node.ublk_device_id.value_or(config.ublk.device_id.value_or(0));
 }
 
 std::string EffectiveMetaDisk(const ResourceConfig& config, const NodeConfig& node) {

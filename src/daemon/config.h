@@ -26,6 +26,7 @@ struct NodeConfig {
   std::optional<std::string> nbd_socket;      // overrides nbd.socket on this node
   std::optional<std::string> nbd_listen;      // overrides nbd.listen on this node
   std::optional<std::string> control_socket;  // overrides the control socket path
+  std::optional<uint32_t> ublk_device_id;     // overrides ublk.device_id on this node
 };
 
 struct NetConfig {
@@ -40,8 +41,8 @@ struct NetConfig {
 };
 
 struct ResyncConfig {
-  uint64_t rate_bytes = 0;  // per second a SyncSource sends at most; 0: as fast as it can
-  bool checksums = false;   // digests first; only blocks whose digests differ travel
+  uint64_t rate_bytes = 0;      // per second a SyncSource sends at most; 0: as fast as it can
+  bool checksums = false;       // digests first; only blocks whose digests differ travel
   ResyncController controller;  // c_plan_ahead & co; off (plan_ahead_ticks 0) by default
 };
 
@@ -60,10 +61,22 @@ struct NbdConfig {
   uint64_t buffer_pool_bytes = 256ULL << 20;
 };
 
+enum class Frontend { kNbd, kUblk };
+
+// The kernel ublk frontend (docs/config.md "[ublk]"): /dev/ublkb<device_id> on the Primary.
+struct UblkConfig {
+  std::optional<uint32_t> device_id;  // required with frontend = "ublk"
+  uint16_t queues = 1;
+  uint16_t queue_depth = 128;
+  uint32_t io_bytes_max = 512 * 1024;
+};
+
 struct ResourceConfig {
   std::string path;  // the file it came from, for messages
   std::string name;
   NbdConfig nbd;
+  Frontend frontend = Frontend::kNbd;
+  UblkConfig ublk;
   DirectIoMode direct_io = DirectIoMode::kAuto;
   Protocol protocol = Protocol::kC;
   NetConfig net;
@@ -91,6 +104,9 @@ NbdConfig EffectiveNbd(const ResourceConfig& config, const NodeConfig& node);
 
 // "internal" or the external metadata path in force on `node`.
 std::string EffectiveMetaDisk(const ResourceConfig& config, const NodeConfig& node);
+
+// The ublk device id in force on `node` (frontend = "ublk" only).
+uint32_t EffectiveUblkDeviceId(const ResourceConfig& config, const NodeConfig& node);
 
 // The control socket of `node`: its override, else /run/repld/<resource>.ctl.
 std::string ControlSocketPath(const ResourceConfig& config, const NodeConfig& node);

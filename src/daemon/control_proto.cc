@@ -278,6 +278,7 @@ json StatusToJson(const StatusSnapshot& s) {
         {"history",
          json::array({GenerationIdText(r.ids.history[0]), GenerationIdText(r.ids.history[1])})}}},
       {"clients", s.clients},
+      {"device", s.device.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.device)},
       {"size_bytes", s.size_bytes},
   };
 }

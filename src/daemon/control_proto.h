@@ -64,8 +64,9 @@ struct StatusSnapshot {
   // The other node of the file, if it names one; "peer" is null without one.
   std::optional<std::string> peer_node;
   ReplicaStatus replica;
-  uint64_t clients = 0;     // NBD/ublk clients connected
-  uint64_t size_bytes = 0;  // the replicated device's size
+  uint64_t clients = 0;          // NBD connections, or 1 while /dev/ublkbN is open exclusively
+  std::string device;            // "/dev/ublkbN" while the ublk frontend has one; else empty
+  uint64_t size_bytes = 0;       // the replicated device's size
   std::string connection_error;  // why the peer link last failed; empty if it did not
   ResyncRate resync_rate;        // while a resync runs
 };

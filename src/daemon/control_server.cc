@@ -37,7 +37,6 @@ void ShutdownAndClose(S& s) {
   s.close(ignored);
 }
 
-
 Status PrepareDirectory(const std::string& path) {
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   if (dir.empty()) return Status::Ok();
@@ -84,7 +83,7 @@ struct ControlServer::Core {
   static asio::awaitable<void> Serve(std::shared_ptr<Core> core, std::shared_ptr<Socket> socket);
   static void Spawn(const std::shared_ptr<Core>& core, Socket socket);
   // The response line to one request line.
-  std::string Answer(std::string_view line);
+  asio::awaitable<std::string> Answer(std::string line);
 };
 
 asio::awaitable<void> ControlServer::Core::AcceptLoop(std::shared_ptr<Core> core) {
@@ -161,14 +160,14 @@ asio::awaitable<void> ControlServer::Core::Serve(std::shared_ptr<Core> core,
                            " bytes; closing the connection");
       close_after = true;
     } else if (ec == asio::error::eof && !buffer.empty()) {
-      response = core->Answer(buffer);  // a last request without its '\n'
+      response = co_await core->Answer(buffer);  // a last request without its '\n'
       close_after = true;
     } else if (ec) {
       co_return;  // closed by the client, the watchdog or Stop()
     } else {
       std::string_view line(buffer.data(), n - 1);
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      response = core->Answer(line);
+      response = co_await core->Answer(std::string(line));
       buffer.erase(0, n);
     }
     arm();
@@ -178,17 +177,19 @@ asio::awaitable<void> ControlServer::Core::Serve(std::shared_ptr<Core> core,
   }
 }
 
-std::string ControlServer::Core::Answer(std::string_view line) {
+asio::awaitable<std::string> ControlServer::Core::Answer(std::string line) {
   auto request = ParseControlRequest(line);
-  if (!request.ok()) return ControlErrorLine(request.status().message());
+  if (!request.ok()) co_return ControlErrorLine(request.status().message());
   const std::string command = request.value()["command"].get<std::string>();
+  std::string failure;
   try {
-    return ControlResponseLine(handler(request.value()));
+    co_return ControlResponseLine(co_await handler(request.value()));
   } catch (const std::exception& e) {
-    spdlog::error("control: '{}' failed: {}", command, e.what());
-    return ControlErrorLine("internal error in the daemon while handling '" + command +
-                            "': " + e.what() + "; see the daemon's log");
+    failure = e.what();
   }
+  spdlog::error("control: '{}' failed: {}", command, failure);
+  co_return ControlErrorLine("internal error in the daemon while handling '" + command +
+                             "': " + failure + "; see the daemon's log");
 }
 
 ControlServer::ControlServer(asio::io_context& io, std::string path, Handler handler)

@@ -5,6 +5,7 @@
 // kControlIdleTimeout without progress closes a connection. Nothing throws out of it.
 #pragma once
 
+#include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <functional>
 #include <memory>
@@ -17,10 +18,11 @@ namespace repld {
 
 class ControlServer {
  public:
-  // Called on the io_context's thread with a checked request (see ParseControlRequest): returns
+  // Runs on the io_context's thread with a checked request (see ParseControlRequest): returns
   // the response object without "version"; "ok" defaults to true. An exception it throws
-  // becomes an error response.
-  using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+  // becomes an error response. It may wait (a role change that creates or removes a device);
+  // the connection's next request waits for it, other connections do not.
+  using Handler = std::function<asio::awaitable<nlohmann::json>(const nlohmann::json& request)>;
 
   ControlServer(asio::io_context& io, std::string path, Handler handler);
   ~ControlServer();  // Stop()s

@@ -1,23 +1,84 @@
 // repld: serves one resource on this node. Runs in the foreground; logs to stderr.
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 
 #include <CLI/CLI.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "daemon/config.h"
 #include "daemon/resource.h"
 
 namespace {
+
+// The daemon serves /dev/ublkbN from its event loop thread, which must never wait on that
+// device itself: PR_SET_IO_FLUSHER keeps memory reclaim in this thread (and the io_uring
+// workers it creates) from writing back through the device, and a mount namespace of its own
+// keeps the file systems mounted on the device out of the daemon's view.
+//
+// A daemon that starts while a file system on a ublk device is mounted (it takes over the
+// device of a killed daemon) would inherit that mount in its new namespace, keep the file
+// system alive after the administrator unmounts it, and, on exit, unmount it there: a journal
+// write to the device it no longer serves, and a process that never exits. So those mounts are
+// detached from the daemon's namespace first.
+void DetachUblkMounts() {
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mountinfo, line)) {
+    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS"
+    std::istringstream in(line);
+    std::string id, parent, devno, root, target, field;
+    in >> id >> parent >> devno >> root >> target;
+    while (in >> field && field != "-") {
+    }
+    std::string fstype, source;
+    in >> fstype >> source;
+    if (source.rfind("/dev/ublkb", 0) != 0) continue;
+    std::string path;  // the kernel writes space, tab, newline and backslash as \ooo
+    for (size_t i = 0; i < target.size(); ++i) {
+      if (target[i] == '\\' && i + 3 < target.size()) {
+        path += static_cast<char>(std::stoi(target.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        path += target[i];
+      }
+    }
+    if (umount2(path.c_str(), MNT_DETACH) == 0) {
+      spdlog::info("{} ({}): detached from the daemon's own mount namespace", path, source);
+    }
+  }
+}
+
+repld::Status IsolateForUblk() {
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) {
+    return repld::Status::Error(errno, std::string("prctl(PR_SET_IO_FLUSHER): ") +
+                                           std::strerror(errno) +
+                                           "; the ublk frontend needs root (CAP_SYS_RESOURCE)");
+  }
+  if (unshare(CLONE_NEWNS) != 0 ||
+      mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    return repld::Status::Error(errno, std::string("a mount namespace of its own: ") +
+                                           std::strerror(errno) +
+                                           "; the ublk frontend needs root (CAP_SYS_ADMIN)");
+  }
+  DetachUblkMounts();
+  return repld::Status::Ok();
+}
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "repld: error: %s\n", message.c_str());
@@ -54,6 +115,9 @@ int main(int argc, char** argv) {
       config.value(), node_name.empty() ? std::nullopt : std::optional<std::string>(node_name));
   if (!node.ok()) return Fail(node.status().message());
 
+  if (config.value().frontend == repld::Frontend::kUblk) {
+    if (auto s = IsolateForUblk(); !s.ok()) return Fail(s.message());
+  }
   asio::io_context io(1);
   auto resource = repld::Resource::Create(io, config.value(), node.value());
   if (!resource.ok()) return Fail(resource.status().message());
@@ -71,8 +135,9 @@ int main(int argc, char** argv) {
       return;
     }
     stopping = true;
-    spdlog::info("signal {}: draining requests in flight (up to {} s; signal again to cut it short)",
-                 signo, drain_timeout_s);
+    spdlog::info(
+        "signal {}: draining requests in flight (up to {} s; signal again to cut it short)", signo,
+        drain_timeout_s);
     signals.async_wait(on_signal);
     asio::co_spawn(
         io,

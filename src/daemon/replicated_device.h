@@ -84,6 +84,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Status StartVerify();
   ReplicaStatus Report() const { return replica_->Report(); }
   Role role() const { return replica_->role(); }
+  // The metadata says this node was Primary and did not step down cleanly (a crash or kill).
+  bool was_primary() const { return replica_->crashed_primary(); }
   // Why the peer link last failed, for status; empty if it did not.
   std::string link_error() const;
   ResyncRate resync_rate() const { return progress_.Rate(); }

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
@@ -15,13 +17,13 @@
 
 namespace repld {
 
-Resource::Resource(const ResourceConfig& config, const NodeConfig& node)
-    : config_(config), node_(node), nbd_(EffectiveNbd(config, node)) {}
+Resource::Resource(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node)
+    : io_(io), config_(config), node_(node), nbd_(EffectiveNbd(config, node)) {}
 
 Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
                                                    const ResourceConfig& config,
                                                    const NodeConfig& node) {
-  std::unique_ptr<Resource> r(new Resource(config, node));
+  std::unique_ptr<Resource> r(new Resource(io, config, node));
   // Every request in flight may hold one ring entry, and so may each replication operation
   // (applies, resync reads, flushes); the ring rounds up to a power of two.
   const unsigned entries =
@@ -58,6 +60,7 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
     exp.size_bytes = r->device_->data_bytes();
     exp.admission = [raw = r.get()] { return raw->Admission(); };
   }
+  r->sink_ = sink;
   // The peer protocol moves whole 512-byte sectors: a replicated export asks for them even when
   // the local disk would take any byte.
   exp.block_min_bytes = std::max<uint32_t>(info.io_align_bytes, r->device_ ? 512 : 1);
@@ -88,7 +91,8 @@ nlohmann::json Resource::StatusJson() const {
   StatusSnapshot snapshot;
   snapshot.resource = config_.name;
   snapshot.node = node_.name;
-  snapshot.clients = server_->connection_count();
+  snapshot.clients = OpenClients();
+  if (ublk_ != nullptr) snapshot.device = ublk_->path();
   if (device_ != nullptr) {
     if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;
     snapshot.replica = device_->Report();
@@ -107,22 +111,100 @@ nlohmann::json Resource::StatusJson() const {
   return StatusToJson(snapshot);
 }
 
-nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
+uint32_t Resource::OpenClients() const {
+  if (config_.frontend == Frontend::kUblk) return ublk_ != nullptr && ublk_->InUse() ? 1 : 0;
+  return static_cast<uint32_t>(server_->connection_count());
+}
+
+asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
+  const bool was_primary = device_ == nullptr || device_->role() == Role::kPrimary;
+  Status s = device_ == nullptr ? Status::Ok() : device_->Promote(force);
+  if (!s.ok() || config_.frontend != Frontend::kUblk || ublk_ != nullptr) co_return s;
+  if (ublk_changing_) co_return Status::Invalid("the ublk device is being changed; try again");
+  ublk_changing_ = true;
+  UblkDevice::Options o;
+  o.device_id = EffectiveUblkDeviceId(config_, node_);
+  o.queues = config_.ublk.queues;
+  o.depth = config_.ublk.queue_depth;
+  o.io_bytes_max = config_.ublk.io_bytes_max;
+  o.size_bytes = server_->exported().size_bytes;
+  o.block_bytes = server_->exported().block_min_bytes;
+  auto dev = co_await UblkDevice::Start(io_, o, *sink_);
+  ublk_changing_ = false;
+  if (dev.ok()) {
+    ublk_ = std::move(dev).value();
+    co_return Status::Ok();
+  }
+  // No device to serve: a Primary nobody can reach would only collect marks.
+  if (!was_primary) (void)device_->Demote(0);
+  co_return Status::Error(dev.status().code(),
+                          "the ublk device could not be set up, so this node stays Secondary: " +
+                              dev.status().message());
+}
+
+asio::awaitable<Status> Resource::DemoteWithDevice() {
+  if (ublk_ != nullptr) {
+    if (ublk_changing_) co_return Status::Invalid("the ublk device is being changed; try again");
+    if (device_->role() != Role::kPrimary) co_return Status::Ok();
+    if (ublk_->InUse()) {
+      co_return Status::Invalid(ublk_->path() +
+                                " is in use (mounted, or open by a process); unmount it first");
+    }
+    ublk_changing_ = true;
+    Status s = co_await ublk_->Remove();
+    ublk_changing_ = false;
+    if (!s.ok()) co_return s;
+    ublk_.reset();
+  }
+  co_return device_->Demote(static_cast<uint32_t>(server_->connection_count()));
+}
+
+// At start: a /dev/ublkbN that a killed daemon of this resource left (quiesced, its requests
+// waiting) is taken over if this node was Primary then, so that the file system on it carries
+// on; otherwise it is deleted, so that its requests fail instead of waiting forever.
+asio::awaitable<void> Resource::StartUblk() {
+  const uint32_t id = EffectiveUblkDeviceId(config_, node_);
+  auto found = UblkDevice::FindLeftOver(id);
+  if (!found.ok()) {
+    spdlog::error("resource {}: {}", config_.name, found.status().message());
+    co_return;
+  }
+  const bool left_over = found.value().has_value();
+  if (device_ == nullptr || (left_over && device_->was_primary())) {
+    if (left_over) {
+      spdlog::info("resource {}: taking over /dev/ublkb{} from the previous daemon as Primary",
+                   config_.name, id);
+    }
+    Status s = co_await PromoteWithDevice(false);
+    if (!s.ok()) spdlog::error("resource {}: {}", config_.name, s.message());
+    co_return;
+  }
+  if (left_over) {
+    spdlog::warn(
+        "resource {}: deleting /dev/ublkb{}, left by a daemon of a node that was not "
+        "Primary",
+        config_.name, id);
+    Status s = co_await UblkDevice::DeleteLeftOver(id);
+    if (!s.ok()) spdlog::error("resource {}: {}", config_.name, s.message());
+  }
+}
+
+asio::awaitable<nlohmann::json> Resource::HandleControl(const nlohmann::json& request) {
   const std::string command = request.at("command").get<std::string>();
   auto fail = [](const std::string& message) {
     return nlohmann::json{{"ok", false}, {"error", message}};
   };
-  if (command == "status") return {{"status", StatusJson()}};
+  if (command == "status") co_return nlohmann::json{{"status", StatusJson()}};
   if (device_ == nullptr) {
-    return fail("resource " + config_.name + " has one node in " + config_.path +
-                ": it is not replicated, and has no roles to change");
+    co_return fail("resource " + config_.name + " has one node in " + config_.path +
+                   ": it is not replicated, and has no roles to change");
   }
   Status s = Status::Ok();
   std::string message;
   if (command == "primary") {
-    s = device_->Promote(request.value("force", false));
+    s = co_await PromoteWithDevice(request.value("force", false));
   } else if (command == "secondary") {
-    s = device_->Demote(static_cast<uint32_t>(server_->connection_count()));
+    s = co_await DemoteWithDevice();
   } else if (command == "connect") {
     s = device_->Connect(request.value("discard_my_data", false), message);
   } else if (command == "disconnect") {
@@ -142,21 +224,23 @@ nlohmann::json Resource::HandleControl(const nlohmann::json& request) {
                      : "this node's data no longer counts: reconnecting for a full sync from "
                        "the peer";
   } else {
-    return fail("unknown command '" + command + "'");
+    co_return fail("unknown command '" + command + "'");
   }
-  if (!s.ok()) return fail(s.message());
+  if (!s.ok()) co_return fail(s.message());
   nlohmann::json answer = {{"status", StatusJson()}};
   if (!message.empty()) answer["message"] = message;
-  return answer;
+  co_return answer;
 }
 
 Status Resource::Start() {
   const std::filesystem::path socket_dir = std::filesystem::path(nbd_.socket).parent_path();
   std::error_code ec;
   if (!socket_dir.empty()) std::filesystem::create_directories(socket_dir, ec);
-  Status s = server_->ListenUnix(nbd_.socket);
+  const bool ublk = config_.frontend == Frontend::kUblk;
+  Status s = Status::Ok();
+  if (!ublk) s = server_->ListenUnix(nbd_.socket);
   if (!s.ok()) return Status::Invalid(config_.path + ": key 'nbd.socket': " + s.message());
-  if (!nbd_.listen.empty()) {
+  if (!ublk && !nbd_.listen.empty()) {
     const auto hp = ParseHostPort(nbd_.listen);
     REPLD_CHECK(hp.has_value());  // validated with the configuration
     s = server_->ListenTcp(hp->host, hp->port);
@@ -167,6 +251,16 @@ Status Resource::Start() {
   if (device_ != nullptr) {
     s = device_->Start();
     if (!s.ok()) return Status::Invalid(config_.path + ": peer link: " + s.message());
+  }
+  if (ublk) {
+    asio::co_spawn(io_, StartUblk(), asio::detached);
+    spdlog::info("resource {}: node {} serves /dev/ublkb{} ({} bytes){}", config_.name, node_.name,
+                 EffectiveUblkDeviceId(config_, node_), server_->exported().size_bytes,
+                 device_ == nullptr ? ""
+                                    : " while Primary (it starts Secondary unless it takes over "
+                                      "the device of a killed daemon: replctl primary " +
+                                          config_.name + ")");
+    return Status::Ok();
   }
   server_->Start();
   spdlog::info("resource {}: node {} serving export '{}' ({} bytes) over NBD{}", config_.name,
@@ -194,6 +288,17 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
     });
   }
   co_await server_->Shutdown(drain_timeout);
+  if (ublk_ != nullptr) {
+    // In use: the device stays, quiesced, for the next daemon (systemd restarts it); else it
+    // goes, as on a demotion.
+    if (ublk_->InUse()) {
+      co_await ublk_->Abandon();
+    } else {
+      Status removed = co_await ublk_->Remove();
+      if (!removed.ok()) spdlog::error("resource {}: {}", config_.name, removed.message());
+    }
+    ublk_.reset();
+  }
   watchdog.cancel();
   bool idle = true;
   if (device_ != nullptr) {

@@ -13,6 +13,7 @@
 #include "blockdev/buffer_pool.h"
 #include "blockdev/disk_ring.h"
 #include "blockdev/nbd_server.h"
+#include "blockdev/ublk_device.h"
 #include "common/status.h"
 #include "daemon/config.h"
 #include "daemon/control_server.h"
@@ -32,11 +33,17 @@ class Resource {
   void AbortClients();
 
  private:
-  Resource(const ResourceConfig& config, const NodeConfig& node);
-  nlohmann::json HandleControl(const nlohmann::json& request);
+  Resource(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node);
+  asio::awaitable<nlohmann::json> HandleControl(const nlohmann::json& request);
+  // The ublk frontend follows the role: /dev/ublkbN exists while this node is Primary.
+  asio::awaitable<Status> PromoteWithDevice(bool force);
+  asio::awaitable<Status> DemoteWithDevice();
+  asio::awaitable<void> StartUblk();
+  uint32_t OpenClients() const;
   nlohmann::json StatusJson() const;
   std::optional<std::string> Admission() const;
 
+  asio::io_context& io_;
   ResourceConfig config_;
   NodeConfig node_;
   NbdConfig nbd_;
@@ -46,6 +53,9 @@ class Resource {
   std::unique_ptr<ReplicatedDevice> device_;  // null for a resource served alone
   std::unique_ptr<NbdServer> server_;
   std::unique_ptr<ControlServer> control_;
+  BlockSink* sink_ = nullptr;         // the store, or the replicated device
+  std::unique_ptr<UblkDevice> ublk_;  // frontend = "ublk", while Primary
+  bool ublk_changing_ = false;        // a device is being created or removed
 };
 
 }  // namespace repld

@@ -30,6 +30,7 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
     Warn("this node was Primary and stopped without demoting (a crash): " + std::to_string(marked) +
          " activity log extent(s) marked out of sync");
     md_.primary = false;
+    crashed_primary_ = true;
     Emit(PersistBitmap{});
     PersistMdNow();
   }

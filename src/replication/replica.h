@@ -249,6 +249,9 @@ class Replica {
   DiskState disk() const { return md_.disk; }
   ConnState conn() const { return conn_; }
   const MdState& md() const { return md_; }
+  // The metadata said, when this replica was opened, that it was Primary and had not stepped
+  // down (a crash, or a kill).
+  bool crashed_primary() const { return crashed_primary_; }
   const Bitmap& bitmap() const { return bitmap_; }
   Bitmap& bitmap() { return bitmap_; }
   const ActivityLog& al() const { return al_; }
@@ -457,6 +460,7 @@ class Replica {
 
   ReplicaOptions options_;
   MdState md_;
+  bool crashed_primary_ = false;  // see crashed_primary()
   ActivityLog al_;
   Bitmap bitmap_;
   Role role_ = Role::kSecondary;

@@ -191,10 +191,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[resource\nname = \"r\"\n", "r.toml:1:"},
         BadCase{"[resource]\nname = \"r\"\n[nbd]\nlisten = \"nowhere\"\n[node.a]\ndisk = \"/x\"\n",
                 "r.toml:4:10: key 'nbd.listen': 'nowhere' is not HOST:PORT"},
-        BadCase{"[resource]\nname = \"r\"\n[node.a]\ndisk = \"/x\"\nnbd_listen = \"1.2.3.4:99999\"\n",
-                "key 'node.a.nbd_listen': '1.2.3.4:99999' is not HOST:PORT"},
-        BadCase{"[resource]\nname = \"r\"\n[nbd]\nconnections_max = true\n[node.a]\ndisk = \"/x\"\n",
-                "key 'nbd.connections_max': true is not an integer"},
+        BadCase{
+            "[resource]\nname = \"r\"\n[node.a]\ndisk = \"/x\"\nnbd_listen = \"1.2.3.4:99999\"\n",
+            "key 'node.a.nbd_listen': '1.2.3.4:99999' is not HOST:PORT"},
+        BadCase{
+            "[resource]\nname = \"r\"\n[nbd]\nconnections_max = true\n[node.a]\ndisk = \"/x\"\n",
+            "key 'nbd.connections_max': true is not an integer"},
         BadCase{"[resource]\nname = \"r\"\nprotocl = \"C\"\n[node.a]\ndisk = \"/x\"\n",
                 "key 'resource.protocl': unknown key"},
         BadCase{"[resource]\nname = \"r\"\nprotocol = \"D\"\n[node.a]\ndisk = \"/x\"\n",
@@ -214,8 +216,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[resource]\nname = \"r\"\n[resync]\nc_min_rate = \"20M\"\nc_max_rate = "
                 "\"10M\"\n[node.a]\ndisk = \"/x\"\n",
                 "key 'resync.c_min_rate': is above resync.c_max_rate"},
-        BadCase{"[resource]\nname = \"r\"\n[resync]\nchecksums = \"yes\"\n[node.a]\ndisk = \"/x\"\n",
-                "r.toml:4:13: key 'resync.checksums': 'yes' is not a boolean; allowed: true, false"},
+        BadCase{
+            "[resource]\nname = \"r\"\n[resync]\nchecksums = \"yes\"\n[node.a]\ndisk = \"/x\"\n",
+            "r.toml:4:13: key 'resync.checksums': 'yes' is not a boolean; allowed: true, false"},
         BadCase{"[resource]\nname = \"r\"\n[disk]\nal_extents = 3\n[node.a]\ndisk = \"/x\"\n",
                 "key 'disk.al_extents': 3 is out of range; allowed: 7..65534"},
         BadCase{"[resource]\nname = \"r\"\n[net]\nsecret = \"s\"\n[node.a]\ndisk = \"/x\"\n"
@@ -226,6 +229,49 @@ INSTANTIATE_TEST_SUITE_P(
                 "key 'net.secret': is required when the file names two nodes"},
         BadCase{"[resource]\nname = \"r\"\n[node.a]\ndisk = \"/x\"\naddress = \"peer:7788\"\n",
                 "r.toml:5:11: key 'node.a.address': 'peer:7788' is not HOST:PORT"}));
+
+TEST(Config, UblkFrontend) {
+  auto c = ParseConfig(R"(
+[resource]
+name = "r"
+frontend = "ublk"
+[ublk]
+device_id = 3
+queues = 2
+queue_depth = 64
+io_bytes_max = "1MiB"
+[net]
+secret = "s"
+[node.a]
+disk = "/x"
+address = "127.0.0.1:7788"
+[node.b]
+disk = "/y"
+address = "127.0.0.1:7789"
+ublk_device_id = 4
+)",
+                       "r.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c.value().frontend, Frontend::kUblk);
+  EXPECT_EQ(c.value().ublk.queues, 2);
+  EXPECT_EQ(c.value().ublk.queue_depth, 64);
+  EXPECT_EQ(c.value().ublk.io_bytes_max, 1u << 20);
+  EXPECT_EQ(EffectiveUblkDeviceId(c.value(), c.value().nodes[0]), 3u);
+  EXPECT_EQ(EffectiveUblkDeviceId(c.value(), c.value().nodes[1]), 4u);
+
+  auto missing = ParseConfig(
+      "[resource]\nname = \"r\"\nfrontend = \"ublk\"\n[node.a]\ndisk = \"/x\"\n", "r.toml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("r.toml:3:12: key 'ublk.device_id': is required"), std::string::npos)
+      << missing.status().message();
+  auto bad = ParseConfig(
+      "[resource]\nname = \"r\"\nfrontend = \"kernel\"\n[node.a]\ndisk = \"/x\"\n", "r.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("r.toml:3:12: key 'resource.frontend': 'kernel' is not a "
+                                        "frontend; allowed: \"nbd\", \"ublk\""),
+            std::string::npos)
+      << bad.status().message();
+}
 
 }  // namespace
 }  // namespace repld

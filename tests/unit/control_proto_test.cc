@@ -201,11 +201,11 @@ class ControlServerTest : public ::testing::Test {
   // Starts a server whose handler answers status and refuses the rest; then runs the loop.
   void StartServer(ControlServer::Handler handler = {}) {
     if (!handler) {
-      handler = [this](const json& request) -> json {
+      handler = [this](const json& request) -> asio::awaitable<json> {
         ++handled_;
-        if (request["command"] == "status") return {{"status", {{"resource", "r0"}}}};
+        if (request["command"] == "status") co_return json{{"status", {{"resource", "r0"}}}};
         if (request["command"] == "secondary") throw std::runtime_error("boom");
-        return {{"ok", false}, {"error", "the peer is Primary; demote it first"}};
+        co_return json{{"ok", false}, {"error", "the peer is Primary; demote it first"}};
       };
     }
     server_ = std::make_unique<ControlServer>(io_, path_, std::move(handler));
@@ -379,7 +379,9 @@ TEST_F(ControlServerTest, ReplacesAStaleSocketButNotALiveOne) {
   EXPECT_EQ(refused.status().code(), ECONNREFUSED);
 
   StartServer();
-  ControlServer second(io_, path_, [](const json&) { return json::object(); });
+  ControlServer second(io_, path_, [](const json&) -> asio::awaitable<json> {
+    co_return json::object();
+  });
   const Status s = second.Start();
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("already"), std::string::npos) << s.message();
@@ -390,7 +392,9 @@ TEST_F(ControlServerTest, ReplacesAStaleSocketButNotALiveOne) {
 TEST_F(ControlServerTest, RefusesAPathThatIsNotASocket) {
   ASSERT_EQ(mkdir((dir_ + "/run").c_str(), 0755), 0);
   std::system(("touch '" + path_ + "'").c_str());
-  ControlServer server(io_, path_, [](const json&) { return json::object(); });
+  ControlServer server(io_, path_, [](const json&) -> asio::awaitable<json> {
+    co_return json::object();
+  });
   const Status s = server.Start();
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("not a socket"), std::string::npos);
