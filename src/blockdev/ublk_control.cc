@@ -120,6 +120,16 @@ Status UblkControl::DeleteDevice(uint32_t dev_id) {
   return Run(ublk::kUCmdDelDev, "DEL_DEV", cmd);
 }
 
+Status UblkControl::DeleteDeviceNoWait(uint32_t dev_id) {
+  ublk::CtrlCmd cmd;
+  cmd.dev_id = dev_id;
+  Status s = Run(ublk::kUCmdDelDevAsync, "DEL_DEV_ASYNC", cmd);
+  if (!s.ok() && (s.code() == EOPNOTSUPP || s.code() == EINVAL || s.code() == ENOTTY)) {
+    return DeleteDevice(dev_id);  // a kernel before 6.9
+  }
+  return s;
+}
+
 Status UblkControl::StartRecovery(uint32_t dev_id) {
   ublk::CtrlCmd cmd;
   cmd.dev_id = dev_id;

@@ -32,8 +32,11 @@ class UblkControl {
   // queues, so they must be served meanwhile).
   [[nodiscard]] Status StartDevice(uint32_t dev_id, pid_t daemon_pid);
   [[nodiscard]] Status StopDevice(uint32_t dev_id);
-  // Returns once /dev/ublkcN is closed and unmapped.
+  // Removes the device. It is gone once /dev/ublkcN is released and nobody has /dev/ublkbN
+  // open; DEL_DEV waits for that, DEL_DEV_ASYNC (Linux 6.9+; DEL_DEV on older kernels) does
+  // not, so that a process holding the block device open cannot hang the daemon.
   [[nodiscard]] Status DeleteDevice(uint32_t dev_id);
+  [[nodiscard]] Status DeleteDeviceNoWait(uint32_t dev_id);
   // A device whose daemon died (state kStateQuiesced) is taken over in two steps: START, then
   // the queues fetch their requests, then END (which returns once they all have).
   [[nodiscard]] Status StartRecovery(uint32_t dev_id);

@@ -1,6 +1,7 @@
 #include "blockdev/ublk_device.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <thread>
 
@@ -19,6 +21,9 @@
 namespace repld {
 
 namespace {
+
+// How long a device whose daemon died may stay live before the kernel quiesces it.
+constexpr std::chrono::seconds kSettleTimeout{40};
 
 constexpr uint64_t kDeviceFlags =
     ublk::kFUserRecovery | ublk::kFUserRecoveryReissue | ublk::kFCmdIoctlEncode;
@@ -59,21 +64,49 @@ asio::awaitable<void> Pause(std::chrono::milliseconds d) {
 
 }  // namespace
 
-Result<std::optional<ublk::DevInfo>> UblkDevice::FindLeftOver(uint32_t device_id) {
+asio::awaitable<Result<std::optional<ublk::DevInfo>>> UblkDevice::FindLeftOver(uint32_t device_id) {
   auto control = UblkControl::Open();
-  if (!control.ok()) return control.status();
-  auto info = control.value()->DeviceInfo(device_id);
-  if (!info.ok()) {
-    if (info.status().code() == ENODEV) return std::optional<ublk::DevInfo>();
-    return info.status();
+  if (!control.ok()) co_return control.status();
+  const auto deadline = std::chrono::steady_clock::now() + kSettleTimeout;
+  for (;;) {
+    auto info = control.value()->DeviceInfo(device_id);
+    if (!info.ok()) {
+      if (info.status().code() == ENODEV) co_return std::optional<ublk::DevInfo>();
+      co_return info.status();
+    }
+    const ublk::DevInfo& i = info.value();
+    if (i.state != ublk::kStateLive) co_return std::optional<ublk::DevInfo>(i);
+    const bool server_alive = i.ublksrv_pid > 0 && i.ublksrv_pid != ::getpid() &&
+                              (::kill(i.ublksrv_pid, 0) == 0 || errno == EPERM);
+    const std::string path = "/dev/ublkb" + std::to_string(device_id);
+    if (server_alive) {
+      co_return Status::Error(EBUSY, path + " is live, served by process " +
+                                         std::to_string(i.ublksrv_pid) +
+                                         ": another resource with the same ublk device id, "
+                                         "or a daemon of this one still running");
+    }
+    // Its daemon died: the kernel quiesces the device shortly (at the latest when a request
+    // it still held times out, 30 s).
+    if (std::chrono::steady_clock::now() > deadline) {
+      co_return Status::Error(
+          EBUSY, path + " is still live " + std::to_string(kSettleTimeout.count()) +
+                     " s after its daemon (process " + std::to_string(i.ublksrv_pid) + ") died");
+    }
+    co_await Pause(std::chrono::milliseconds(200));
   }
-  return std::optional<ublk::DevInfo>(info.value());
 }
 
 asio::awaitable<Result<std::unique_ptr<UblkDevice>>> UblkDevice::Start(asio::io_context& io,
                                                                        const Options& options,
                                                                        BlockSink& sink) {
-  auto found = FindLeftOver(options.device_id);
+  if (options.block_bytes < 512 || options.block_bytes > 4096 ||
+      (options.block_bytes & (options.block_bytes - 1)) != 0) {
+    co_return Status::Invalid(
+        "a ublk device's logical block size must be 512 to 4096 bytes, "
+        "a power of two; the backing disk asks for " +
+        std::to_string(options.block_bytes));
+  }
+  auto found = co_await FindLeftOver(options.device_id);
   if (!found.ok()) co_return found.status();
   std::unique_ptr<UblkDevice> dev(new UblkDevice(options));
   bool recover = false;
@@ -85,11 +118,6 @@ asio::awaitable<Result<std::unique_ptr<UblkDevice>>> UblkDevice::Start(asio::io_
       dev->options_.queues = info.nr_hw_queues;
       dev->options_.depth = info.queue_depth;
       dev->options_.io_bytes_max = info.max_io_buf_bytes;
-    } else if (info.state == ublk::kStateLive) {
-      co_return Status::Error(EBUSY, dev->path() + " is live, served by process " +
-                                         std::to_string(info.ublksrv_pid) +
-                                         "; another resource uses ublk.device_id " +
-                                         std::to_string(options.device_id) + "?");
     } else {
       Status s = co_await DeleteLeftOver(options.device_id);  // dead: nothing to take over
       if (!s.ok()) co_return s;
@@ -109,7 +137,12 @@ asio::awaitable<Status> UblkDevice::Serve(asio::io_context& io, BlockSink& sink,
   if (!control.ok()) co_return control.status();
   UblkControl& ctl = *control.value();
   if (recover) {
+    // EBUSY until the dead daemon's /dev/ublkcN is fully released.
     Status s = ctl.StartRecovery(id);
+    for (int attempt = 0; !s.ok() && s.code() == EBUSY && attempt < 50; ++attempt) {
+      co_await Pause(std::chrono::milliseconds(200));
+      s = ctl.StartRecovery(id);
+    }
     if (!s.ok()) co_return s;
   } else {
     ublk::DevInfo info;
@@ -137,19 +170,21 @@ asio::awaitable<Status> UblkDevice::Serve(asio::io_context& io, BlockSink& sink,
     p.discard.max_discard_segments = 1;
     s = ctl.SetParams(id, p);
     if (!s.ok()) {
-      (void)ctl.DeleteDevice(id);
+      (void)ctl.DeleteDeviceNoWait(id);
       co_return s;
     }
   }
   // devtmpfs creates /dev/ublkcN with the device; udev may take a moment to.
   const std::string cdev = "/dev/ublkc" + std::to_string(id);
+  int open_errno = 0;
   for (int attempt = 0; attempt < 50 && cdev_fd_ < 0; ++attempt) {
     cdev_fd_ = ::open(cdev.c_str(), O_RDWR | O_CLOEXEC);
-    if (cdev_fd_ < 0 && errno == ENOENT) co_await Pause(std::chrono::milliseconds(20));
+    open_errno = cdev_fd_ < 0 ? errno : 0;
+    if (open_errno == ENOENT) co_await Pause(std::chrono::milliseconds(20));
   }
   if (cdev_fd_ < 0) {
-    const int e = errno;
-    if (!recover) (void)ctl.DeleteDevice(id);
+    const int e = open_errno;
+    if (!recover) (void)ctl.DeleteDeviceNoWait(id);
     co_return Status::Error(e, cdev + ": " + ErrnoText(e));
   }
   for (uint16_t q = 0; q < options_.queues; ++q) {
@@ -161,7 +196,7 @@ asio::awaitable<Status> UblkDevice::Serve(asio::io_context& io, BlockSink& sink,
     auto queue = UblkQueue::Create(io, cdev_fd_, qo, sink);
     if (!queue.ok()) {
       CloseQueues();
-      if (!recover) (void)ctl.DeleteDevice(id);
+      if (!recover) (void)ctl.DeleteDeviceNoWait(id);
       co_return queue.status();
     }
     queues_.push_back(std::move(queue).value());
@@ -176,7 +211,7 @@ asio::awaitable<Status> UblkDevice::Serve(asio::io_context& io, BlockSink& sink,
   });
   if (!s.ok()) {
     CloseQueues();
-    if (!recover) (void)ctl.DeleteDevice(id);
+    if (!recover) (void)ctl.DeleteDeviceNoWait(id);
     co_return s;
   }
   co_return Status::Ok();
@@ -187,7 +222,7 @@ asio::awaitable<Status> UblkDevice::DeleteLeftOver(uint32_t device_id) {
     return WithControl([&](UblkControl& c) {
       Status s = c.StopDevice(device_id);
       if (!s.ok()) spdlog::warn("ublk device {}: {}", device_id, s.message());
-      return c.DeleteDevice(device_id);
+      return c.DeleteDeviceNoWait(device_id);
     });
   });
 }
@@ -215,6 +250,16 @@ bool UblkDevice::InUse() const {
   return errno == EBUSY;
 }
 
+bool UblkDevice::Mounted() const {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string source, rest;
+  const std::string me = path();
+  while (mounts >> source && std::getline(mounts, rest)) {
+    if (source == me) return true;
+  }
+  return false;
+}
+
 asio::awaitable<Status> UblkDevice::Remove() {
   const uint32_t id = options_.device_id;
   // STOP_DEV waits for the requests in flight, which the loop serves meanwhile, and completes
@@ -224,15 +269,15 @@ asio::awaitable<Status> UblkDevice::Remove() {
   if (!s.ok()) co_return s;
   for (auto& q : queues_) q->Close();
   while (busy() > 0) co_await Pause(std::chrono::milliseconds(5));
-  CloseQueues();  // DEL_DEV waits for /dev/ublkcN to be released
+  CloseQueues();
   s = co_await OffLoop(
-      [id] { return WithControl([&](UblkControl& c) { return c.DeleteDevice(id); }); });
+      [id] { return WithControl([&](UblkControl& c) { return c.DeleteDeviceNoWait(id); }); });
   if (s.ok()) spdlog::info("{}: stopped and deleted", path());
   co_return s;
 }
 
 asio::awaitable<void> UblkDevice::Abandon() {
-  for (auto& q : queues_) q->Close();
+  for (auto& q : queues_) q->Close(/*keep_buffers=*/true);
   while (busy() > 0) co_await Pause(std::chrono::milliseconds(5));
   CloseQueues();
   spdlog::info("{}: left to the next daemon (requests wait until it takes the device over)",

@@ -34,8 +34,10 @@ class UblkDevice {
     uint32_t block_bytes = 512;  // logical block size: 512 or the disk's direct I/O alignment
   };
 
-  // The device a dead daemon left for recovery (quiesced), if there is one.
-  static Result<std::optional<ublk::DevInfo>> FindLeftOver(uint32_t device_id);
+  // The device a dead daemon left (quiesced, for recovery; or dead), if there is one. A live
+  // device whose daemon has died is waited for until the kernel quiesces it; one served by a
+  // live process is an error (and must not be touched).
+  static asio::awaitable<Result<std::optional<ublk::DevInfo>>> FindLeftOver(uint32_t device_id);
   // Creates the device, or takes over a quiesced one, and serves it through `sink`.
   static asio::awaitable<Result<std::unique_ptr<UblkDevice>>> Start(asio::io_context& io,
                                                                     const Options& options,
@@ -54,6 +56,8 @@ class UblkDevice {
   asio::awaitable<void> Abandon();
   // Whether /dev/ublkbN is open exclusively (mounted, or held by a process with O_EXCL).
   bool InUse() const;
+  // Whether this mount namespace sees a file system mounted from the device (no open).
+  bool Mounted() const;
   std::string path() const { return "/dev/ublkb" + std::to_string(options_.device_id); }
   uint32_t busy() const;
 

@@ -63,7 +63,7 @@ UblkQueue::~UblkQueue() {
   // buffers.
   ring_.reset();
   if (descs_ != nullptr) munmap(const_cast<ublk::IoDesc*>(descs_), descs_bytes_);
-  if (buffers_ != nullptr) munmap(buffers_, buffers_bytes_);
+  if (buffers_ != nullptr && !keep_buffers_) munmap(buffers_, buffers_bytes_);
 }
 
 void UblkQueue::Start() {

@@ -44,7 +44,13 @@ class UblkQueue {
   void Start();
   // Takes no new request: those the driver hands over from now on stay unanswered (with
   // UBLK_F_USER_RECOVERY_REISSUE the kernel gives them to the next daemon).
-  void Close() { closing_ = true; }
+  // `keep_buffers`: the daemon is leaving the device to the next one while the device is live;
+  // the kernel may still copy into the buffers until the ring's exit has cancelled every fetch,
+  // so they stay mapped (the process is about to exit).
+  void Close(bool keep_buffers = false) {
+    closing_ = true;
+    keep_buffers_ = keep_buffers;
+  }
   // Requests handed to the sink and not completed yet.
   uint32_t busy() const { return busy_; }
   // Every tag got ABORT: the driver has let go of the queue.
@@ -81,6 +87,7 @@ class UblkQueue {
   uint64_t requests_ = 0;
   bool logged_error_ = false;
   bool closing_ = false;
+  bool keep_buffers_ = false;
 };
 
 }  // namespace repld

@@ -117,6 +117,8 @@ inline constexpr uint32_t kUCmdStopDev = _IOWR('u', kCmdStopDev, CtrlCmd);
 inline constexpr uint32_t kUCmdSetParams = _IOWR('u', kCmdSetParams, CtrlCmd);
 inline constexpr uint32_t kUCmdStartUserRecovery = _IOWR('u', kCmdStartUserRecovery, CtrlCmd);
 inline constexpr uint32_t kUCmdEndUserRecovery = _IOWR('u', kCmdEndUserRecovery, CtrlCmd);
+// DEL_DEV without waiting for the last opener of /dev/ublkbN to close it (Linux 6.9+).
+inline constexpr uint32_t kUCmdDelDevAsync = _IOR('u', 0x14, CtrlCmd);
 inline constexpr uint32_t kUIoFetchReq = _IOWR('u', kIoFetchReq, IoCmd);
 inline constexpr uint32_t kUIoCommitAndFetchReq = _IOWR('u', kIoCommitAndFetchReq, IoCmd);
 

@@ -152,6 +152,9 @@ asio::awaitable<void> ControlServer::Core::Serve(std::shared_ptr<Core> core,
         *socket, asio::dynamic_buffer(buffer, kControlLineBytesMax + 1), '\n',
         asio::redirect_error(asio::use_awaitable, ec));
     if (core->stopping) co_return;
+    // The idle timeout is the client's: a request that takes long (a role change that waits
+    // for a device) must not close the connection before its answer.
+    watchdog.cancel();
     std::string response;
     bool close_after = false;
     if (ec == asio::error::not_found) {

@@ -29,7 +29,8 @@ namespace {
 // The daemon serves /dev/ublkbN from its event loop thread, which must never wait on that
 // device itself: PR_SET_IO_FLUSHER keeps memory reclaim in this thread (and the io_uring
 // workers it creates) from writing back through the device, and a mount namespace of its own
-// keeps the file systems mounted on the device out of the daemon's view.
+// (a slave of the host's: the administrator's mounts and unmounts propagate in, nothing of the
+// daemon's propagates out) keeps the daemon from holding a file system on the device alive.
 //
 // A daemon that starts while a file system on a ublk device is mounted (it takes over the
 // device of a killed daemon) would inherit that mount in its new namespace, keep the file
@@ -70,8 +71,7 @@ repld::Status IsolateForUblk() {
                                            std::strerror(errno) +
                                            "; the ublk frontend needs root (CAP_SYS_RESOURCE)");
   }
-  if (unshare(CLONE_NEWNS) != 0 ||
-      mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+  if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
     return repld::Status::Error(errno, std::string("a mount namespace of its own: ") +
                                            std::strerror(errno) +
                                            "; the ublk frontend needs root (CAP_SYS_ADMIN)");

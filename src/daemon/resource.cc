@@ -26,8 +26,7 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
   std::unique_ptr<Resource> r(new Resource(io, config, node));
   // Every request in flight may hold one ring entry, and so may each replication operation
   // (applies, resync reads, flushes); the ring rounds up to a power of two.
-  const unsigned entries =
-      std::clamp<unsigned>(r->nbd_.connections_max * r->nbd_.inflight_max * 2, 64, 4096);
+  const unsigned entries = std::clamp<unsigned>(r->FrontendRequestsMax() * 2, 64, 4096);
   auto ring = DiskRing::Create(io, entries);
   if (!ring.ok()) return ring.status();
   r->ring_ = std::move(ring).value();
@@ -52,7 +51,7 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
   BlockSink* sink = r->store_.get();
   if (PeerOf(config, node)) {
     ReplicatedDevice::Options options;
-    options.requests_max = r->nbd_.connections_max * r->nbd_.inflight_max;
+    options.requests_max = r->FrontendRequestsMax();
     auto device = ReplicatedDevice::Open(io, config, node, *r->store_, options);
     if (!device.ok()) return device.status();
     r->device_ = std::move(device).value();
@@ -111,8 +110,18 @@ nlohmann::json Resource::StatusJson() const {
   return StatusToJson(snapshot);
 }
 
+// The most requests the frontend can have in flight at once: every slot the core needs.
+uint32_t Resource::FrontendRequestsMax() const {
+  if (config_.frontend == Frontend::kUblk) {
+    return uint32_t{config_.ublk.queues} * config_.ublk.queue_depth;
+  }
+  return nbd_.connections_max * nbd_.inflight_max;
+}
+
 uint32_t Resource::OpenClients() const {
-  if (config_.frontend == Frontend::kUblk) return ublk_ != nullptr && ublk_->InUse() ? 1 : 0;
+  // Status must not open the device (an O_EXCL probe could make an administrator's mount
+  // fail): a mount that this namespace sees (it is a slave of the host's) counts.
+  if (config_.frontend == Frontend::kUblk) return ublk_ != nullptr && ublk_->Mounted() ? 1 : 0;
   return static_cast<uint32_t>(server_->connection_count());
 }
 
@@ -121,16 +130,16 @@ asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
   Status s = device_ == nullptr ? Status::Ok() : device_->Promote(force);
   if (!s.ok() || config_.frontend != Frontend::kUblk || ublk_ != nullptr) co_return s;
   if (ublk_changing_) co_return Status::Invalid("the ublk device is being changed; try again");
-  ublk_changing_ = true;
+  if (stopping_) co_return Status::Invalid("the daemon is stopping");
+  ChangingUblk changing(ublk_changing_);
   UblkDevice::Options o;
   o.device_id = EffectiveUblkDeviceId(config_, node_);
   o.queues = config_.ublk.queues;
   o.depth = config_.ublk.queue_depth;
   o.io_bytes_max = config_.ublk.io_bytes_max;
   o.size_bytes = server_->exported().size_bytes;
-  o.block_bytes = server_->exported().block_min_bytes;
+  o.block_bytes = std::max<uint32_t>(512, server_->exported().block_min_bytes);
   auto dev = co_await UblkDevice::Start(io_, o, *sink_);
-  ublk_changing_ = false;
   if (dev.ok()) {
     ublk_ = std::move(dev).value();
     co_return Status::Ok();
@@ -145,14 +154,14 @@ asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
 asio::awaitable<Status> Resource::DemoteWithDevice() {
   if (ublk_ != nullptr) {
     if (ublk_changing_) co_return Status::Invalid("the ublk device is being changed; try again");
+    if (stopping_) co_return Status::Invalid("the daemon is stopping");
     if (device_->role() != Role::kPrimary) co_return Status::Ok();
     if (ublk_->InUse()) {
       co_return Status::Invalid(ublk_->path() +
                                 " is in use (mounted, or open by a process); unmount it first");
     }
-    ublk_changing_ = true;
+    ChangingUblk changing(ublk_changing_);
     Status s = co_await ublk_->Remove();
-    ublk_changing_ = false;
     if (!s.ok()) co_return s;
     ublk_.reset();
   }
@@ -164,8 +173,9 @@ asio::awaitable<Status> Resource::DemoteWithDevice() {
 // on; otherwise it is deleted, so that its requests fail instead of waiting forever.
 asio::awaitable<void> Resource::StartUblk() {
   const uint32_t id = EffectiveUblkDeviceId(config_, node_);
-  auto found = UblkDevice::FindLeftOver(id);
+  auto found = co_await UblkDevice::FindLeftOver(id);
   if (!found.ok()) {
+    // Served by a live process: not ours to take over or delete.
     spdlog::error("resource {}: {}", config_.name, found.status().message());
     co_return;
   }
@@ -176,6 +186,13 @@ asio::awaitable<void> Resource::StartUblk() {
                    config_.name, id);
     }
     Status s = co_await PromoteWithDevice(false);
+    if (s.ok()) co_return;
+    spdlog::error("resource {}: {}", config_.name, s.message());
+    if (!left_over || ublk_ != nullptr) co_return;
+    // Nobody will serve it: its requests fail rather than wait forever.
+    spdlog::error("resource {}: deleting /dev/ublkb{}: this node cannot serve it", config_.name,
+                  id);
+    s = co_await UblkDevice::DeleteLeftOver(id);
     if (!s.ok()) spdlog::error("resource {}: {}", config_.name, s.message());
     co_return;
   }
@@ -287,12 +304,21 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
       if (!ec) device_->StopLink();
     });
   }
+  stopping_ = true;
   co_await server_->Shutdown(drain_timeout);
+  asio::steady_timer settle(co_await asio::this_coro::executor);
+  while (ublk_changing_) {  // a role change creating or removing the device finishes first
+    settle.expires_after(std::chrono::milliseconds(10));
+    asio::error_code ec;
+    co_await settle.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  bool abandoned = false;
   if (ublk_ != nullptr) {
     // In use: the device stays, quiesced, for the next daemon (systemd restarts it); else it
     // goes, as on a demotion.
     if (ublk_->InUse()) {
       co_await ublk_->Abandon();
+      abandoned = true;
     } else {
       Status removed = co_await ublk_->Remove();
       if (!removed.ok()) spdlog::error("resource {}: {}", config_.name, removed.message());
@@ -314,7 +340,9 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
     idle = device_->Idle();
   }
   Status s = store_->SyncNow();
-  if (device_ != nullptr && s.ok()) device_->Shutdown();  // clean: after the data is durable
+  // Clean: after the data is durable. Not when the device was left to the next daemon: the
+  // metadata keeps saying Primary, so that the next daemon takes the device over.
+  if (device_ != nullptr && s.ok() && !abandoned) device_->Shutdown();
   control_->Stop();
   if (!idle) {
     // Disk I/O still in the ring: exit without closing it (the kernel reclaims it).

@@ -40,6 +40,13 @@ class Resource {
   asio::awaitable<Status> DemoteWithDevice();
   asio::awaitable<void> StartUblk();
   uint32_t OpenClients() const;
+  uint32_t FrontendRequestsMax() const;
+  // Holds ublk_changing_ while a device is created or removed, whatever the way out.
+  struct ChangingUblk {
+    explicit ChangingUblk(bool& flag) : flag_(flag) { flag_ = true; }
+    ~ChangingUblk() { flag_ = false; }
+    bool& flag_;
+  };
   nlohmann::json StatusJson() const;
   std::optional<std::string> Admission() const;
 
@@ -56,6 +63,7 @@ class Resource {
   BlockSink* sink_ = nullptr;         // the store, or the replicated device
   std::unique_ptr<UblkDevice> ublk_;  // frontend = "ublk", while Primary
   bool ublk_changing_ = false;        // a device is being created or removed
+  bool stopping_ = false;             // Stop() has begun: no more device changes
 };
 
 }  // namespace repld

@@ -2,9 +2,10 @@
 # Boots the test VM (Debian's 6.12 kernel under qemu TCG) and runs one guest script in it as
 # root, with the project's binaries on PATH; exits with the script's exit status.
 #
-# Usage: tests/vm/run-vm.sh GUEST_SCRIPT [--bin-dir DIR] [--mem MiB] [--timeout S]
+# Usage: tests/vm/run-vm.sh GUEST_SCRIPT [--bin-dir DIR] [--mem MiB] [--smp N] [--timeout S]
 #                           [--file HOST:GUEST]... [--qemu-arg ARG]... [--log FILE] [--verbose]
 #   --bin-dir   where repld and replctl are (default: build/default/bin)
+#   --smp       guest CPUs (default 1: tests may run two guests on the 2 host cores)
 #   --file      one more file for the guest (e.g. a config), at the absolute path GUEST
 #   --qemu-arg  one more qemu argument (e.g. a -netdev for a second guest)
 #   --log       keep the serial console there (default: a temporary file, kept on failure)
@@ -21,13 +22,14 @@ repo=$(cd "$here/../.." && pwd)
 log() { echo "run-vm: $*" >&2; }
 usage() { awk 'NR > 2 && !/^#/ { exit } NR > 3 { sub(/^# ?/, ""); print }' "$0" >&2; exit 2; }
 
-script='' bin_dir=$repo/build/default/bin mem=2048 timeout=300 log_file='' keep_log=0
+script='' bin_dir=$repo/build/default/bin mem=2048 smp=1 timeout=300 log_file='' keep_log=0
 verbose=${REPLD_VM_VERBOSE:-0}
 extra_files=() qemu_extra=()
 while (($#)); do
   case $1 in
     --bin-dir) bin_dir=$2; shift 2 ;;
     --mem) mem=$2; shift 2 ;;
+    --smp) smp=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --file) extra_files+=("$2"); shift 2 ;;
     --qemu-arg) qemu_extra+=("$2"); shift 2 ;;
@@ -89,7 +91,7 @@ kernel=$kernel_dir/vmlinux
 [[ -f $kernel ]] || kernel=$kernel_dir/vmlinuz
 # TCG only: KVM here fails for ordinary guests. -nic none: no default e1000 + slirp network.
 # panic=-1 with -no-reboot: a guest panic ends qemu at once instead of hanging to the timeout.
-qemu=(qemu-system-x86_64 -accel tcg -smp 1 -m "$mem" -nographic -no-reboot -nic none
+qemu=(qemu-system-x86_64 -accel tcg -smp "$smp" -m "$mem" -nographic -no-reboot -nic none
   -kernel "$kernel" -initrd "$work/initrd"
   -append "console=ttyS0 panic=-1 quiet"
   "${qemu_extra[@]}")

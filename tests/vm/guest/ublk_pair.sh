@@ -96,6 +96,17 @@ grep -q "taking over /dev/ublkb0" /tmp/alpha.log || fail "the restarted daemon d
 (cd /mnt/r0 && /usr/bin/sha256sum -c /tmp/sums >/dev/null) || fail "files differ on alpha"
 in_sync
 
+step "SIGTERM to alpha's daemon with the device mounted (systemctl restart): taken over again"
+kill "$pid_alpha"
+wait "$pid_alpha" || fail "alpha's daemon, stopped with the device in use: exit status $?"
+[ -b /dev/ublkb0 ] || fail "/dev/ublkb0 went away although it is mounted"
+start alpha
+/usr/bin/dd if=/dev/urandom of=/mnt/r0/file5 bs=1M count=2 conv=fsync status=none ||
+  fail "write across the restart"
+[ "$(grep -c "taking over /dev/ublkb0" /tmp/alpha.log)" = 2 ] || fail "no second takeover"
+(cd /mnt/r0 && /usr/bin/sha256sum file5) >>/tmp/sums
+in_sync
+
 step "alpha stops; beta is promoted and has every fsync'd file"
 /usr/bin/umount /mnt/r0
 kill "$pid_alpha"

@@ -40,6 +40,31 @@ grep -q "taken over from the previous daemon" /tmp/repld.log || fail "no takeove
 /usr/bin/umount /mnt/u
 /usr/bin/mount -t ext4 /dev/ublkb0 /mnt/u
 /usr/bin/cmp /tmp/data /mnt/u/data || fail "data differs"
+
+step "a second resource with the same device id leaves the live device alone"
+/usr/bin/truncate -s 64M /var/lib/r/other.img
+sed -e 's/"solo"/"other"/' -e 's|solo.img|other.img|' -e 's|solo.ctl|other.ctl|' /etc/solo.toml >/etc/other.toml
+repld -c /etc/other.toml -n solo >/tmp/other.log 2>&1 &
+other=$!
+i=0; while ! grep -q "is live, served by process $pid" /tmp/other.log && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+grep -q "is live, served by process $pid" /tmp/other.log || { cat /tmp/other.log; fail "no refusal"; }
+kill $other; wait $other || true
+/usr/bin/dd if=/tmp/data of=/mnt/u/data3 bs=1M count=2 conv=fsync status=none || fail "device broken by the second daemon"
+
+step "SIGTERM with the file system mounted (systemctl restart): the next daemon takes over"
+kill $pid; wait $pid || fail "stop with the device in use: exit status $?"
+[ -b /dev/ublkb0 ] || fail "the device went away although it is mounted"
+/usr/bin/dd if=/tmp/data of=/mnt/u/data4 bs=1M count=4 status=none &
+ddpid=$!
+repld -c /etc/solo.toml -n solo >> /tmp/repld.log 2>&1 &
+pid=$!
+wait $ddpid || fail "dd across the restart"
+/usr/bin/sync
+[ "$(grep -c "taken over from the previous daemon" /tmp/repld.log)" = 2 ] || fail "no second takeover"
+/usr/bin/umount /mnt/u
+/usr/bin/mount -t ext4 /dev/ublkb0 /mnt/u
+/usr/bin/cmp /tmp/data /mnt/u/data || fail "data differs after the restart"
+/usr/bin/cmp -n 4194304 /tmp/data /mnt/u/data4 || fail "data4 differs after the restart"
 /usr/bin/umount /mnt/u
 /usr/sbin/e2fsck -fn /dev/ublkb0 || fail "e2fsck rc $?"
 kill $pid; wait $pid || fail "clean stop: exit status $?"
