@@ -21,6 +21,7 @@ struct Verb {
 std::vector<Verb> AddConfigVerbs(CLI::App& app);    // config_verbs.cc: check-config
 std::vector<Verb> AddMetadataVerbs(CLI::App& app);  // md_verbs.cc: create-md, dump-md
 std::vector<Verb> AddControlVerbs(CLI::App& app);   // control_verbs.cc: status, primary, ...
+std::vector<Verb> AddNbdVerbs(CLI::App& app);       // nbd_verbs.cc: nbd-attach, nbd-detach
 
 // Options every verb on a resource takes: the resource's file (default /etc/repld/RES.toml) and
 // the node (default: the one named like this host).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ctest "vm.NAME": boots the VM on guest/NAME.sh (smoke: the harness itself; ublk_standalone,
-# ublk_pair: the ublk frontend). Fetches the kernel and builds the base initramfs (both cached
+# ublk_pair: the ublk frontend; nbd_pair: the kernel nbd driver on the NBD frontend). Fetches the kernel and builds the base initramfs (both cached
 # after the first run), then runs the guest script with the binaries ctest names in REPLD_BIN /
 # REPLCTL_BIN. Prints how long each phase took.
 # Usage: tests/vm/test_vm.sh NAME

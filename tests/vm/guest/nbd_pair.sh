@@ -1,0 +1,88 @@
+#!/bin/sh
+# Guest script: a replicated resource with the NBD frontend, mounted through the kernel's nbd
+# driver (issue #5 items 3 and 5). `replctl nbd-attach` does the NBD handshake on the daemon's
+# socket and hands it to the kernel over netlink: the Primary's /dev/nbdN gets ext4, files and
+# fsync, fio with verify; a Secondary refuses the attach and says why; then alpha stops, beta is
+# promoted, and its own /dev/nbdN holds every fsync'd file, byte for byte.
+set -eu
+
+step() { echo "nbd_pair: $*"; }
+fail() {
+  echo "nbd_pair: FAIL: $*"
+  for n in alpha beta; do echo "--- $n log"; tail -30 /tmp/$n.log 2>/dev/null || true; done
+  echo "--- kernel"; dmesg | tail -15
+  exit 1
+}
+cfg=/etc/repld/r0.toml
+ctl() { node=$1; shift; replctl "$@" r0 -c "$cfg" -n "$node"; }
+wait_for() {
+  i=0
+  while ! ctl "$1" status --json 2>/dev/null | grep -q "$2"; do
+    i=$((i + 1))
+    [ $i -lt $(($3 * 10)) ] || fail "$1: no '$2' after $3 s"
+    sleep 0.1
+  done
+}
+start() { repld -c "$cfg" -n "$1" >>/tmp/$1.log 2>&1 & eval "pid_$1=$!"; }
+
+mkdir -p /etc/repld /run/repld /var/lib/repld /mnt/r0
+cat >"$cfg" <<EOT
+[resource]
+name = "r0"
+protocol = "C"
+[net]
+secret = "vm-test"
+[node.alpha]
+disk = "/var/lib/repld/alpha.img"
+address = "127.0.0.1:7788"
+control_socket = "/run/repld/alpha.ctl"
+nbd_socket = "/run/repld/alpha.sock"
+[node.beta]
+disk = "/var/lib/repld/beta.img"
+address = "127.0.0.1:7789"
+control_socket = "/run/repld/beta.ctl"
+nbd_socket = "/run/repld/beta.sock"
+EOT
+for n in alpha beta; do
+  /usr/bin/truncate -s 128M /var/lib/repld/$n.img
+  ctl $n create-md --force >/dev/null
+  start $n
+done
+wait_for alpha '"connection": "Connected"' 30
+ctl alpha primary --force >/dev/null || fail "primary --force"
+wait_for alpha '"out_of_sync_bytes": 0' 60
+wait_for alpha '"disk": "UpToDate"' 10
+
+step "a Secondary refuses the attach and says how to promote"
+ctl beta nbd-attach 2>/tmp/err && fail "nbd-attach on the Secondary succeeded"
+grep -q "Secondary on node beta" /tmp/err || fail "no reason given: $(cat /tmp/err)"
+
+step "alpha's export on /dev/nbdN: ext4, files with fsync, fio verify"
+dev=$(ctl alpha nbd-attach --connections 2) || fail "nbd-attach on alpha"
+[ -b "$dev" ] || fail "nbd-attach printed '$dev', not a block device"
+[ "$(/usr/sbin/blockdev --getsize64 "$dev")" = "$(ctl alpha status --json | sed -n 's/.*"size_bytes": \([0-9]*\).*/\1/p')" ] ||
+  fail "size of $dev differs from the resource's"
+/usr/sbin/mkfs.ext4 -q -F "$dev"
+/usr/bin/mount -t ext4 "$dev" /mnt/r0
+for f in 1 2 3; do
+  /usr/bin/dd if=/dev/urandom of=/mnt/r0/file$f bs=1M count=4 conv=fsync status=none
+done
+(cd /mnt/r0 && /usr/bin/sha256sum file1 file2 file3) >/tmp/sums
+/usr/bin/fio --name=load --filename=/mnt/r0/fio --size=16M --bs=4k --rw=randwrite \
+  --ioengine=io_uring --iodepth=8 --verify=crc32c --do_verify=1 --output=/tmp/fio.out \
+  >/dev/null 2>&1 || { cat /tmp/fio.out; fail "fio"; }
+/usr/bin/umount /mnt/r0
+replctl nbd-detach "$dev" || fail "nbd-detach"
+
+step "alpha stops; beta is promoted and its /dev/nbdN has every fsync'd file"
+kill "$pid_alpha"
+wait "$pid_alpha" || fail "alpha's daemon did not stop cleanly (exit status $?)"
+ctl beta primary >/dev/null || fail "promote beta"
+dev=$(ctl beta nbd-attach) || fail "nbd-attach on beta"
+/usr/bin/mount -t ext4 "$dev" /mnt/r0
+(cd /mnt/r0 && /usr/bin/sha256sum -c /tmp/sums) || fail "beta's files differ"
+/usr/bin/umount /mnt/r0
+out=$(/usr/sbin/e2fsck -fn "$dev" 2>&1) || fail "e2fsck on beta: $out"
+replctl nbd-detach "$dev" || fail "nbd-detach on beta"
+kill "$pid_beta"; wait "$pid_beta" || fail "beta's daemon did not stop cleanly"
+step "OK"
