@@ -24,6 +24,12 @@ i=0; while [ ! -b /dev/ublkb0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); don
 [ -b /dev/ublkb0 ] || fail "no /dev/ublkb0"
 [ "$(/usr/sbin/blockdev --getsize64 /dev/ublkb0)" = 268435456 ] || fail "size"
 replctl status solo -c /etc/solo.toml -n solo --json | grep -q '"device": "/dev/ublkb0"' || fail "status"
+step "write-zeroes and discard reach the daemon"
+/usr/bin/dd if=/dev/urandom of=/dev/ublkb0 bs=1M count=8 oflag=direct status=none
+/usr/sbin/blkdiscard -z -o 0 -l 4194304 /dev/ublkb0 || fail "write-zeroes (blkdiscard -z)"
+/usr/bin/cmp -n 4194304 /dev/zero /dev/ublkb0 || fail "zeroed range does not read back as zeroes"
+/usr/sbin/blkdiscard -o 4194304 -l 4194304 /dev/ublkb0 || fail "discard (blkdiscard)"
+/usr/bin/cmp -n 4194304 /dev/zero /var/lib/r/solo.img || fail "write-zeroes did not reach the backing file"
 /usr/sbin/mkfs.ext4 -q -F /dev/ublkb0
 mkdir -p /mnt/u; /usr/bin/mount -t ext4 /dev/ublkb0 /mnt/u
 /usr/bin/dd if=/dev/urandom of=/tmp/data bs=1M count=16 status=none
