@@ -25,7 +25,8 @@ t1=$(now)
 "$here/build-initramfs.sh" "$kernel_dir" >/dev/null
 t2=$(now)
 rc=0
-"$here/run-vm.sh" "$guest" --bin-dir "$bin_dir" --timeout 300 --verbose || rc=$?
+"$here/run-vm.sh" "$guest" --bin-dir "$bin_dir" --timeout 300 --verbose \
+  --file "$here/guest/pair_lib.sh:/opt/repld/pair_lib.sh" || rc=$?
 t3=$(now)
 echo "vm.$name: fetch-kernel $((t1 - t0)) ms, build-initramfs $((t2 - t1)) ms, run-vm $((t3 - t2)) ms; rc $rc"
 exit "$rc"

@@ -5,25 +5,8 @@
 # fsync, fio with verify; a Secondary refuses the attach and says why; then alpha stops, beta is
 # promoted, and its own /dev/nbdN holds every fsync'd file, byte for byte.
 set -eu
-
-step() { echo "nbd_pair: $*"; }
-fail() {
-  echo "nbd_pair: FAIL: $*"
-  for n in alpha beta; do echo "--- $n log"; tail -30 /tmp/$n.log 2>/dev/null || true; done
-  echo "--- kernel"; dmesg | tail -15
-  exit 1
-}
-cfg=/etc/repld/r0.toml
-ctl() { node=$1; shift; replctl "$@" r0 -c "$cfg" -n "$node"; }
-wait_for() {
-  i=0
-  while ! ctl "$1" status --json 2>/dev/null | grep -q "$2"; do
-    i=$((i + 1))
-    [ $i -lt $(($3 * 10)) ] || fail "$1: no '$2' after $3 s"
-    sleep 0.1
-  done
-}
-start() { repld -c "$cfg" -n "$1" >>/tmp/$1.log 2>&1 & eval "pid_$1=$!"; }
+name=nbd_pair
+. /opt/repld/pair_lib.sh
 
 mkdir -p /etc/repld /run/repld /var/lib/repld /mnt/r0
 cat >"$cfg" <<EOT

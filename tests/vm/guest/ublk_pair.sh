@@ -6,31 +6,12 @@
 # Then alpha stops, beta is promoted, and its /dev/ublkb1 holds every fsync'd file, byte for
 # byte. Real tools by full path: busybox sh prefers its own applets.
 set -eu
-
-step() { echo "ublk_pair: $*"; }
-fail() {
-  echo "ublk_pair: FAIL: $*"
-  for n in alpha beta; do echo "--- $n log"; tail -30 /tmp/$n.log 2>/dev/null || true; done
-  echo "--- kernel"; dmesg | tail -15
-  exit 1
-}
-cfg=/etc/repld/r0.toml
-ctl() { node=$1; shift; replctl "$@" r0 -c "$cfg" -n "$node"; }
-status() { ctl "$1" status --json; }
-# wait_for NODE TEXT SECONDS: until the node's JSON status contains TEXT.
-wait_for() {
-  i=0
-  while ! status "$1" 2>/dev/null | grep -q "$2"; do
-    i=$((i + 1))
-    [ $i -lt $(($3 * 10)) ] || { status "$1" || true; fail "$1: no '$2' after $3 s"; }
-    sleep 0.1
-  done
-}
+name=ublk_pair
+. /opt/repld/pair_lib.sh
 in_sync() {
   wait_for alpha '"replication": "Established"' 60
   wait_for alpha '"out_of_sync_bytes": 0' 60
 }
-start() { repld -c "$cfg" -n "$1" >>/tmp/$1.log 2>&1 & eval "pid_$1=$!"; }
 
 mkdir -p /etc/repld /run/repld /var/lib/repld /mnt/r0
 cat >"$cfg" <<EOT
