@@ -127,7 +127,29 @@ Result<uint16_t> FamilyId(Socket& sock) {
   return id;
 }
 
+void PutSockets(Message& m, const std::vector<int>& fds) {
+  const size_t sockets = m.Begin(NBD_ATTR_SOCKETS);
+  for (int fd : fds) {
+    const size_t item = m.Begin(NBD_SOCK_ITEM);
+    m.PutU32(NBD_SOCK_FD, static_cast<uint32_t>(fd));
+    m.End(item);
+  }
+  m.End(sockets);
+}
+
 }  // namespace
+
+Status NbdNetlinkReconfigure(uint32_t index, const std::vector<int>& sockets) {
+  Socket sock;
+  if (!sock.ok()) return Status::Error(errno, "netlink socket: " + ErrnoText(errno));
+  auto family = FamilyId(sock);
+  if (!family.ok()) return family.status();
+  Message m(family.value(), NBD_CMD_RECONFIGURE, NBD_GENL_VERSION);
+  m.PutU32(NBD_ATTR_INDEX, index);
+  PutSockets(m, sockets);
+  return sock.Call(m, ("nbd RECONFIGURE of /dev/nbd" + std::to_string(index)).c_str(),
+                   [](uint16_t, const uint8_t*, size_t) {});
+}
 
 Result<uint32_t> NbdNetlinkConnect(const NbdConnectRequest& request) {
   Socket sock;
@@ -140,13 +162,10 @@ Result<uint32_t> NbdNetlinkConnect(const NbdConnectRequest& request) {
   m.PutU64(NBD_ATTR_BLOCK_SIZE_BYTES, request.block_bytes);
   m.PutU64(NBD_ATTR_SERVER_FLAGS, request.server_flags);
   if (request.timeout_s > 0) m.PutU64(NBD_ATTR_TIMEOUT, request.timeout_s);
-  const size_t sockets = m.Begin(NBD_ATTR_SOCKETS);
-  for (int fd : request.sockets) {
-    const size_t item = m.Begin(NBD_SOCK_ITEM);
-    m.PutU32(NBD_SOCK_FD, static_cast<uint32_t>(fd));
-    m.End(item);
+  if (request.dead_conn_timeout_s > 0) {
+    m.PutU64(NBD_ATTR_DEAD_CONN_TIMEOUT, request.dead_conn_timeout_s);
   }
-  m.End(sockets);
+  PutSockets(m, request.sockets);
   uint32_t index = UINT32_MAX;
   Status s = sock.Call(m, "nbd CONNECT", [&](uint16_t type, const uint8_t* p, size_t n) {
     if (type == NBD_ATTR_INDEX && n >= 4) std::memcpy(&index, p, 4);

@@ -18,10 +18,15 @@ struct NbdConnectRequest {
   uint64_t block_bytes = 4096;
   uint64_t server_flags = 0;  // the export's transmission flags
   uint64_t timeout_s = 0;     // a request that takes longer fails; 0: the driver's default
+  // How long the driver holds requests when every socket is dead, waiting for RECONFIGURE
+  // with a new one; 0: it fails them at once.
+  uint64_t dead_conn_timeout_s = 0;
 };
 
 // Returns N of the /dev/nbdN now attached.
 Result<uint32_t> NbdNetlinkConnect(const NbdConnectRequest& request);
 Status NbdNetlinkDisconnect(uint32_t index);
+// Hands the driver new sockets (handshake done) in place of dead ones.
+Status NbdNetlinkReconfigure(uint32_t index, const std::vector<int>& sockets);
 
 }  // namespace repld::cli
