@@ -106,6 +106,7 @@ Status ReplicatedDevice::Load() {
   ro.max_buffers = config_.net.max_buffers;
   ro.resync_block_bytes = resync_block_bytes_;
   ro.resync_rate_bytes = config_.resync.rate_bytes;
+  ro.rate_slices_per_tick = kRateSlicesPerTick;
   ro.split_brain = config_.net.split_brain;
   ro.resync_checksums = config_.resync.checksums;
   ro.csums_window = peer::kCsumsInFlightMax;
@@ -234,14 +235,29 @@ Status ReplicatedDevice::StartVerify() {
 
 Status ReplicatedDevice::Start() {
   if (Status s = link_->Start(); !s.ok()) return s;
+  tick_.expires_after(std::chrono::seconds(0));
   StartTick();
   return Status::Ok();
 }
 
+// Every 100 ms the resync gets a slice of its rate's budget; every tenth time the core's Tick
+// (its one-second work) brings it. Timed from the last expiry, so the seconds do not drift.
 void ReplicatedDevice::StartTick() {
-  tick_.expires_after(std::chrono::seconds(1));
+  const auto slice =
+      std::chrono::duration_cast<asio::steady_timer::duration>(std::chrono::seconds(1)) /
+      kRateSlicesPerTick;
+  const auto now = asio::steady_timer::clock_type::now();
+  // After a stall of the loop, start again from now rather than catching up in a burst.
+  tick_.expires_at(std::max(tick_.expiry() + slice, now - std::chrono::seconds(1)));
   tick_.async_wait([this](const asio::error_code& ec) {
     if (ec || stopped_) return;
+    if (++slices_ < kRateSlicesPerTick) {
+      replica_->RateSlice();
+      Drain();
+      StartTick();
+      return;
+    }
+    slices_ = 0;
     replica_->Tick();
     Drain();
     const ReplicaStatus st = replica_->Report();

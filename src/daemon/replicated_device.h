@@ -235,7 +235,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<BufferPool> receive_pool_;
   std::unique_ptr<PeerLink> link_;
+  static constexpr uint32_t kRateSlicesPerTick = 10;
   asio::steady_timer tick_;
+  uint32_t slices_ = 0;  // RateSlice calls since the last Tick
 
   std::vector<ClientSlot> slots_;
   std::vector<uint32_t> free_slots_;

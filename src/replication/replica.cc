@@ -15,7 +15,7 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
       bitmap_(std::move(bitmap)),
       rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL),
       dynamic_rate_(options_.controller.max_rate_bytes),
-      resync_budget_(static_cast<int64_t>(ResyncRate())) {
+      resync_budget_(RateSliceBytes()) {
   if (md_.primary) {
     // It was Primary and did not demote cleanly: the peer may lack any write of a hot extent.
     uint64_t marked = 0;

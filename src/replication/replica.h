@@ -182,9 +182,12 @@ struct ReplicaOptions {
   uint32_t resync_window = 32;  // resync blocks in flight (32 MiB of 1 MiB blocks)
   uint64_t resync_block_bytes = 1 << 20;
   uint64_t resync_rate_bytes = 0;  // per second (refilled by Tick); 0: unlimited
-  uint64_t seed = 1;               // for new generation identifiers
-  SplitBrainPolicy split_brain;    // [net] after_sb_0pri / 1pri / 2pri
-  bool resync_checksums = false;   // [resync] checksums: only differing blocks travel
+  // The rate's budget comes in this many slices per Tick (Tick brings the last; RateSlice the
+  // others), so that no second starts with a burst of the whole second's worth.
+  uint32_t rate_slices_per_tick = 1;
+  uint64_t seed = 1;              // for new generation identifiers
+  SplitBrainPolicy split_brain;   // [net] after_sb_0pri / 1pri / 2pri
+  bool resync_checksums = false;  // [resync] checksums: only differing blocks travel
   // Digest frames (checksum resync, verify) in flight at most: the peer keeps at most twice
   // this many waiting for its disk (peer::kCsumsInFlightMax), whatever the resync window.
   uint32_t csums_window = 16;
@@ -313,6 +316,9 @@ class Replica {
   // it has confirmed but not yet made durable, so that their record stays short (during a
   // resync every kResyncBarrierTicks, or at kResyncUnflushedBytesMax).
   void Tick();
+  // Between Ticks (the daemon: every 100 ms, rate_slices_per_tick - 1 times per Tick): the next
+  // slice of the resync rate's budget.
+  void RateSlice();
 
   // --- Operator ---
   // A SyncTarget connected to an UpToDate Secondary peer may be promoted (without --force): fast
@@ -441,6 +447,7 @@ class Replica {
   // Bytes per second the resync may send now (0: no limit): the fixed rate, or the dynamic
   // controller's.
   uint64_t ResyncRate() const;
+  int64_t RateSliceBytes() const;  // one slice of ResyncRate (0: no limit)
   void StepController();
   bool ResyncWindowFull() const;
   bool CsumsWindowFull() const;
@@ -540,7 +547,7 @@ class Replica {
   uint64_t app_bytes_since_tick_ = 0;  // client reads and writes, for the controller
   uint32_t quiet_ticks_ = 0;           // Ticks in a row without application I/O
   uint64_t dynamic_rate_ = 0;          // the controller's rate (0: no limit)
-  int64_t resync_budget_ = 0;          // bytes the resync may still send this second (rate limited)
+  int64_t resync_budget_ = 0;          // bytes the resync may still send this slice (rate limited)
   std::deque<uint64_t> peer_flushes_;  // peer flush seqs waiting for earlier applies
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>
       peer_flush_tokens_;  // token -> seq, epoch

@@ -62,17 +62,26 @@ void Replica::PumpResync() {
   }
 }
 
-// A second's worth of budget; an overdraft (the last block of a second may overshoot) is paid
+// A slice's worth of budget; an overdraft (the last block of a slice may overshoot) is paid
 // back first, so the average stays at the rate. Unused budget does not pile up.
 void Replica::RefillResyncBudget() {
-  const auto rate = static_cast<int64_t>(ResyncRate());
-  if (rate == 0) {
+  const int64_t slice = RateSliceBytes();
+  if (slice == 0) {
     resync_budget_ = 0;
     PumpResync();  // the controller may just have lifted the limit
     return;
   }
-  resync_budget_ = std::min(resync_budget_ + rate, rate);
+  resync_budget_ = std::min(resync_budget_ + slice, slice);
   PumpResync();
+}
+
+void Replica::RateSlice() { RefillResyncBudget(); }
+
+int64_t Replica::RateSliceBytes() const {
+  const uint64_t rate = ResyncRate();
+  if (rate == 0) return 0;
+  const uint64_t slices = std::max<uint32_t>(options_.rate_slices_per_tick, 1);
+  return static_cast<int64_t>(std::max<uint64_t>(rate / slices, 1));
 }
 
 uint64_t Replica::ResyncRate() const {

@@ -32,9 +32,10 @@ int RunToQuiet(Replica& r) {
 }
 
 // A Primary whose fresh peer connects: rule 30, a full sync of 64 MiB in 1 MiB blocks.
-Replica Source(uint64_t rate_bytes, ResyncController controller = {}) {
+Replica Source(uint64_t rate_bytes, ResyncController controller = {}, uint32_t slices = 1) {
   ReplicaOptions o;
   o.controller = controller;
+  o.rate_slices_per_tick = slices;
   o.node_name = "alpha";
   o.peer_name = "beta";
   o.data_bytes = 64 * kMiB;
@@ -62,6 +63,25 @@ TEST(ReplicaResyncRate, ASourceSendsTheRatesWorthPerTick) {
     EXPECT_EQ(RunToQuiet(r), 4) << "second " << second;
   }
   EXPECT_EQ(r.Report().out_of_sync_bytes, (64 - 16) * kMiB);
+}
+
+// The daemon's slices: a tenth of the rate every 100 ms, so that no window of a second sees
+// more than the rate and a block (a resync starting just before a Tick used to send two
+// seconds' worth in one, and status showed twice the rate).
+TEST(ReplicaResyncRate, SlicesSpreadTheRateOverTheSecond) {
+  Replica r = Source(10 * kMiB, {}, /*slices=*/10);
+  EXPECT_EQ(RunToQuiet(r), 1) << "a slice's budget at the start, not a second's";
+  std::vector<int> per_slice;
+  for (int second = 0; second < 3; ++second) {
+    for (int slice = 0; slice < 9; ++slice) {
+      r.RateSlice();
+      per_slice.push_back(RunToQuiet(r));
+    }
+    r.Tick();
+    per_slice.push_back(RunToQuiet(r));
+  }
+  for (int n : per_slice) EXPECT_EQ(n, 1);
+  EXPECT_EQ(r.Report().out_of_sync_bytes, (64 - 31) * kMiB);
 }
 
 TEST(ReplicaResyncRate, UnlimitedSendsEverythingAtOnce) {
