@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <sstream>
 
 #include "common/units.h"
+#include "daemon/config_common.h"
 
 namespace repld {
 namespace {
@@ -26,7 +28,8 @@ class Reader {
 
   void Fail(const toml::source_region& where, std::string_view key, const std::string& what) {
     if (failed()) return;
-    std::string message = path_;
+    // A key from the common file names that file.
+    std::string message = where.path ? *where.path : path_;
     if (where.begin.line != 0) {
       message += ":" + std::to_string(where.begin.line) + ":" + std::to_string(where.begin.column);
     }
@@ -354,21 +357,52 @@ void ReadNet(Reader& r, const toml::table& t, NetConfig& net) {
              net.split_brain.two_primaries);
 }
 
-}  // namespace
-
-Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path) {
-  toml::table root;
+Result<toml::table> ParseToml(std::string_view text, const std::string& path) {
   try {
-    root = toml::parse(text, path);
+    return toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
     return Status::Invalid(path + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) +
                            ": " + std::string(e.description()));
   }
+}
+
+void ReadStartup(Reader& r, const toml::table& t, StartupConfig& s) {
+  r.CheckKeys(t, "startup", {"wfc_timeout", "degr_wfc_timeout"});
+  constexpr uint64_t kYearMs = 366ULL * 24 * 3600 * 1000;
+  if (auto v = r.Duration(t, "startup", "wfc_timeout", 0, kYearMs)) s.wfc_timeout = *v;
+  if (auto v = r.Duration(t, "startup", "degr_wfc_timeout", 0, kYearMs)) s.degr_wfc_timeout = *v;
+}
+
+void ReadMetrics(Reader& r, const toml::table& t, MetricsConfig& m) {
+  r.CheckKeys(t, "metrics", {"listen"});
+  if (auto v = r.String(t, "metrics", "listen", false)) {
+    m.listen = *v;
+    if (!ParseHostPort(*v)) {
+      r.Fail(t.get("listen")->source(), "metrics.listen",
+             "'" + *v + "' is not HOST:PORT; allowed: \"127.0.0.1:9942\", \"[::1]:9942\"");
+    }
+  }
+}
+
+}  // namespace
+
+Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path,
+                                   std::string_view common_text, const std::string& common_path) {
+  auto parsed = ParseToml(text, path);
+  if (!parsed.ok()) return parsed.status();
+  toml::table& root = parsed.value();
+  if (!common_path.empty()) {
+    auto common = ParseToml(common_text, common_path);
+    if (!common.ok()) return common.status();
+    if (Status s = MergeCommon(root, common.value(), common_path); !s.ok()) return s;
+  }
   Reader r(path);
   ResourceConfig config;
   config.path = path;
-  r.CheckKeys(root, "", {"resource", "nbd", "ublk", "net", "disk", "resync", "node"});
+  config.common_path = common_path;
+  r.CheckKeys(root, "",
+              {"resource", "nbd", "ublk", "net", "disk", "resync", "startup", "metrics", "node"});
 
   const toml::table* resource = r.Table(root, "", "resource");
   if (!r.failed() && resource == nullptr) {
@@ -459,6 +493,8 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
       }
     }
   }
+  if (const toml::table* t = r.Table(root, "", "startup")) ReadStartup(r, *t, config.startup);
+  if (const toml::table* t = r.Table(root, "", "metrics")) ReadMetrics(r, *t, config.metrics);
   if (const toml::table* nodes = r.Table(root, "", "node")) {
     for (auto&& [key, node] : *nodes) ReadNode(r, std::string(key.str()), node, config.nodes);
   }
@@ -496,7 +532,9 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   return config;
 }
 
-Result<ResourceConfig> LoadConfig(const std::string& path) {
+namespace {
+
+Result<std::string> ReadText(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
     const int err = errno;
@@ -504,7 +542,41 @@ Result<ResourceConfig> LoadConfig(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  return ParseConfig(text.str(), path);
+  return text.str();
+}
+
+}  // namespace
+
+Result<ResourceConfig> LoadConfig(const std::string& path) {
+  auto text = ReadText(path);
+  if (!text.ok()) return text.status();
+  const std::filesystem::path file(path);
+  const std::filesystem::path common = file.parent_path() / kCommonFileName;
+  std::error_code ec;
+  if (file.filename() == kCommonFileName) {
+    return Status::Invalid(path +
+                           ": this is the common file (defaults for every resource), "
+                           "not a resource: name a resource's file");
+  }
+  if (!std::filesystem::exists(common, ec)) return ParseConfig(text.value(), path);
+  auto common_text = ReadText(common.string());
+  if (!common_text.ok()) return common_text.status();
+  return ParseConfig(text.value(), path, common_text.value(), common.string());
+}
+
+Result<std::vector<std::string>> ResourceFiles(const std::string& directory) {
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+    const std::filesystem::path& p = entry.path();
+    if (p.extension() == ".toml" && p.filename() != kCommonFileName) files.push_back(p.string());
+  }
+  if (ec) {
+    return Status::Error(ec.value(),
+                         directory + ": cannot list the resource files: " + ec.message());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 Result<NodeConfig> SelectNode(const ResourceConfig& config, std::optional<std::string> requested) {

@@ -71,8 +71,24 @@ struct UblkConfig {
   uint32_t io_bytes_max = 512 * 1024;
 };
 
+// [startup]: how long the daemon waits for its peer before it tells systemd it is ready (as
+// DRBD's init script waits, wfc-timeout / degr-wfc-timeout); `replctl wait-connect`'s default.
+// 0: forever.
+struct StartupConfig {
+  std::chrono::milliseconds wfc_timeout{0};
+  // Used instead when this node ran without its peer before it stopped (its metadata has a
+  // bitmap generation or marks the peer Outdated): the peer may be gone for good.
+  std::chrono::milliseconds degr_wfc_timeout{60'000};
+};
+
+// [metrics]: the Prometheus endpoint (docs/metrics.md); off while `listen` is empty.
+struct MetricsConfig {
+  std::string listen;  // "HOST:PORT"
+};
+
 struct ResourceConfig {
-  std::string path;  // the file it came from, for messages
+  std::string path;         // the file it came from, for messages
+  std::string common_path;  // the common file whose defaults applied; empty: none
   std::string name;
   NbdConfig nbd;
   Frontend frontend = Frontend::kNbd;
@@ -82,6 +98,8 @@ struct ResourceConfig {
   NetConfig net;
   MetaConfig meta;
   ResyncConfig resync;
+  StartupConfig startup;
+  MetricsConfig metrics;
   std::vector<NodeConfig> nodes;
 };
 
@@ -92,9 +110,18 @@ struct HostPort {
 // "127.0.0.1:10809", "[::1]:10809".
 std::optional<HostPort> ParseHostPort(std::string_view text);
 
-// Parses TOML text; `path` is used in messages only.
-Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path);
+// Parses TOML text; `path` is used in messages only. `common_text` (from `common_path`) holds
+// defaults for every resource: its tables fill in keys the resource's file leaves out.
+Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path,
+                                   std::string_view common_text = {},
+                                   const std::string& common_path = {});
+// Loads `path`, with the defaults of the common file next to it (kCommonFileName in the same
+// directory) when there is one.
 Result<ResourceConfig> LoadConfig(const std::string& path);
+inline constexpr const char* kCommonFileName = "common.toml";
+// The resource files of a directory (every *.toml but the common file), sorted: what `all`
+// means to replctl.
+Result<std::vector<std::string>> ResourceFiles(const std::string& directory);
 
 // The node this daemon runs as: `requested` if given, else the one named like this host.
 Result<NodeConfig> SelectNode(const ResourceConfig& config, std::optional<std::string> requested);
