@@ -69,6 +69,9 @@ struct StatusSnapshot {
   uint64_t size_bytes = 0;       // the replicated device's size
   std::string connection_error;  // why the peer link last failed; empty if it did not
   ResyncRate resync_rate;        // while a resync runs
+  // The metadata said at start that this node ran without its peer (a bitmap generation, or the
+  // peer marked Outdated): [startup] degr_wfc_timeout applies instead of wfc_timeout.
+  bool degraded_at_start = false;
 };
 nlohmann::json StatusToJson(const StatusSnapshot& snapshot);
 

@@ -23,6 +23,7 @@
 
 #include "daemon/config.h"
 #include "daemon/resource.h"
+#include "daemon/service_notifier.h"
 
 namespace {
 
@@ -122,6 +123,10 @@ int main(int argc, char** argv) {
   auto resource = repld::Resource::Create(io, config.value(), node.value());
   if (!resource.ok()) return Fail(resource.status().message());
   if (auto s = resource.value()->Start(); !s.ok()) return Fail(s.message());
+  repld::ServiceNotifier notifier(io, repld::SystemdNotify::FromEnvironment(),
+                                  config.value().startup,
+                                  [&resource] { return resource.value()->StatusJson(); });
+  notifier.Start();
 
   int exit_code = 0;
   bool stopping = false;
@@ -135,6 +140,7 @@ int main(int argc, char** argv) {
       return;
     }
     stopping = true;
+    notifier.Stopping();
     spdlog::info(
         "signal {}: draining requests in flight (up to {} s; signal again to cut it short)", signo,
         drain_timeout_s);

@@ -55,6 +55,7 @@ Status ReplicatedDevice::Load() {
   }
   for (const std::string& w : contents->al_warnings) spdlog::warn("activity log: {}", w);
   superblock_ = contents->superblock;
+  degraded_at_start_ = superblock_.bitmap_uuid != 0 || (superblock_.flags & kMdPeerOutdated) != 0;
   if (superblock_.resource_name != config_.name) {
     return Status::Invalid("the metadata on '" + md_->md_path() + "' belongs to resource '" +
                            superblock_.resource_name + "', not '" + config_.name +

@@ -89,6 +89,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // Why the peer link last failed, for status; empty if it did not.
   std::string link_error() const;
   ResyncRate resync_rate() const { return progress_.Rate(); }
+  // The metadata, when opened, said this node ran without its peer: a bitmap generation (it
+  // recorded writes the peer missed) or the peer marked Outdated.
+  bool degraded_at_start() const { return degraded_at_start_; }
 
  private:
   struct ClientSlot {
@@ -232,6 +235,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   uint64_t data_bytes_ = 0;
   std::unique_ptr<MdDevice> md_;
   Superblock superblock_;  // as on disk
+  bool degraded_at_start_ = false;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<BufferPool> receive_pool_;
   std::unique_ptr<PeerLink> link_;

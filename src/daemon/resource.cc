@@ -98,6 +98,7 @@ nlohmann::json Resource::StatusJson() const {
     snapshot.size_bytes = device_->data_bytes();
     snapshot.connection_error = device_->link_error();
     snapshot.resync_rate = device_->resync_rate();
+    snapshot.degraded_at_start = device_->degraded_at_start();
   } else {
     // Served alone: always the Primary of its own data.
     snapshot.replica.role = Role::kPrimary;

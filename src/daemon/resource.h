@@ -31,6 +31,8 @@ class Resource {
   asio::awaitable<Status> Stop(std::chrono::milliseconds drain_timeout);
   // During Stop: give up on the drain and close every client connection now.
   void AbortClients();
+  // The status object of docs/control.md.
+  nlohmann::json StatusJson() const;
 
  private:
   Resource(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node);
@@ -47,7 +49,6 @@ class Resource {
     ~ChangingUblk() { flag_ = false; }
     bool& flag_;
   };
-  nlohmann::json StatusJson() const;
   std::optional<std::string> Admission() const;
 
   asio::io_context& io_;

@@ -21,10 +21,11 @@ class Pair:
                  secrets: dict[str, str] | None = None, net: dict | None = None,
                  resource: str = "r0", log_level: str | None = None,
                  nbd: dict | None = None, disk: dict | None = None,
-                 resync: dict | None = None):
+                 resync: dict | None = None, startup: dict | None = None):
         self.tmp = harness.make_tempdir()
         self.resource = resource
         self.nbd, self.disk_table, self.resync = nbd or {}, disk or {}, resync or {}
+        self.startup = startup or {}
         self.protocol = protocol
         self.disk = {n: os.path.join(self.tmp, f"{n}.img") for n in self.NODES}
         self.socket = {n: os.path.join(self.tmp, f"{n}.sock") for n in self.NODES}
@@ -59,6 +60,8 @@ class Pair:
                                    for k, v in self.disk_table.items()] + [""]
         lines += ["[resync]"] + [f"{k} = {harness.toml_value(v)}"
                                  for k, v in self.resync.items()] + [""]
+        lines += ["[startup]"] + [f"{k} = {harness.toml_value(v)}"
+                                  for k, v in self.startup.items()] + [""]
         for n in self.NODES:
             lines += [f"[node.{n}]", f'disk = "{self.disk[n]}"',
                       f'address = "127.0.0.1:{self.port[n]}"',

@@ -86,9 +86,9 @@ INSTANTIATE_TEST_SUITE_P(
         CommonError{"[resource]\nname = \"x\"\n",
                     "/etc/repld/common.toml:2:1: key 'resource.name': not allowed in the common "
                     "file; allowed in [resource] here: protocol, frontend"},
-        CommonError{"[net]\nko_count = 5000\n",
-                    "/etc/repld/common.toml:2:12: key 'net.ko_count': 5000 is out of range; "
-                    "allowed: 0..1000"},
+        CommonError{"[net]\nmax_buffers = 5\n",
+                    "/etc/repld/common.toml:2:15: key 'net.max_buffers': 5 is out of range; "
+                    "allowed: 32..131072"},
         CommonError{"[startup]\nwfc_timeout = \"soon\"\n",
                     "/etc/repld/common.toml:2:15: key 'startup.wfc_timeout': 'soon' is not a "
                     "duration; allowed: 0ms to 31622400000ms, as \"500ms\", \"10s\", \"2m\""},
