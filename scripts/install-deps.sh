@@ -20,6 +20,10 @@ packages=(
   # (kmod) writes the modules.dep the kernel package leaves to its postinst; the keyring
   # verifies the private bookworm-backports index that fetch-kernel.sh downloads
   qemu-system-x86 busybox-static cpio xz-utils zstd kmod debian-archive-keyring
+  # packaging test (tests/packaging): cpack's DEB generator finds ELF files with file and
+  # computes Depends with dpkg-shlibdeps (dpkg-dev); systemd-analyze checks the units; groff
+  # and man check the man pages
+  dpkg-dev file systemd groff-base man-db
 )
 
 missing=()
