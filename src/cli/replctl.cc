@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "replctl " REPLD_VERSION);
   std::vector<Verb> verbs;
-  for (auto group : {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs, AddNbdVerbs}) {
+  for (auto group :
+       {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs, AddNbdVerbs, AddImportVerbs}) {
     for (Verb& v : group(app)) verbs.push_back(std::move(v));
   }
   try {

@@ -22,6 +22,7 @@ std::vector<Verb> AddConfigVerbs(CLI::App& app);    // config_verbs.cc: check-co
 std::vector<Verb> AddMetadataVerbs(CLI::App& app);  // md_verbs.cc: create-md, dump-md
 std::vector<Verb> AddControlVerbs(CLI::App& app);   // control_verbs.cc: status, primary, ...
 std::vector<Verb> AddNbdVerbs(CLI::App& app);       // nbd_verbs.cc: nbd-attach, nbd-detach
+std::vector<Verb> AddImportVerbs(CLI::App& app);    // import_verbs.cc: import-drbd
 
 // Options every verb on a resource takes: the resource's file (default /etc/repld/RES.toml) and
 // the node (default: the one named like this host).
