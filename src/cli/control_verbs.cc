@@ -16,8 +16,6 @@
 namespace repld::cli {
 namespace {
 
-constexpr int kExitNotRunning = 3;
-
 struct ControlArgs {
   ResourceOptions resource;
   bool json = false;             // status
@@ -25,33 +23,9 @@ struct ControlArgs {
   bool discard_my_data = false;  // connect
 };
 
-// Sends one request to the daemon of the resource; prints what went wrong and sets `exit_code`
-// when it fails.
 Result<nlohmann::json> Ask(const ControlArgs& args, const std::string& command,
                            const nlohmann::json& arguments, int& exit_code) {
-  auto target = ResolveResource(args.resource);
-  if (!target.ok()) {
-    exit_code = Fail(target.status().message());
-    return target.status();
-  }
-  const Target& t = target.value();
-  const std::string path = ControlSocketPath(t.config, t.node);
-  auto response = CallControl(path, ControlRequestLine(command, arguments),
-                              std::chrono::milliseconds(kControlClientTimeout));
-  if (response.ok()) return response;
-  const Status& s = response.status();
-  if (s.code() == ENOENT || s.code() == ECONNREFUSED) {
-    Fail("the repld daemon for resource '" + t.config.name + "' (node " + t.node.name +
-         ") is not running: no control socket at " + path + "; start it with: systemctl start " +
-         "repld@" + t.config.name + " (or repld --config " + t.config.path + " --node " +
-         t.node.name + ")");
-    exit_code = kExitNotRunning;
-  } else if (s.code() == EACCES || s.code() == EPERM) {
-    exit_code = Fail(s.message() + " (the control socket is for root only: run replctl as root)");
-  } else {
-    exit_code = Fail(command + " " + t.config.name + ": " + s.message());
-  }
-  return s;
+  return AskDaemon(args.resource, command, arguments, exit_code);
 }
 
 int RunStatus(const ControlArgs& args) {

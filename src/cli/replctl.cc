@@ -1,8 +1,10 @@
 // replctl: the operator's command line. Each verb group lives in its own file (see verbs.h).
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
 
 #include "cli/verbs.h"
+#include "daemon/control_proto.h"
 
 namespace repld::cli {
 
@@ -20,20 +22,49 @@ void AddResourceOptions(CLI::App& command, ResourceOptions& options) {
 }
 
 Result<Target> ResolveResource(const ResourceOptions& options) {
-  const std::string path = options.config_path.empty()
-                               ? "/etc/repld/" + options.resource + ".toml"
-                               : options.config_path;
+  const std::string path = options.config_path.empty() ? "/etc/repld/" + options.resource + ".toml"
+                                                       : options.config_path;
   auto config = LoadConfig(path);
   if (!config.ok()) return config.status();
   if (config->name != options.resource) {
     return Status::Invalid(path + " describes resource '" + config->name + "', not '" +
                            options.resource + "'");
   }
-  auto node = SelectNode(config.value(), options.node.empty()
-                                             ? std::nullopt
-                                             : std::optional<std::string>(options.node));
+  auto node =
+      SelectNode(config.value(),
+                 options.node.empty() ? std::nullopt : std::optional<std::string>(options.node));
   if (!node.ok()) return node.status();
   return Target{std::move(config).value(), std::move(node).value()};
+}
+
+int ExplainControlError(const Target& t, const std::string& command, const Status& s) {
+  const std::string path = ControlSocketPath(t.config, t.node);
+  if (s.code() == ENOENT || s.code() == ECONNREFUSED) {
+    Fail("the repld daemon for resource '" + t.config.name + "' (node " + t.node.name +
+         ") is not running: no control socket at " + path + "; start it with: systemctl start " +
+         "repld@" + t.config.name + " (or repld --config " + t.config.path + " --node " +
+         t.node.name + ")");
+    return kExitNotRunning;
+  }
+  if (s.code() == EACCES || s.code() == EPERM) {
+    return Fail(s.message() + " (the control socket is for root only: run replctl as root)");
+  }
+  return Fail(command + " " + t.config.name + ": " + s.message());
+}
+
+Result<nlohmann::json> AskDaemon(const ResourceOptions& options, const std::string& command,
+                                 const nlohmann::json& arguments, int& exit_code) {
+  auto target = ResolveResource(options);
+  if (!target.ok()) {
+    exit_code = Fail(target.status().message());
+    return target.status();
+  }
+  const Target& t = target.value();
+  auto response =
+      CallControl(ControlSocketPath(t.config, t.node), ControlRequestLine(command, arguments),
+                  std::chrono::milliseconds(kControlClientTimeout));
+  if (!response.ok()) exit_code = ExplainControlError(t, command, response.status());
+  return response;
 }
 
 }  // namespace repld::cli
@@ -44,8 +75,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "replctl " REPLD_VERSION);
   std::vector<Verb> verbs;
-  for (auto group :
-       {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs, AddNbdVerbs, AddImportVerbs}) {
+  for (auto group : {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs, AddNbdVerbs, AddImportVerbs,
+                     AddWaitVerbs}) {
     for (Verb& v : group(app)) verbs.push_back(std::move(v));
   }
   try {

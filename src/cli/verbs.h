@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,7 +23,8 @@ std::vector<Verb> AddConfigVerbs(CLI::App& app);    // config_verbs.cc: check-co
 std::vector<Verb> AddMetadataVerbs(CLI::App& app);  // md_verbs.cc: create-md, dump-md
 std::vector<Verb> AddControlVerbs(CLI::App& app);   // control_verbs.cc: status, primary, ...
 std::vector<Verb> AddNbdVerbs(CLI::App& app);       // nbd_verbs.cc: nbd-attach, nbd-detach
-std::vector<Verb> AddImportVerbs(CLI::App& app);    // import_verbs.cc: import-drbd
+std::vector<Verb> AddWaitVerbs(CLI::App& app);    // wait_verbs.cc: events, wait-connect, wait-sync
+std::vector<Verb> AddImportVerbs(CLI::App& app);  // import_verbs.cc: import-drbd
 
 // Options every verb on a resource takes: the resource's file (default /etc/repld/RES.toml) and
 // the node (default: the one named like this host).
@@ -42,5 +44,18 @@ Result<Target> ResolveResource(const ResourceOptions& options);
 
 // Prints "replctl: error: MESSAGE" to stderr and returns 1.
 int Fail(const std::string& message);
+
+// Exit codes (docs/control.md): 0 done, 1 refused or failed, 2 usage, 3 the daemon is not
+// running, 5 a wait timed out.
+inline constexpr int kExitNotRunning = 3;
+inline constexpr int kExitTimeout = 5;
+
+// Prints why talking to the daemon of `t` failed (not running, not root, ...); returns the exit
+// code.
+int ExplainControlError(const Target& t, const std::string& command, const Status& s);
+// Sends one request to the daemon of the resource; on failure prints what went wrong and sets
+// `exit_code`.
+Result<nlohmann::json> AskDaemon(const ResourceOptions& options, const std::string& command,
+                                 const nlohmann::json& arguments, int& exit_code);
 
 }  // namespace repld::cli

@@ -50,7 +50,7 @@ Status CheckVersion(const json& object) {
 
 constexpr const char* kCommands =
     "status, primary, secondary, connect, disconnect, invalidate, invalidate-remote, "
-    "pause-sync, resume-sync, verify";
+    "pause-sync, resume-sync, verify, events";
 
 Status CheckArguments(const std::string& command, const json& request) {
   if (command == "status" || command == "secondary" || command == "disconnect" ||
@@ -61,6 +61,7 @@ Status CheckArguments(const std::string& command, const json& request) {
   // The commands with one optional boolean argument.
   const char* flag = command == "primary"   ? "force"
                      : command == "connect" ? "discard_my_data"
+                     : command == "events"  ? "now"
                                             : nullptr;
   if (flag != nullptr) {
     const auto value = request.find(flag);
@@ -144,73 +145,6 @@ Result<json> ParseControlResponse(std::string_view line) {
                                : "the daemon refused without saying why");
   }
   return response;
-}
-
-Result<json> CallControl(const std::string& path, const std::string& request_line,
-                         std::chrono::milliseconds timeout) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) {
-    return Status::Invalid("control socket path '" + path + "' is longer than " +
-                           std::to_string(sizeof addr.sun_path - 1) + " bytes");
-  }
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status::Error(errno, "cannot create a unix socket: " + ErrnoText(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { close(fd); }
-  } closer{fd};
-  // On AF_UNIX the send timeout also bounds connect() to a daemon whose backlog is full.
-  const timeval tv{static_cast<time_t>(timeout.count() / 1000),
-                   static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    const int e = (errno == EAGAIN || errno == EINPROGRESS) ? ETIMEDOUT : errno;
-    return Status::Error(e, "cannot connect to the control socket '" + path + "': " + ErrnoText(e));
-  }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (size_t sent = 0; sent < request_line.size();) {
-    const ssize_t n =
-        send(fd, request_line.data() + sent, request_line.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int e = errno == EAGAIN ? ETIMEDOUT : errno;
-      return Status::Error(e, "cannot send to the control socket '" + path + "': " + ErrnoText(e));
-    }
-    sent += static_cast<size_t>(n);
-  }
-  std::string line;
-  char buf[4096];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    pollfd p{fd, POLLIN, 0};
-    const int ready = left.count() > 0 ? poll(&p, 1, static_cast<int>(left.count())) : 0;
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) {
-      return Status::Error(ETIMEDOUT, "the daemon did not answer on '" + path + "' within " +
-                                          std::to_string(timeout.count()) + " ms");
-    }
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int e = errno;
-      return Status::Error(e,
-                           "cannot read from the control socket '" + path + "': " + ErrnoText(e));
-    }
-    if (n == 0) {
-      return Status::Error(ECONNRESET, "the daemon closed the control connection on '" + path +
-                                           "' without answering");
-    }
-    line.append(buf, static_cast<size_t>(n));
-    if (const size_t nl = line.find('\n'); nl != std::string::npos) {
-      return ParseControlResponse(std::string_view(line).substr(0, nl));
-    }
-    if (line.size() > kControlLineBytesMax * 16) {
-      return Status::Invalid("the daemon's answer on '" + path + "' has no end of line");
-    }
-  }
 }
 
 std::string GenerationIdText(uint64_t id) {

@@ -27,6 +27,8 @@ inline constexpr size_t kControlConnectionsMax = 16;
 // The server closes a connection that sends nothing (or reads nothing) for this long, so that a
 // stuck client cannot hold one of the kControlConnectionsMax slots for ever.
 inline constexpr std::chrono::seconds kControlIdleTimeout{60};
+// Event lines a `replctl events` connection may have unsent before it is dropped.
+inline constexpr size_t kControlEventsQueuedMax = 1024;
 // replctl gives up on a daemon that does not answer within this.
 inline constexpr std::chrono::seconds kControlClientTimeout{10};
 

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <asio/co_spawn.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/read_until.hpp>
@@ -15,6 +16,7 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 #include <cerrno>
+#include <deque>
 #include <filesystem>
 #include <list>
 
@@ -71,20 +73,81 @@ Status RemoveStaleSocket(const std::string& path) {
 
 }  // namespace
 
+// A connection that asked for events: the lines published since, until it reads them.
+struct Subscriber {
+  explicit Subscriber(const asio::any_io_executor& ex) : wake(ex) {}
+  std::deque<std::string> lines;  // at most kControlEventsQueuedMax
+  asio::steady_timer wake;        // cancelled when a line comes
+  bool overflowed = false;
+  bool gone = false;  // the client hung up (or sent something: events take no requests)
+};
+
 struct ControlServer::Core {
   Core(asio::io_context& io, Handler h) : acceptor(io), handler(std::move(h)) {}
 
   Acceptor acceptor;
   Handler handler;
   std::list<std::shared_ptr<Socket>> connections;  // at most kControlConnectionsMax
+  std::list<std::shared_ptr<Subscriber>> subscribers;
   bool stopping = false;
 
+  struct Answered {
+    std::string line;
+    bool subscribe = false;
+  };
   static asio::awaitable<void> AcceptLoop(std::shared_ptr<Core> core);
   static asio::awaitable<void> Serve(std::shared_ptr<Core> core, std::shared_ptr<Socket> socket);
+  static asio::awaitable<void> Stream(std::shared_ptr<Core> core, std::shared_ptr<Socket> socket);
   static void Spawn(const std::shared_ptr<Core>& core, Socket socket);
   // The response line to one request line.
-  asio::awaitable<std::string> Answer(std::string line);
+  asio::awaitable<Answered> Answer(std::string line);
 };
+
+// Sends the published lines as they come; ends when the client goes, falls behind, or Stop().
+asio::awaitable<void> ControlServer::Core::Stream(std::shared_ptr<Core> core,
+                                                  std::shared_ptr<Socket> socket) {
+  auto sub = std::make_shared<Subscriber>(socket->get_executor());
+  auto it = core->subscribers.insert(core->subscribers.end(), sub);
+  struct Unsubscribe {
+    std::shared_ptr<Core> core;
+    std::list<std::shared_ptr<Subscriber>>::iterator it;
+    ~Unsubscribe() { core->subscribers.erase(it); }
+  } unsubscribe{core, it};
+  // A client that hangs up is noticed by a read that ends (it sends nothing more).
+  std::array<char, 1> byte{};
+  socket->async_read_some(asio::buffer(byte), [sub](const asio::error_code&, size_t) {
+    sub->gone = true;
+    sub->wake.cancel();
+  });
+  asio::error_code ec;
+  for (;;) {
+    while (sub->lines.empty() && !sub->overflowed && !sub->gone && !core->stopping) {
+      sub->wake.expires_at(asio::steady_timer::time_point::max());
+      co_await sub->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (core->stopping || sub->gone) co_return;
+    std::string batch;
+    while (!sub->lines.empty()) {
+      batch += sub->lines.front();
+      sub->lines.pop_front();
+    }
+    if (sub->overflowed) {
+      batch += ControlErrorLine("events: this client fell more than " +
+                                std::to_string(kControlEventsQueuedMax) +
+                                " events behind; run 'replctl events' again for the current state");
+    }
+    asio::steady_timer watchdog(socket->get_executor());
+    watchdog.expires_after(kControlIdleTimeout);
+    watchdog.async_wait([weak = std::weak_ptr<Socket>(socket)](const asio::error_code& wait_ec) {
+      if (wait_ec) return;
+      if (auto s = weak.lock()) ShutdownAndClose(*s);
+    });
+    co_await asio::async_write(*socket, asio::buffer(batch),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    watchdog.cancel();
+    if (ec || sub->overflowed) co_return;
+  }
+}
 
 asio::awaitable<void> ControlServer::Core::AcceptLoop(std::shared_ptr<Core> core) {
   for (;;) {
@@ -157,43 +220,72 @@ asio::awaitable<void> ControlServer::Core::Serve(std::shared_ptr<Core> core,
     watchdog.cancel();
     std::string response;
     bool close_after = false;
+    bool subscribe = false;
     if (ec == asio::error::not_found) {
       response =
           ControlErrorLine("request line longer than " + std::to_string(kControlLineBytesMax) +
                            " bytes; closing the connection");
       close_after = true;
     } else if (ec == asio::error::eof && !buffer.empty()) {
-      response = co_await core->Answer(buffer);  // a last request without its '\n'
+      response = (co_await core->Answer(buffer)).line;  // a last request without its '\n'
       close_after = true;
     } else if (ec) {
       co_return;  // closed by the client, the watchdog or Stop()
     } else {
       std::string_view line(buffer.data(), n - 1);
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      response = co_await core->Answer(std::string(line));
+      Answered answered = co_await core->Answer(std::string(line));
+      response = std::move(answered.line);
+      subscribe = answered.subscribe;
       buffer.erase(0, n);
     }
     arm();
     co_await asio::async_write(*socket, asio::buffer(response),
                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec || close_after || core->stopping) co_return;
+    if (subscribe) {
+      watchdog.cancel();
+      co_await Stream(core, socket);
+      co_return;
+    }
   }
 }
 
-asio::awaitable<std::string> ControlServer::Core::Answer(std::string line) {
+asio::awaitable<ControlServer::Core::Answered> ControlServer::Core::Answer(std::string line) {
   auto request = ParseControlRequest(line);
-  if (!request.ok()) co_return ControlErrorLine(request.status().message());
+  if (!request.ok()) co_return Answered{ControlErrorLine(request.status().message())};
   const std::string command = request.value()["command"].get<std::string>();
   std::string failure;
   try {
-    co_return ControlResponseLine(co_await handler(request.value()));
+    nlohmann::json answer = co_await handler(request.value());
+    Answered a;
+    if (answer.is_object() && answer.contains("subscribe")) {
+      a.subscribe = answer["subscribe"] == true;
+      answer.erase("subscribe");
+    }
+    a.line = ControlResponseLine(std::move(answer));
+    co_return a;
   } catch (const std::exception& e) {
     failure = e.what();
   }
   spdlog::error("control: '{}' failed: {}", command, failure);
-  co_return ControlErrorLine("internal error in the daemon while handling '" + command +
-                             "': " + failure + "; see the daemon's log");
+  co_return Answered{ControlErrorLine("internal error in the daemon while handling '" + command +
+                                      "': " + failure + "; see the daemon's log")};
 }
+
+void ControlServer::Publish(const std::string& line) {
+  for (auto& sub : core_->subscribers) {
+    if (sub->overflowed) continue;
+    if (sub->lines.size() >= kControlEventsQueuedMax) {
+      sub->overflowed = true;
+    } else {
+      sub->lines.push_back(line);
+    }
+    sub->wake.cancel();
+  }
+}
+
+size_t ControlServer::subscriber_count() const { return core_->subscribers.size(); }
 
 ControlServer::ControlServer(asio::io_context& io, std::string path, Handler handler)
     : io_(io), path_(std::move(path)), core_(std::make_shared<Core>(io, std::move(handler))) {}
@@ -248,6 +340,7 @@ Status ControlServer::Start() {
 
 void ControlServer::Stop() {
   core_->stopping = true;
+  for (auto& sub : core_->subscribers) sub->wake.cancel();
   ShutdownAndClose(core_->acceptor);
   for (auto& socket : core_->connections) ShutdownAndClose(*socket);
   if (bound_) {

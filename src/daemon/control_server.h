@@ -21,7 +21,9 @@ class ControlServer {
   // Runs on the io_context's thread with a checked request (see ParseControlRequest): returns
   // the response object without "version"; "ok" defaults to true. An exception it throws
   // becomes an error response. It may wait (a role change that creates or removes a device);
-  // the connection's next request waits for it, other connections do not.
+  // the connection's next request waits for it, other connections do not. A response with
+  // "subscribe": true (removed before it is sent) turns the connection into a stream of the
+  // lines Publish() sends from then on (`replctl events`).
   using Handler = std::function<asio::awaitable<nlohmann::json>(const nlohmann::json& request)>;
 
   ControlServer(asio::io_context& io, std::string path, Handler handler);
@@ -37,6 +39,12 @@ class ControlServer {
 
   const std::string& path() const { return path_; }
   size_t connection_count() const;
+
+  // Sends `line` (a response line, with its '\n') to every subscribed connection. Each holds at
+  // most kControlEventsQueuedMax unsent lines: a client that reads slower than that is told so
+  // and dropped, never waited for.
+  void Publish(const std::string& line);
+  size_t subscriber_count() const;
 
  private:
   struct Core;  // shared with the connections' coroutines, which may outlive a Stop()

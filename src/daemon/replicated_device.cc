@@ -416,6 +416,13 @@ void ReplicatedDevice::Drain() {
     for (Action& a : drained_) Execute(a);
   }
   draining_ = false;
+  if (on_state_change_) {
+    const Replica::StateKey key = replica_->state_key();
+    if (key != state_key_) {
+      state_key_ = key;
+      on_state_change_();
+    }
+  }
   if (finished_.empty()) return;
   if (!in_submit_) {
     AnswerFinished();

@@ -92,6 +92,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // The metadata, when opened, said this node ran without its peer: a bitmap generation (it
   // recorded writes the peer missed) or the peer marked Outdated.
   bool degraded_at_start() const { return degraded_at_start_; }
+  // Called (on the loop thread) after a batch of work changed a state events report.
+  void set_on_state_change(std::function<void()> fn) { on_state_change_ = std::move(fn); }
 
  private:
   struct ClientSlot {
@@ -236,6 +238,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::unique_ptr<MdDevice> md_;
   Superblock superblock_;  // as on disk
   bool degraded_at_start_ = false;
+  std::function<void()> on_state_change_;
+  std::optional<Replica::StateKey> state_key_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<BufferPool> receive_pool_;
   std::unique_ptr<PeerLink> link_;

@@ -14,6 +14,8 @@
 #include "blockdev/nbd_proto.h"
 #include "common/units.h"
 #include "daemon/control_proto.h"
+#include "daemon/event_feed.h"
+#include "daemon/metrics_text.h"
 
 namespace repld {
 
@@ -55,6 +57,7 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
     auto device = ReplicatedDevice::Open(io, config, node, *r->store_, options);
     if (!device.ok()) return device.status();
     r->device_ = std::move(device).value();
+    r->device_->set_on_state_change([raw = r.get()] { raw->PublishEvents(); });
     sink = r->device_.get();
     exp.size_bytes = r->device_->data_bytes();
     exp.admission = [raw = r.get()] { return raw->Admission(); };
@@ -207,7 +210,33 @@ asio::awaitable<void> Resource::StartUblk() {
   }
 }
 
+// `replctl events`: the objects as they are now ("exists"), then, when not asked for `now`, the
+// connection stays open for the changes PublishEvents sends.
 asio::awaitable<nlohmann::json> Resource::HandleControl(const nlohmann::json& request) {
+  const std::string command = request.at("command").get<std::string>();
+  if (command == "events") {
+    PublishEvents();  // the connections already streaming get what changed before this
+    event_objects_ = EventObjects(StatusJson());
+    nlohmann::json events = nlohmann::json::array();
+    for (auto& e : ExistsEvents(event_objects_, EventTimeNow())) events.push_back(std::move(e));
+    co_return nlohmann::json{{"events", std::move(events)},
+                             {"subscribe", !request.value("now", false)}};
+  }
+  nlohmann::json answer = co_await HandleCommand(request);
+  if (command != "status") PublishEvents();
+  co_return answer;
+}
+
+void Resource::PublishEvents() {
+  if (control_ == nullptr || control_->subscriber_count() == 0) return;
+  nlohmann::json objects = EventObjects(StatusJson());
+  for (auto& e : ChangeEvents(event_objects_, objects, EventTimeNow())) {
+    control_->Publish(ControlResponseLine(nlohmann::json{{"event", std::move(e)}}));
+  }
+  event_objects_ = std::move(objects);
+}
+
+asio::awaitable<nlohmann::json> Resource::HandleCommand(const nlohmann::json& request) {
   const std::string command = request.at("command").get<std::string>();
   auto fail = [](const std::string& message) {
     return nlohmann::json{{"ok", false}, {"error", message}};
@@ -266,6 +295,12 @@ Status Resource::Start() {
   }
   s = control_->Start();
   if (!s.ok()) return Status::Invalid("control socket: " + s.message());
+  if (!config_.metrics.listen.empty()) {
+    metrics_ = std::make_unique<MetricsServer>(io_, config_.metrics.listen,
+                                               [this] { return FormatMetrics(StatusJson()); });
+    s = metrics_->Start();
+    if (!s.ok()) return Status::Invalid(config_.path + ": key 'metrics.listen': " + s.message());
+  }
   if (device_ != nullptr) {
     s = device_->Start();
     if (!s.ok()) return Status::Invalid(config_.path + ": peer link: " + s.message());
@@ -345,6 +380,7 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
   // metadata keeps saying Primary, so that the next daemon takes the device over.
   if (device_ != nullptr && s.ok() && !abandoned) device_->Shutdown();
   control_->Stop();
+  if (metrics_ != nullptr) metrics_->Stop();
   if (!idle) {
     // Disk I/O still in the ring: exit without closing it (the kernel reclaims it).
     co_return Status::Invalid("resource " + config_.name +

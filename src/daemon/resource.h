@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "daemon/config.h"
 #include "daemon/control_server.h"
+#include "daemon/metrics_server.h"
 #include "daemon/replicated_device.h"
 
 namespace repld {
@@ -37,6 +38,9 @@ class Resource {
  private:
   Resource(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node);
   asio::awaitable<nlohmann::json> HandleControl(const nlohmann::json& request);
+  asio::awaitable<nlohmann::json> HandleCommand(const nlohmann::json& request);
+  // Sends `replctl events` connections what changed since the last call (or their start).
+  void PublishEvents();
   // The ublk frontend follows the role: /dev/ublkbN exists while this node is Primary.
   asio::awaitable<Status> PromoteWithDevice(bool force);
   asio::awaitable<Status> DemoteWithDevice();
@@ -61,10 +65,12 @@ class Resource {
   std::unique_ptr<ReplicatedDevice> device_;  // null for a resource served alone
   std::unique_ptr<NbdServer> server_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<MetricsServer> metrics_;  // [metrics] listen set
   BlockSink* sink_ = nullptr;         // the store, or the replicated device
   std::unique_ptr<UblkDevice> ublk_;  // frontend = "ublk", while Primary
   bool ublk_changing_ = false;        // a device is being created or removed
   bool stopping_ = false;             // Stop() has begun: no more device changes
+  nlohmann::json event_objects_;      // the states events last reported (event_feed.h)
 };
 
 }  // namespace repld

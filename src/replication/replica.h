@@ -246,6 +246,26 @@ class Replica {
   // calls drains without allocating once both buffers have grown.
   void TakeActions(std::vector<Action>& out);
   ReplicaStatus Report() const;
+  // The states `replctl events` reports: cheap to take and compare after every batch of work.
+  struct StateKey {
+    Role role;
+    DiskState disk;
+    ConnState conn;
+    ReplState repl;
+    std::optional<Role> peer_role;
+    std::optional<DiskState> peer_disk;
+    bool resync_paused;
+    bool operator==(const StateKey&) const = default;
+  };
+  StateKey state_key() const {
+    return {role_,
+            md_.disk,
+            conn_,
+            repl_,
+            peer_ ? std::optional(peer_->role) : std::nullopt,
+            peer_ ? std::optional(peer_->disk) : std::nullopt,
+            resync_paused_};
+  }
   // What we tell the peer about ourselves (in the handshake and on changes).
   PeerState LocalState() const;
   Role role() const { return role_; }

@@ -1,0 +1,201 @@
+// events, wait-connect, wait-sync: the verbs that follow a running resource over time.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "cli/status_format.h"
+#include "cli/verbs.h"
+#include "common/units.h"
+#include "daemon/control_client.h"
+#include "daemon/control_proto.h"
+#include "daemon/event_feed.h"
+
+namespace repld::cli {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kPollInterval{200};
+
+struct WaitArgs {
+  ResourceOptions resource;
+  bool now = false;     // events
+  bool json = false;    // events
+  std::string timeout;  // wait-*: "" = the default
+};
+
+void PrintEvent(const json& event, bool as_json) {
+  const std::string line =
+      as_json ? event.dump(-1, ' ', false, json::error_handler_t::replace) : FormatEventLine(event);
+  std::printf("%s\n", line.c_str());
+}
+
+int RunEvents(const WaitArgs& args) {
+  auto target = ResolveResource(args.resource);
+  if (!target.ok()) return Fail(target.status().message());
+  const Target& t = target.value();
+  ControlClient client;
+  Status s = client.Connect(ControlSocketPath(t.config, t.node), kControlClientTimeout);
+  if (s.ok()) s = client.Send(ControlRequestLine("events", {{"now", args.now}}));
+  auto first = s.ok() ? client.Read(kControlClientTimeout) : Result<json>(s);
+  if (!first.ok()) return ExplainControlError(t, "events", first.status());
+  const auto events = first.value().find("events");
+  if (events == first.value().end() || !events->is_array()) {
+    return Fail("the daemon's events answer has no \"events\" list (an older repld?)");
+  }
+  for (const json& e : *events) PrintEvent(e, args.json);
+  // As drbdsetup events2: the end of the current state.
+  if (!args.json) std::printf("exists -\n");
+  std::fflush(stdout);
+  if (args.now) return 0;
+  for (;;) {
+    auto line = client.Read(milliseconds(0));
+    if (!line.ok()) {
+      return Fail("events " + t.config.name + ": " + line.status().message() +
+                  " (the daemon stopped?)");
+    }
+    const auto event = line.value().find("event");
+    if (event == line.value().end()) continue;
+    PrintEvent(*event, args.json);
+    std::fflush(stdout);
+  }
+}
+
+// The wait's limit: --timeout, else `fallback` (0: none).
+Result<milliseconds> WaitLimit(const std::string& text, milliseconds fallback) {
+  if (text.empty()) return fallback;
+  const auto ms = ParseDurationMs(text);
+  if (!ms) {
+    return Status::Invalid("--timeout '" + text +
+                           "' is not a duration; allowed: \"30s\", \"5m\", "
+                           "\"500ms\", \"0\" (no limit)");
+  }
+  return milliseconds(*ms);
+}
+
+std::string Seconds(milliseconds ms) { return std::to_string((ms.count() + 999) / 1000) + " s"; }
+
+bool InSync(const json& s) {
+  const json& peer = s.value("peer", json());
+  return s.value("connection", "") == "Connected" && s.value("replication", "") == "Established" &&
+         s.value("disk", "") == "UpToDate" && peer.is_object() &&
+         peer.value("disk", "") == "UpToDate" && s.value("out_of_sync_bytes", uint64_t{1}) == 0;
+}
+
+// A resync's progress on one terminal line, redrawn in place.
+void DrawProgress(const json& status) {
+  const json& resync = status.value("resync", json());
+  std::string line;
+  if (resync.is_object()) {
+    auto opt = [&](const char* key) {
+      const json& v = resync.value(key, json());
+      return v.is_number_unsigned() ? std::optional<uint64_t>(v.get<uint64_t>()) : std::nullopt;
+    };
+    line = FormatResyncProgress(resync.value("done_bytes", uint64_t{0}),
+                                resync.value("total_bytes", uint64_t{0})) +
+           "  " +
+           FormatResyncSpeed(opt("eta_seconds"), opt("speed_bytes_per_second"),
+                             opt("average_bytes_per_second"));
+  } else {
+    line = status.value("connection", "?") + " " + status.value("replication", "?") +
+           ", out of sync: " + FormatSizeBytes(status.value("out_of_sync_bytes", uint64_t{0}));
+  }
+  std::fprintf(stdout, "\r%-110s", line.c_str());
+  std::fflush(stdout);
+}
+
+// Polls the status until `done` holds or the limit passes.
+int Wait(const WaitArgs& args, const char* verb, bool sync) {
+  int exit_code = 0;
+  auto first = AskDaemon(args.resource, "status", json::object(), exit_code);
+  if (!first.ok()) return exit_code;
+  const json& status = first.value()["status"];
+  const json& peer = status.value("peer", json());
+  if (!peer.is_object()) {
+    std::printf("resource %s has no peer: nothing to wait for\n",
+                status.value("resource", "?").c_str());
+    return 0;
+  }
+  auto target = ResolveResource(args.resource);
+  if (!target.ok()) return Fail(target.status().message());
+  const StartupConfig& startup = target.value().config.startup;
+  const bool degraded = status.value("degraded_at_start", false);
+  // wait-connect waits as long as the daemon does at start ([startup]); wait-sync has no limit.
+  const milliseconds fallback =
+      sync ? milliseconds(0) : (degraded ? startup.degr_wfc_timeout : startup.wfc_timeout);
+  auto limit = WaitLimit(args.timeout, fallback);
+  if (!limit.ok()) {
+    std::fprintf(stderr, "replctl: error: %s\n", limit.status().message().c_str());
+    return 2;
+  }
+  const bool tty = sync && isatty(STDOUT_FILENO) == 1;
+  const auto start = std::chrono::steady_clock::now();
+  json last = status;
+  for (;;) {
+    const bool done = sync ? InSync(last) : last.value("connection", "") == "Connected";
+    if (done) {
+      if (tty) std::printf("\n");
+      std::printf("%s: %s\n", last.value("resource", "?").c_str(),
+                  sync ? "in sync with the peer" : "connected to the peer");
+      return 0;
+    }
+    if (sync && (last.value("connection", "") == "StandAlone")) {
+      if (tty) std::printf("\n");
+      return Fail(std::string(verb) + ": resource is StandAlone (it does not try to connect: " +
+                  "see 'replctl status'; 'replctl connect' tries again)");
+    }
+    if (tty) DrawProgress(last);
+    const auto waited =
+        std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
+    if (limit.value().count() > 0 && waited >= limit.value()) {
+      if (tty) std::printf("\n");
+      std::fprintf(stderr, "replctl: %s: %s after %s (connection %s, replication %s)\n", verb,
+                   sync ? "not in sync" : "not connected", Seconds(limit.value()).c_str(),
+                   last.value("connection", "?").c_str(), last.value("replication", "?").c_str());
+      return kExitTimeout;
+    }
+    std::this_thread::sleep_for(kPollInterval);
+    auto next = AskDaemon(args.resource, "status", json::object(), exit_code);
+    if (!next.ok()) return exit_code;
+    last = next.value()["status"];
+  }
+}
+
+}  // namespace
+
+std::vector<Verb> AddWaitVerbs(CLI::App& app) {
+  auto args = std::make_shared<WaitArgs>();
+  std::vector<Verb> verbs;
+
+  CLI::App* events = app.add_subcommand(
+      "events", "print the resource's states, then each change as it happens (drbdsetup events2)");
+  AddResourceOptions(*events, args->resource);
+  events->add_flag("--now", args->now, "print the current states and exit");
+  events->add_flag("--json", args->json, "one JSON object per line");
+  verbs.push_back({events, [args] { return RunEvents(*args); }});
+
+  CLI::App* connect = app.add_subcommand(
+      "wait-connect",
+      "wait until the resource is connected to its peer (exit 5 on timeout); by default as "
+      "long as [startup] wfc_timeout, or degr_wfc_timeout if it ran without its peer");
+  AddResourceOptions(*connect, args->resource);
+  connect->add_option("--timeout", args->timeout, "the longest wait (\"30s\", \"0\": no limit)");
+  verbs.push_back({connect, [args] { return Wait(*args, "wait-connect", false); }});
+
+  CLI::App* sync = app.add_subcommand(
+      "wait-sync",
+      "wait until both disks are UpToDate and in sync (exit 5 on timeout); shows the resync's "
+      "progress on a terminal");
+  AddResourceOptions(*sync, args->resource);
+  sync->add_option("--timeout", args->timeout, "the longest wait (default: no limit)");
+  verbs.push_back({sync, [args] { return Wait(*args, "wait-sync", true); }});
+  return verbs;
+}
+
+}  // namespace repld::cli
