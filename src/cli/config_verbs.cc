@@ -24,7 +24,8 @@ int CheckConfig(const std::string& path, const std::string& node_name) {
                 node.address ? ", peer link " : "", node.address ? node.address->c_str() : "");
   }
   // The backing disk can only be checked on the node that owns it: the one named, or this host.
-  auto node = SelectNode(c, node_name.empty() ? std::nullopt : std::optional<std::string>(node_name));
+  auto node =
+      SelectNode(c, node_name.empty() ? std::nullopt : std::optional<std::string>(node_name));
   if (!node.ok()) {
     if (!node_name.empty()) return Fail(node.status().message());
     std::printf("  (no node is named like this host: backing disks not checked; use --node)\n");

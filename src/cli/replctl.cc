@@ -1,7 +1,9 @@
 // replctl: the operator's command line. Each verb group lives in its own file (see verbs.h).
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/verbs.h"
 #include "daemon/control_proto.h"
@@ -13,8 +15,27 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+namespace {
+
+// The verbs that take a resource, so that `all` can run them for each.
+std::vector<std::pair<CLI::App*, ResourceOptions*>>& ResourceVerbs() {
+  static std::vector<std::pair<CLI::App*, ResourceOptions*>> verbs;
+  return verbs;
+}
+
+}  // namespace
+
+std::string ConfigDirectory() {
+  const char* dir = std::getenv("REPLD_CONFIG_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : "/etc/repld";
+}
+
 void AddResourceOptions(CLI::App& command, ResourceOptions& options) {
-  command.add_option("resource", options.resource, "the resource's name")->required();
+  ResourceVerbs().emplace_back(&command, &options);
+  command
+      .add_option("resource", options.resource,
+                  "the resource's name, or 'all' for every resource file in /etc/repld")
+      ->required();
   command.add_option("-c,--config", options.config_path,
                      "the resource's TOML file (default: /etc/repld/RESOURCE.toml)");
   command.add_option("-n,--node", options.node,
@@ -22,8 +43,9 @@ void AddResourceOptions(CLI::App& command, ResourceOptions& options) {
 }
 
 Result<Target> ResolveResource(const ResourceOptions& options) {
-  const std::string path = options.config_path.empty() ? "/etc/repld/" + options.resource + ".toml"
-                                                       : options.config_path;
+  const std::string path = options.config_path.empty()
+                               ? ConfigDirectory() + "/" + options.resource + ".toml"
+                               : options.config_path;
   auto config = LoadConfig(path);
   if (!config.ok()) return config.status();
   if (config->name != options.resource) {
@@ -67,6 +89,38 @@ Result<nlohmann::json> AskDaemon(const ResourceOptions& options, const std::stri
   return response;
 }
 
+// `VERB all`: the verb for each resource file of the configuration directory, in name order;
+// the exit status is the worst of theirs.
+int RunForAll(const Verb& verb, ResourceOptions& options) {
+  const std::string name = verb.command->get_name();
+  if (!options.config_path.empty()) {
+    Fail("'all' means every resource file in " + ConfigDirectory() + ": it takes no --config");
+    return 2;
+  }
+  if (name == "events") {
+    Fail("events follows one resource at a time: run one 'replctl events RES' per resource");
+    return 2;
+  }
+  auto files = ResourceFiles(ConfigDirectory());
+  if (!files.ok()) return Fail(files.status().message());
+  if (files.value().empty()) {
+    return Fail("no resource files (*.toml but common.toml) in " + ConfigDirectory());
+  }
+  int worst = 0;
+  for (const std::string& file : files.value()) {
+    auto config = LoadConfig(file);
+    if (!config.ok()) {
+      worst = std::max(worst, Fail(config.status().message()));
+      continue;
+    }
+    options.resource = config->name;
+    options.config_path = file;
+    std::fflush(stdout);
+    worst = std::max(worst, verb.run());
+  }
+  return worst;
+}
+
 }  // namespace repld::cli
 
 int main(int argc, char** argv) {
@@ -76,7 +130,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "replctl " REPLD_VERSION);
   std::vector<Verb> verbs;
   for (auto group : {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs, AddNbdVerbs, AddImportVerbs,
-                     AddWaitVerbs}) {
+                     AddWaitVerbs, AddServiceVerbs}) {
     for (Verb& v : group(app)) verbs.push_back(std::move(v));
   }
   try {
@@ -87,7 +141,11 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   for (const Verb& v : verbs) {
-    if (v.command->parsed()) return v.run();
+    if (!v.command->parsed()) continue;
+    for (auto& [command, options] : ResourceVerbs()) {
+      if (command == v.command && options->resource == "all") return RunForAll(v, *options);
+    }
+    return v.run();
   }
   return 2;
 }

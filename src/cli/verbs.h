@@ -23,11 +23,17 @@ std::vector<Verb> AddConfigVerbs(CLI::App& app);    // config_verbs.cc: check-co
 std::vector<Verb> AddMetadataVerbs(CLI::App& app);  // md_verbs.cc: create-md, dump-md
 std::vector<Verb> AddControlVerbs(CLI::App& app);   // control_verbs.cc: status, primary, ...
 std::vector<Verb> AddNbdVerbs(CLI::App& app);       // nbd_verbs.cc: nbd-attach, nbd-detach
-std::vector<Verb> AddWaitVerbs(CLI::App& app);    // wait_verbs.cc: events, wait-connect, wait-sync
-std::vector<Verb> AddImportVerbs(CLI::App& app);  // import_verbs.cc: import-drbd
+std::vector<Verb> AddWaitVerbs(CLI::App& app);
+std::vector<Verb> AddServiceVerbs(CLI::App& app);  // service_verbs.cc: up, down    //
+                                                   // wait_verbs.cc: events, wait-connect, wait-sync
+std::vector<Verb> AddImportVerbs(CLI::App& app);   // import_verbs.cc: import-drbd
+
+// Where the resource files are: /etc/repld, or $REPLD_CONFIG_DIR.
+std::string ConfigDirectory();
 
 // Options every verb on a resource takes: the resource's file (default /etc/repld/RES.toml) and
-// the node (default: the one named like this host).
+// the node (default: the one named like this host). The resource "all" runs the verb for every
+// resource file of ConfigDirectory().
 struct ResourceOptions {
   std::string resource;
   std::string config_path;

@@ -188,6 +188,7 @@ json StatusToJson(const StatusSnapshot& s) {
       {"sync_decision", r.sync_decision.empty() ? json(nullptr) : json(r.sync_decision)},
       {"resync_paused", r.resync_paused},
       {"degraded_at_start", s.degraded_at_start},
+      {"pid", s.pid},
       {"verify", r.verify ? json{{"running", r.verify->running},
                                  {"total_bytes", r.verify->total_bytes},
                                  {"done_bytes", r.verify->done_bytes},

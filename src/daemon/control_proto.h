@@ -74,6 +74,7 @@ struct StatusSnapshot {
   // The metadata said at start that this node ran without its peer (a bitmap generation, or the
   // peer marked Outdated): [startup] degr_wfc_timeout applies instead of wfc_timeout.
   bool degraded_at_start = false;
+  int64_t pid = 0;  // the daemon's process (replctl down signals it)
 };
 nlohmann::json StatusToJson(const StatusSnapshot& snapshot);
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <asio/co_spawn.hpp>
@@ -94,6 +95,7 @@ nlohmann::json Resource::StatusJson() const {
   snapshot.resource = config_.name;
   snapshot.node = node_.name;
   snapshot.clients = OpenClients();
+  snapshot.pid = getpid();
   if (ublk_ != nullptr) snapshot.device = ublk_->path();
   if (device_ != nullptr) {
     if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;

@@ -180,6 +180,54 @@ class OperatorTest(harness.ReplTestCase):
         self.assertIn("the daemon stopped?", stream.proc.stderr.read())
         stream.stop()
 
+    def test_up_down_and_all_over_the_configuration_directory(self):
+        conf = harness.make_tempdir()
+        for name in ("r1", "r2"):
+            disk = harness.make_sparse_file(os.path.join(conf, f"{name}.img"), 16 * MiB)
+            with open(os.path.join(conf, f"{name}.toml"), "w") as f:
+                f.write(harness.config_text(
+                    resource=name, nbd={"socket": os.path.join(conf, f"{name}.sock")},
+                    nodes={"a": {"disk": disk,
+                                 "control_socket": os.path.join(conf, f"{name}.ctl")}}))
+        with open(os.path.join(conf, "common.toml"), "w") as f:
+            f.write('[disk]\ndirect_io = "off"\n')
+        env = dict(os.environ, REPLD_CONFIG_DIR=conf)
+        log = os.path.join(conf, "up.log")
+
+        def replctl(*args):
+            return subprocess.run([harness.REPLCTL_BIN, *args], env=env, capture_output=True,
+                                  text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+        self.addCleanup(lambda: replctl("down", "all", "-n", "a"))
+        cp = replctl("status", "all", "-n", "a")
+        self.assertEqual(cp.returncode, 3, cp.stdout + cp.stderr)
+        self.assertEqual(cp.stderr.count("is not running"), 2, cp.stderr)
+
+        cp = replctl("up", "all", "-n", "a", "--log", log)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr + harness.read_text(log))
+        self.assertRegex(cp.stdout, r"resource r1: repld started \(pid \d+, node a\)")
+        self.assertRegex(cp.stdout, r"resource r2: repld started \(pid \d+, node a\)")
+        cp = replctl("status", "all", "-n", "a")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("r1 role:Primary", cp.stdout)
+        self.assertIn("r2 role:Primary", cp.stdout)
+        cp = replctl("up", "r1", "-n", "a")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("repld already runs", cp.stdout)
+        cp = replctl("status", "all", "-n", "a", "-c", os.path.join(conf, "r1.toml"))
+        self.assertEqual(cp.returncode, 2, cp.stdout + cp.stderr)
+        self.assertIn("it takes no --config", cp.stderr)
+
+        cp = replctl("down", "all", "-n", "a")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("resource r1: repld stopped", cp.stdout)
+        self.assertIn("resource r2: repld stopped", cp.stdout)
+        self.assertFalse(os.path.exists(os.path.join(conf, "r1.ctl")))
+        cp = replctl("down", "r1", "-n", "a")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("repld is not running", cp.stdout)
+        self.assertIn("signal 15: draining", harness.read_text(log))
+
     def test_metrics_port_taken_is_a_clear_error(self):
         import socket
         blocker = socket.socket()
