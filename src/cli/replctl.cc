@@ -114,7 +114,9 @@ int RunForAll(const Verb& verb, ResourceOptions& options) {
       continue;
     }
     options.resource = config->name;
-    options.config_path = file;
+    // A file named for its resource is found by name, as `VERB RES` finds it (and `up` can
+    // then hand it to systemd); another one is named.
+    options.config_path = file == ConfigDirectory() + "/" + config->name + ".toml" ? "" : file;
     std::fflush(stdout);
     worst = std::max(worst, verb.run());
   }

@@ -63,6 +63,18 @@ std::string Tail(const std::string& path, size_t lines) {
   return out;
 }
 
+// The process runs in systemd's `unit` (its cgroup path ends in it).
+bool InUnit(pid_t pid, const std::string& unit) {
+  std::ifstream cgroup("/proc/" + std::to_string(pid) + "/cgroup");
+  for (std::string line; std::getline(cgroup, line);) {
+    if (line.size() >= unit.size() + 1 &&
+        line.compare(line.size() - unit.size() - 1, std::string::npos, "/" + unit) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 int StartDetached(const Target& t, const ServiceArgs& args) {
   const std::string log = !args.log.empty()
                               ? args.log
@@ -151,8 +163,19 @@ int RunDown(const ServiceArgs& args) {
     return ExplainControlError(t, "down", response.status());
   }
   const auto pid = static_cast<pid_t>(response.value()["status"].value("pid", int64_t{0}));
-  if (pid <= 0)
+  if (pid <= 0) {
     return Fail("the daemon's status has no pid (an older repld?): stop it with SIGTERM");
+  }
+  // A daemon systemd runs is stopped through systemd, so that the unit does not restart it.
+  const std::string unit = "repld@" + t.config.name + ".service";
+  if (InUnit(pid, unit)) {
+    const std::string command = "systemctl stop " + unit;
+    if (std::system(command.c_str()) != 0) {
+      return Fail(command + " failed; see: journalctl -u " + unit);
+    }
+    std::printf("resource %s: stopped (%s)\n", t.config.name.c_str(), unit.c_str());
+    return 0;
+  }
   if (kill(pid, SIGTERM) != 0) {
     return Fail("cannot signal repld (pid " + std::to_string(pid) + "): " + ErrnoText(errno));
   }

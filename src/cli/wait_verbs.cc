@@ -112,6 +112,10 @@ void DrawProgress(const json& status) {
 
 // Polls the status until `done` holds or the limit passes.
 int Wait(const WaitArgs& args, const char* verb, bool sync) {
+  if (auto checked = WaitLimit(args.timeout, milliseconds(0)); !checked.ok()) {
+    std::fprintf(stderr, "replctl: error: %s\n", checked.status().message().c_str());
+    return 2;
+  }
   int exit_code = 0;
   auto first = AskDaemon(args.resource, "status", json::object(), exit_code);
   if (!first.ok()) return exit_code;

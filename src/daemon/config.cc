@@ -294,7 +294,7 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
   const toml::table& t = *node.as_table();
   r.CheckKeys(t, prefix,
               {"disk", "meta_disk", "address", "nbd_socket", "nbd_listen", "control_socket",
-               "ublk_device_id"});
+               "ublk_device_id", "metrics_listen"});
   NodeConfig n;
   n.name = name;
   if (auto v = r.String(t, prefix, "disk", true)) n.disk = *v;
@@ -303,11 +303,13 @@ void ReadNode(Reader& r, const std::string& name, const toml::node& node,
   n.nbd_socket = r.String(t, prefix, "nbd_socket", false);
   n.nbd_listen = r.String(t, prefix, "nbd_listen", false);
   n.control_socket = r.String(t, prefix, "control_socket", false);
+  n.metrics_listen = r.String(t, prefix, "metrics_listen", false);
   if (auto v = r.Integer(t, prefix, "ublk_device_id", 0, (1 << 20) - 1)) {
     n.ublk_device_id = static_cast<uint32_t>(*v);
   }
-  for (const auto& [key, value] :
-       {std::pair{"nbd_listen", &n.nbd_listen}, {"address", &n.address}}) {
+  for (const auto& [key, value] : {std::pair{"nbd_listen", &n.nbd_listen},
+                                   {"address", &n.address},
+                                   {"metrics_listen", &n.metrics_listen}}) {
     if (*value && !ParseHostPort(**value)) {
       r.Fail(t.get(key)->source(), prefix + "." + key,
              "'" + **value + "' is not HOST:PORT; allowed: \"10.0.0.1:7788\", \"[::1]:7788\"");
@@ -610,6 +612,10 @@ std::string EffectiveMetaDisk(const ResourceConfig& config, const NodeConfig& no
 
 std::string ControlSocketPath(const ResourceConfig& config, const NodeConfig& node) {
   return node.control_socket ? *node.control_socket : "/run/repld/" + config.name + ".ctl";
+}
+
+std::string EffectiveMetricsListen(const ResourceConfig& config, const NodeConfig& node) {
+  return node.metrics_listen ? *node.metrics_listen : config.metrics.listen;
 }
 
 std::optional<NodeConfig> PeerOf(const ResourceConfig& config, const NodeConfig& node) {

@@ -27,6 +27,7 @@ struct NodeConfig {
   std::optional<std::string> nbd_listen;      // overrides nbd.listen on this node
   std::optional<std::string> control_socket;  // overrides the control socket path
   std::optional<uint32_t> ublk_device_id;     // overrides ublk.device_id on this node
+  std::optional<std::string> metrics_listen;  // overrides metrics.listen on this node
 };
 
 struct NetConfig {
@@ -134,6 +135,10 @@ std::string EffectiveMetaDisk(const ResourceConfig& config, const NodeConfig& no
 
 // The ublk device id in force on `node` (frontend = "ublk" only).
 uint32_t EffectiveUblkDeviceId(const ResourceConfig& config, const NodeConfig& node);
+
+// The Prometheus endpoint of `node` ("HOST:PORT"; empty: none): its override, else
+// metrics.listen.
+std::string EffectiveMetricsListen(const ResourceConfig& config, const NodeConfig& node);
 
 // The control socket of `node`: its override, else /run/repld/<resource>.ctl.
 std::string ControlSocketPath(const ResourceConfig& config, const NodeConfig& node);

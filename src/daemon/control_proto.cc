@@ -159,9 +159,11 @@ json StatusToJson(const StatusSnapshot& s) {
   json peer = nullptr;
   if (s.peer_node) {
     const bool live = r.conn == ConnState::kConnected && r.peer;
-    peer = {{"node", *s.peer_node},
-            {"role", live ? RoleName(r.peer->role) : "Unknown"},
-            {"disk", live ? DiskStateName(r.peer->disk) : "DUnknown"}};
+    peer = {
+        {"node", *s.peer_node},
+        {"role", live ? RoleName(r.peer->role) : "Unknown"},
+        {"disk", live ? DiskStateName(r.peer->disk) : "DUnknown"},
+        {"rtt_seconds", live && s.peer_rtt_seconds ? json(*s.peer_rtt_seconds) : json(nullptr)}};
   }
   json resync = nullptr;
   if (r.repl == ReplState::kSyncSource || r.repl == ReplState::kSyncTarget) {

@@ -75,6 +75,8 @@ struct StatusSnapshot {
   // peer marked Outdated): [startup] degr_wfc_timeout applies instead of wfc_timeout.
   bool degraded_at_start = false;
   int64_t pid = 0;  // the daemon's process (replctl down signals it)
+  // The last keepalive ping's round trip while connected ("peer": {"rtt_seconds"}).
+  std::optional<double> peer_rtt_seconds;
 };
 nlohmann::json StatusToJson(const StatusSnapshot& snapshot);
 

@@ -292,6 +292,10 @@ std::string FormatMetrics(const json& status, std::optional<double> peer_rtt_sec
     PeerDeviceFamilies(out, status, labels);
     ResyncFamilies(out, status, labels);
     VerifyFamilies(out, status, labels);
+    if (!peer_rtt_seconds) {
+      const auto rtt = peer->find("rtt_seconds");
+      if (rtt != peer->end() && rtt->is_number()) peer_rtt_seconds = rtt->get<double>();
+    }
     if (peer_rtt_seconds) {
       out.Single("repld_peer_rtt_seconds", "gauge",
                  "Round-trip time to the peer: its last answer to a ping", labels,

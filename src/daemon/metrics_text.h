@@ -23,9 +23,8 @@ namespace repld {
 inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
 // Never throws. A status that is not an object gives "". A missing or null field, or one of another
-// type, leaves its samples out (a family with no samples is left out whole). `peer_rtt_seconds`,
-// when set and the status has a peer, is emitted as repld_peer_rtt_seconds: the status object has
-// no round-trip time yet.
+// type, leaves its samples out (a family with no samples is left out whole). The peer's round
+// trip (repld_peer_rtt_seconds) is `peer_rtt_seconds` if set, else the status' peer.rtt_seconds.
 std::string FormatMetrics(const nlohmann::json& status,
                           std::optional<double> peer_rtt_seconds = std::nullopt);
 

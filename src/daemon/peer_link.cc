@@ -254,6 +254,11 @@ void PeerLink::Drop(const std::string& reason, bool reconnect) {
 
 bool PeerLink::up() const { return impl_->current && impl_->current->up(); }
 
+std::optional<std::chrono::microseconds> PeerLink::peer_rtt() const {
+  if (!up()) return std::nullopt;
+  return impl_->current->rtt();
+}
+
 const std::string& PeerLink::last_error() const { return impl_->last_error; }
 
 bool PeerLink::SendData(const peer::Data& head, std::span<const iovec> data, uint64_t cookie) {

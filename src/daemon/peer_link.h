@@ -116,6 +116,9 @@ class PeerLink {
   void Drop(const std::string& reason, bool reconnect);
 
   bool up() const;
+  // The round trip of the last answered keepalive ping; none while no peer is up or before the
+  // first answer.
+  std::optional<std::chrono::microseconds> peer_rtt() const;
   // Why the last connection attempt or connection ended; empty if none did.
   const std::string& last_error() const;
 

@@ -163,7 +163,13 @@ void PeerSession::Dispatch(peer::MessageType type, std::span<const uint8_t> payl
       return Deliver<peer::Ping>(
           payload, [&](const auto& m) { SendSmall(peer::PingAck{m.token}.Encode()); });
     case MessageType::kPingAck:
-      return Deliver<peer::PingAck>(payload, [](const auto&) {});  // NoteReceived did it all
+      // NoteReceived did the keepalive's part; the answer to the last Ping times the link.
+      return Deliver<peer::PingAck>(payload, [&](const auto& m) {
+        if (m.token == ping_token_) {
+          rtt_ = std::chrono::duration_cast<std::chrono::microseconds>(
+              std::chrono::steady_clock::now() - ping_sent_);
+        }
+      });
     case MessageType::kError:
       return Deliver<peer::Error>(payload, [&](const peer::Error& e) {
         const std::string text = core_->peer_name + " closed the connection (" +

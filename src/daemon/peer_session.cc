@@ -262,7 +262,9 @@ asio::awaitable<void> PeerSession::Keepalive(std::shared_ptr<PeerSession> /*self
   uint64_t token = 0;
   while (co_await Sleep(config_.ping_interval)) {
     const uint64_t received_before = frames_received_;
-    SendSmall(peer::Ping{++token}.Encode());
+    ping_token_ = ++token;
+    ping_sent_ = std::chrono::steady_clock::now();
+    SendSmall(peer::Ping{token}.Encode());
     if (!co_await Sleep(config_.ping_timeout)) co_return;
     // While our reader waits for receive buffers, the peer's answers sit unread: not its fault.
     if (frames_received_ != received_before || waiting_for_pool_) continue;

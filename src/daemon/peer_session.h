@@ -97,6 +97,7 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   asio::awaitable<bool> Run();
 
   bool up() const { return up_reported_ && !closed_; }
+  std::optional<std::chrono::microseconds> rtt() const { return rtt_; }
   bool handshaking() const { return !up_reported_ && !closed_; }
   // Ends the connection; the first reason stays. `tell`: an Error for the peer, sent only if it
   // can go at once (no write in progress), i.e. best effort.
@@ -204,6 +205,11 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   asio::steady_timer keepalive_timer_;
   uint64_t frames_received_ = 0;
   uint32_t misses_ = 0;
+  // The last Ping out and when; its PingAck measures the round trip (through both send queues
+  // and readers: what replication sees, not TCP's).
+  uint64_t ping_token_ = 0;
+  std::chrono::steady_clock::time_point ping_sent_;
+  std::optional<std::chrono::microseconds> rtt_;
 };
 
 // Shuts a socket down before closing it: a send or receive the kernel still holds ends at once

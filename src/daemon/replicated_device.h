@@ -92,6 +92,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // The metadata, when opened, said this node ran without its peer: a bitmap generation (it
   // recorded writes the peer missed) or the peer marked Outdated.
   bool degraded_at_start() const { return degraded_at_start_; }
+  std::optional<std::chrono::microseconds> peer_rtt() const { return link_->peer_rtt(); }
   // Called (on the loop thread) after a batch of work changed a state events report.
   void set_on_state_change(std::function<void()> fn) { on_state_change_ = std::move(fn); }
 

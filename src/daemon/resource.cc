@@ -104,6 +104,7 @@ nlohmann::json Resource::StatusJson() const {
     snapshot.connection_error = device_->link_error();
     snapshot.resync_rate = device_->resync_rate();
     snapshot.degraded_at_start = device_->degraded_at_start();
+    if (auto rtt = device_->peer_rtt()) snapshot.peer_rtt_seconds = rtt->count() / 1e6;
   } else {
     // Served alone: always the Primary of its own data.
     snapshot.replica.role = Role::kPrimary;
@@ -297,11 +298,16 @@ Status Resource::Start() {
   }
   s = control_->Start();
   if (!s.ok()) return Status::Invalid("control socket: " + s.message());
-  if (!config_.metrics.listen.empty()) {
-    metrics_ = std::make_unique<MetricsServer>(io_, config_.metrics.listen,
+  if (const std::string listen = EffectiveMetricsListen(config_, node_); !listen.empty()) {
+    metrics_ = std::make_unique<MetricsServer>(io_, listen,
                                                [this] { return FormatMetrics(StatusJson()); });
     s = metrics_->Start();
-    if (!s.ok()) return Status::Invalid(config_.path + ": key 'metrics.listen': " + s.message());
+    if (!s.ok()) {
+      return Status::Invalid(config_.path + ": key '" +
+                             (node_.metrics_listen ? "node." + node_.name + ".metrics_listen"
+                                                   : std::string("metrics.listen")) +
+                             "': " + s.message());
+    }
   }
   if (device_ != nullptr) {
     s = device_->Start();

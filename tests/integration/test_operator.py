@@ -74,14 +74,13 @@ class OperatorTest(harness.ReplTestCase):
     def test_events_wait_and_metrics_through_connect_resync_and_promote(self):
         metrics_port = harness.free_tcp_port()
         pair = Pair(disk_size=64 * MiB, resync={"rate": "8M"})
-        # alpha serves metrics (one file for both nodes: beta's daemon would take the same port,
-        # so the key goes into alpha's own copy of the file)
+        # alpha serves metrics: a node's own metrics_listen (both nodes share the file and,
+        # here, the machine)
         with open(pair.config["alpha"]) as f:
             text = f.read()
-        alpha_config = os.path.join(pair.tmp, "r0-alpha.toml")
-        with open(alpha_config, "w") as f:
-            f.write(text + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
-        pair.config["alpha"] = alpha_config
+        with open(pair.config["alpha"], "w") as f:
+            f.write(text.replace("[node.alpha]\n", "[node.alpha]\nmetrics_listen = "
+                                 f'"127.0.0.1:{metrics_port}"\n'))
         pair.create_md()
 
         cp = pair.replctl("alpha", "wait-connect", "--timeout", "1s")
@@ -113,6 +112,11 @@ class OperatorTest(harness.ReplTestCase):
         stream.wait_for(lambda e: e["type"] == "change" and e["object"] == "connection"
                         and e.get("connection") == "Connected", 10, "connected")
 
+        # The keepalive (ping_interval 1s here) times the link.
+        st = pair.wait_status("alpha", lambda s: s["peer"]["rtt_seconds"] is not None, 10,
+                              "a round-trip time")
+        self.assertTrue(0 < st["peer"]["rtt_seconds"] < 1, st["peer"])
+
         pair.promote("alpha", force=True)
         stream.wait_for(lambda e: e["object"] == "peer-device"
                         and e.get("replication") == "SyncSource", 10, "SyncSource")
@@ -143,6 +147,8 @@ class OperatorTest(harness.ReplTestCase):
                         and e.get("peer-disk", "UpToDate") == "UpToDate", 10, "in sync")
         text = scrape(metrics_port)
         self.assertEqual(sample(text, "repld_peerdevice_outofsync_bytes"), 0)
+        # (promote --force reconnected: a new link's first ping came during the resync)
+        self.assertGreater(sample(text, "repld_peer_rtt_seconds"), 0, text)
 
         # The changes came in the order they happened, each naming what changed.
         changes = [(e["object"], {k: v for k, v in e.items()

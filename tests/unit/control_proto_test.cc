@@ -148,6 +148,18 @@ StatusSnapshot Snapshot() {
   return s;
 }
 
+TEST(ControlProto, StatusCarriesThePeersRoundTripWhileConnected) {
+  StatusSnapshot s = Snapshot();
+  s.peer_rtt_seconds = 0.00025;
+  s.pid = 4242;
+  json j = StatusToJson(s);
+  EXPECT_DOUBLE_EQ(j["peer"]["rtt_seconds"].get<double>(), 0.00025);
+  EXPECT_EQ(j["pid"], 4242);
+  s.replica.conn = ConnState::kConnecting;
+  j = StatusToJson(s);
+  EXPECT_TRUE(j["peer"]["rtt_seconds"].is_null()) << "not connected: no round trip";
+}
+
 TEST(ControlProto, StatusObjectFollowsTheSchema) {
   const json j = StatusToJson(Snapshot());
   for (const char* key :
@@ -159,7 +171,10 @@ TEST(ControlProto, StatusObjectFollowsTheSchema) {
   EXPECT_EQ(j["connection"], "Connected");
   EXPECT_EQ(j["replication"], "SyncSource");
   EXPECT_EQ(j["protocol"], "C");
-  EXPECT_EQ(j["peer"], (json{{"node", "beta"}, {"role", "Secondary"}, {"disk", "Inconsistent"}}));
+  EXPECT_EQ(j["peer"], (json{{"node", "beta"},
+                             {"role", "Secondary"},
+                             {"disk", "Inconsistent"},
+                             {"rtt_seconds", nullptr}}));
   EXPECT_EQ(j["resync"], (json{{"total_bytes", 4 * kMiB},
                                {"done_bytes", 1 * kMiB},
                                {"speed_bytes_per_second", 2 * kMiB},
