@@ -1,5 +1,5 @@
 # Runs at install time (install(SCRIPT) in the top-level CMakeLists.txt): installs the systemd
-# units with ExecStart=/ExecReload= naming the sbin directory of the prefix being installed to.
+# units with ExecStart= naming the sbin directory of the prefix being installed to.
 # The files in systemd/ say /usr/sbin; that stays as it is for the Debian package (prefix /usr).
 # file(INSTALL) honours DESTDIR and records the files in install_manifest.txt.
 if(IS_ABSOLUTE "${REPLD_UNITS_SBINDIR}")
