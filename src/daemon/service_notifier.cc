@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+
 namespace repld {
 namespace {
 
@@ -86,28 +88,29 @@ void ServiceNotifier::Check() {
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
     if (no_peer || Text(status, "connection") == "Connected") {
-      ready_ = true;
       state = "READY=1\n";
     } else if (wait_.count() > 0 && waited >= wait_) {
-      ready_ = true;
       state = "READY=1\n";
-      spdlog::warn("startup: peer '{}' did not connect within {} ({}): serving without it",
-                   Text(*peer, "node"), Seconds(wait_), wait_key_);
+      if (!timed_out_) {
+        timed_out_ = true;
+        spdlog::warn("startup: peer '{}' did not connect within {} ({}): serving without it",
+                     Text(*peer, "node"), Seconds(wait_), wait_key_);
+      }
     } else if (summary == last_summary_) {
       ScheduleCheck();
       return;
     } else {
       state = "STATUS=" + summary + "; waiting for peer '" + Text(*peer, "node") + "'" +
               (wait_.count() > 0 ? " (up to " + Seconds(wait_) + ", " + wait_key_ + ")" : "");
-      last_summary_ = summary;
-      Send(state);
+      if (Send(state)) last_summary_ = summary;
       ScheduleCheck();
       return;
     }
   }
-  if (!state.empty() || summary != last_summary_) {
+  // Sent again at the next check if it did not fit in the socket's queue.
+  if ((!state.empty() || summary != last_summary_) && Send(state + "STATUS=" + summary)) {
     last_summary_ = summary;
-    Send(state + "STATUS=" + summary);
+    if (!state.empty()) ready_ = true;
   }
   ScheduleCheck();
 }
@@ -129,8 +132,15 @@ void ServiceNotifier::ScheduleWatchdog() {
   });
 }
 
-void ServiceNotifier::Send(const std::string& state) {
-  if (Status s = notify_.Send(state); !s.ok()) spdlog::warn("{}", s.message());
+bool ServiceNotifier::Send(const std::string& state) {
+  Status s = notify_.Send(state);
+  if (s.ok()) return true;
+  if (s.code() == EAGAIN || s.code() == EWOULDBLOCK) {
+    spdlog::debug("systemd's notify socket is full; sent again later");
+  } else {
+    spdlog::warn("{}", s.message());
+  }
+  return false;
 }
 
 }  // namespace repld

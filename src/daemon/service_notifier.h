@@ -32,7 +32,7 @@ class ServiceNotifier {
   void Check();
   void ScheduleCheck();
   void ScheduleWatchdog();
-  void Send(const std::string& state);
+  bool Send(const std::string& state);  // false: not sent (a full queue: try again later)
 
   asio::io_context& io_;
   SystemdNotify notify_;
@@ -44,6 +44,7 @@ class ServiceNotifier {
   std::chrono::milliseconds wait_{0};  // 0: forever
   const char* wait_key_ = "";
   bool ready_ = false;
+  bool timed_out_ = false;  // the startup wait ran out (logged once)
   bool stopping_ = false;
   std::string last_summary_;
 };

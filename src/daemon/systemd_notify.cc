@@ -37,7 +37,10 @@ Status SystemdNotify::Send(std::string_view state) const {
       static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket_path_.size());
   const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::Error(errno, std::string("notify socket: ") + std::strerror(errno));
-  const ssize_t n = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
+  // Never wait: a notify socket whose reader lags (its queue holds net.unix.max_dgram_qlen
+  // datagrams, 10 by default) would otherwise stop the event loop. What does not fit is
+  // reported; the caller sends it again later.
+  const ssize_t n = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
                            reinterpret_cast<const sockaddr*>(&addr), len);
   const int err = errno;
   close(fd);

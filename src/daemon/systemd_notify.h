@@ -24,7 +24,8 @@ class SystemdNotify {
   // it is meant for another process.
   std::optional<std::chrono::milliseconds> watchdog_interval() const { return watchdog_; }
 
-  // Sends `state` ("READY=1\nSTATUS=..."); does nothing when not enabled.
+  // Sends `state` ("READY=1\nSTATUS=..."); does nothing when not enabled. Never blocks: a full
+  // socket queue is an error with code EAGAIN.
   Status Send(std::string_view state) const;
 
  private:
