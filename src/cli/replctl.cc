@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "replctl " REPLD_VERSION);
   std::vector<Verb> verbs;
   for (auto group : {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs, AddNbdVerbs, AddImportVerbs,
-                     AddWaitVerbs, AddServiceVerbs}) {
+                     AddWaitVerbs, AddServiceVerbs, AddAdjustVerbs}) {
     for (Verb& v : group(app)) verbs.push_back(std::move(v));
   }
   try {

@@ -28,6 +28,7 @@ std::vector<Verb> AddWaitVerbs(CLI::App& app);
 // service_verbs.cc: up, down
 std::vector<Verb> AddServiceVerbs(CLI::App& app);
 std::vector<Verb> AddImportVerbs(CLI::App& app);  // import_verbs.cc: import-drbd
+std::vector<Verb> AddAdjustVerbs(CLI::App& app);  // adjust_verbs.cc: adjust
 
 // Where the resource files are: /etc/repld, or $REPLD_CONFIG_DIR.
 std::string ConfigDirectory();
@@ -53,8 +54,9 @@ Result<Target> ResolveResource(const ResourceOptions& options);
 int Fail(const std::string& message);
 
 // Exit codes (docs/control.md): 0 done, 1 refused or failed, 2 usage, 3 the daemon is not
-// running, 5 a wait timed out.
+// running, 4 adjust: a changed key needs a restart, 5 a wait timed out.
 inline constexpr int kExitNotRunning = 3;
+inline constexpr int kExitRestartNeeded = 4;
 inline constexpr int kExitTimeout = 5;
 
 // Prints why talking to the daemon of `t` failed (not running, not root, ...); returns the exit

@@ -50,7 +50,7 @@ Status CheckVersion(const json& object) {
 
 constexpr const char* kCommands =
     "status, primary, secondary, connect, disconnect, invalidate, invalidate-remote, "
-    "pause-sync, resume-sync, verify, events";
+    "pause-sync, resume-sync, verify, events, adjust";
 
 Status CheckArguments(const std::string& command, const json& request) {
   if (command == "status" || command == "secondary" || command == "disconnect" ||
@@ -62,6 +62,7 @@ Status CheckArguments(const std::string& command, const json& request) {
   const char* flag = command == "primary"   ? "force"
                      : command == "connect" ? "discard_my_data"
                      : command == "events"  ? "now"
+                     : command == "adjust"  ? "dry_run"
                                             : nullptr;
   if (flag != nullptr) {
     const auto value = request.find(flag);

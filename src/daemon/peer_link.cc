@@ -252,6 +252,16 @@ void PeerLink::Drop(const std::string& reason, bool reconnect) {
   }
 }
 
+void PeerLink::Retune(const PeerLinkConfig& tunables) {
+  PeerLinkConfig& c = impl_->config;
+  c.secret = tunables.secret;
+  c.ping_interval = tunables.ping_interval;
+  c.ping_timeout = tunables.ping_timeout;
+  c.ko_count = tunables.ko_count;
+  c.connect_timeout = tunables.connect_timeout;
+  c.reconnect_max = tunables.reconnect_max;
+}
+
 bool PeerLink::up() const { return impl_->current && impl_->current->up(); }
 
 std::optional<std::chrono::microseconds> PeerLink::peer_rtt() const {

@@ -115,6 +115,11 @@ class PeerLink {
   // up() is false at once; OnSendDone(false) and OnDown(reason) come from the loop, later.
   void Drop(const std::string& reason, bool reconnect);
 
+  // replctl adjust: takes the secret and the keepalive and reconnect settings of `tunables`
+  // (the rest stays). A session reads them when it uses them: the keepalive from its next ping,
+  // connect_timeout and the secret from the next handshake, reconnect_max from the next retry.
+  void Retune(const PeerLinkConfig& tunables);
+
   bool up() const;
   // The round trip of the last answered keepalive ping; none while no peer is up or before the
   // first answer.

@@ -65,7 +65,7 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
   size_t HandshakesInProgress() const;
 
   asio::io_context& io;
-  const PeerLinkConfig config;
+  PeerLinkConfig config;     // PeerLink::Retune changes its tunable fields, nothing else does
   PeerLinkHandler& handler;  // never called once a session is abandoned or the run ended
   BufferPool& pool;
   const peer::HandshakeSide side;  // the node whose name sorts first connects

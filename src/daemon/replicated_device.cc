@@ -131,21 +131,8 @@ Status ReplicatedDevice::Load() {
   }
   receive_pool_ = std::make_unique<BufferPool>(io_.get_executor(), options_.receive_pool_bytes);
 
-  PeerLinkConfig lc;
-  lc.resource = config_.name;
-  lc.node = node_.name;
-  lc.peer_node = peer->name;
-  lc.address = node_.address.value_or("");
-  lc.peer_address = peer->address.value_or("");
-  lc.secret = config_.net.secret;
-  lc.protocol = config_.protocol;
-  lc.data_bytes = data_bytes_;
-  lc.ping_interval = config_.net.ping_interval;
-  lc.ping_timeout = config_.net.ping_timeout;
-  lc.ko_count = config_.net.ko_count;
-  lc.connect_timeout = config_.net.connect_timeout;
-  lc.reconnect_max = config_.net.reconnect_max;
-  link_ = std::make_unique<PeerLink>(io_, lc, static_cast<PeerLinkHandler&>(*this), *receive_pool_);
+  link_ = std::make_unique<PeerLink>(io_, LinkConfig(), static_cast<PeerLinkHandler&>(*this),
+                                     *receive_pool_);
   const ReplicaStatus st = replica_->Report();
   spdlog::info("resource {}: metadata on {}: disk {}, {} out of sync, generation {:016X}",
                config_.name, md_->md_path(), DiskStateName(st.disk),
@@ -218,6 +205,37 @@ Status ReplicatedDevice::Disconnect(std::string& message) {
 Status ReplicatedDevice::Invalidate(bool remote) {
   return ChangeMd([&] { return remote ? replica_->InvalidateRemote() : replica_->Invalidate(); },
                   "writing the metadata failed (see the log); nothing was started");
+}
+
+PeerLinkConfig ReplicatedDevice::LinkConfig() const {
+  const auto peer = PeerOf(config_, node_);
+  REPLD_CHECK(peer.has_value());
+  PeerLinkConfig lc;
+  lc.resource = config_.name;
+  lc.node = node_.name;
+  lc.peer_node = peer->name;
+  lc.address = node_.address.value_or("");
+  lc.peer_address = peer->address.value_or("");
+  lc.secret = config_.net.secret;
+  lc.protocol = config_.protocol;
+  lc.data_bytes = data_bytes_;
+  lc.ping_interval = config_.net.ping_interval;
+  lc.ping_timeout = config_.net.ping_timeout;
+  lc.ko_count = config_.net.ko_count;
+  lc.connect_timeout = config_.net.connect_timeout;
+  lc.reconnect_max = config_.net.reconnect_max;
+  return lc;
+}
+
+void ReplicatedDevice::Retune(const ResourceConfig& live) {
+  config_.net = live.net;
+  config_.resync = live.resync;
+  config_.startup = live.startup;
+  replica_->SetResyncTunables(config_.resync.rate_bytes, config_.resync.controller,
+                              config_.resync.checksums);
+  replica_->SetSplitBrainPolicy(config_.net.split_brain);
+  link_->Retune(LinkConfig());
+  Drain();
 }
 
 Status ReplicatedDevice::PauseResync(bool pause) {

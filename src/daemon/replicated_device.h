@@ -82,6 +82,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Status PauseResync(bool pause);
   // replctl verify (Replica::StartVerify).
   Status StartVerify();
+  // replctl adjust: takes the keys of `live` that a running device can change (config_diff.h:
+  // net's secret, keepalive, reconnect and split-brain keys, [resync], [startup]).
+  void Retune(const ResourceConfig& live);
   ReplicaStatus Report() const { return replica_->Report(); }
   Role role() const { return replica_->role(); }
   // The metadata says this node was Primary and did not step down cleanly (a crash or kill).
@@ -163,6 +166,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   ReplicatedDevice(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node,
                    BackingStore& store, Options options);
   Status Load();
+  PeerLinkConfig LinkConfig() const;
   void SubmitAlWrite();
 
   // Runs the core's actions until it has none, then answers requests whose send finished.

@@ -245,6 +245,7 @@ asio::awaitable<nlohmann::json> Resource::HandleCommand(const nlohmann::json& re
     return nlohmann::json{{"ok", false}, {"error", message}};
   };
   if (command == "status") co_return nlohmann::json{{"status", StatusJson()}};
+  if (command == "adjust") co_return Adjust(request.value("dry_run", false));
   if (device_ == nullptr) {
     co_return fail("resource " + config_.name + " has one node in " + config_.path +
                    ": it is not replicated, and has no roles to change");
@@ -298,17 +299,9 @@ Status Resource::Start() {
   }
   s = control_->Start();
   if (!s.ok()) return Status::Invalid("control socket: " + s.message());
-  if (const std::string listen = EffectiveMetricsListen(config_, node_); !listen.empty()) {
-    metrics_ = std::make_unique<MetricsServer>(io_, listen,
-                                               [this] { return FormatMetrics(StatusJson()); });
-    s = metrics_->Start();
-    if (!s.ok()) {
-      return Status::Invalid(config_.path + ": key '" +
-                             (node_.metrics_listen ? "node." + node_.name + ".metrics_listen"
-                                                   : std::string("metrics.listen")) +
-                             "': " + s.message());
-    }
-  }
+  auto metrics = StartMetrics(config_, node_);
+  if (!metrics.ok()) return metrics.status();
+  metrics_ = std::move(metrics).value();
   if (device_ != nullptr) {
     s = device_->Start();
     if (!s.ok()) return Status::Invalid(config_.path + ": peer link: " + s.message());
@@ -330,6 +323,21 @@ Status Resource::Start() {
                    ? ""
                    : " while Primary (it starts Secondary: replctl primary " + config_.name + ")");
   return Status::Ok();
+}
+
+Result<std::unique_ptr<MetricsServer>> Resource::StartMetrics(const ResourceConfig& config,
+                                                              const NodeConfig& node) {
+  const std::string listen = EffectiveMetricsListen(config, node);
+  if (listen.empty()) return std::unique_ptr<MetricsServer>();
+  auto server =
+      std::make_unique<MetricsServer>(io_, listen, [this] { return FormatMetrics(StatusJson()); });
+  if (Status s = server->Start(); !s.ok()) {
+    return Status::Invalid(config.path + ": key '" +
+                           (node.metrics_listen ? "node." + node.name + ".metrics_listen"
+                                                : std::string("metrics.listen")) +
+                           "': " + s.message());
+  }
+  return server;
 }
 
 void Resource::AbortClients() {

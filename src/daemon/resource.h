@@ -39,6 +39,12 @@ class Resource {
   Resource(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node);
   asio::awaitable<nlohmann::json> HandleControl(const nlohmann::json& request);
   asio::awaitable<nlohmann::json> HandleCommand(const nlohmann::json& request);
+  // replctl adjust (resource_adjust.cc): reads the file again, applies what a running daemon
+  // can take, and answers with every change and when it takes effect.
+  nlohmann::json Adjust(bool dry_run);
+  // The Prometheus endpoint of `node`, listening; null when it has none.
+  Result<std::unique_ptr<MetricsServer>> StartMetrics(const ResourceConfig& config,
+                                                      const NodeConfig& node);
   // Sends `replctl events` connections what changed since the last call (or their start).
   void PublishEvents();
   // The ublk frontend follows the role: /dev/ublkbN exists while this node is Primary.
@@ -66,11 +72,11 @@ class Resource {
   std::unique_ptr<NbdServer> server_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;  // [metrics] listen set
-  BlockSink* sink_ = nullptr;         // the store, or the replicated device
-  std::unique_ptr<UblkDevice> ublk_;  // frontend = "ublk", while Primary
-  bool ublk_changing_ = false;        // a device is being created or removed
-  bool stopping_ = false;             // Stop() has begun: no more device changes
-  nlohmann::json event_objects_;      // the states events last reported (event_feed.h)
+  BlockSink* sink_ = nullptr;               // the store, or the replicated device
+  std::unique_ptr<UblkDevice> ublk_;        // frontend = "ublk", while Primary
+  bool ublk_changing_ = false;              // a device is being created or removed
+  bool stopping_ = false;                   // Stop() has begun: no more device changes
+  nlohmann::json event_objects_;            // the states events last reported (event_feed.h)
 };
 
 }  // namespace repld

@@ -367,6 +367,9 @@ class Replica {
   bool resync_paused() const { return resync_paused_; }
   // The [net] after_sb_* policies, for the next connect.
   void SetSplitBrainPolicy(const SplitBrainPolicy& policy) { options_.split_brain = policy; }
+  // replctl adjust: the resync's fixed rate and dynamic controller apply from the next rate
+  // slice; `checksums` from the next resync or verify.
+  void SetResyncTunables(uint64_t rate_bytes, const ResyncController& controller, bool checksums);
   // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
   void Shutdown();
 

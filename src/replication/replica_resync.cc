@@ -62,6 +62,20 @@ void Replica::PumpResync() {
   }
 }
 
+void Replica::SetResyncTunables(uint64_t rate_bytes, const ResyncController& controller,
+                                bool checksums) {
+  options_.resync_rate_bytes = rate_bytes;
+  options_.resync_checksums = checksums;
+  if (!(controller == options_.controller)) {
+    options_.controller = controller;
+    dynamic_rate_ = controller.max_rate_bytes;  // as at start: the controller learns again
+    quiet_ticks_ = 0;
+  }
+  // A lower rate starts from an empty slice; a higher one (or none) at the next slice.
+  resync_budget_ = std::min<int64_t>(resync_budget_, RateSliceBytes());
+  PumpResync();  // no limit any more: at once
+}
+
 // A slice's worth of budget; an overdraft (the last block of a slice may overshoot) is paid
 // back first, so the average stays at the rate. Unused budget does not pile up.
 void Replica::RefillResyncBudget() {

@@ -14,6 +14,7 @@ struct ResyncController {
   uint64_t fill_target_bytes = 0;  // resync data in flight at most; 0: resync_window blocks
   uint64_t min_rate_bytes = 250 * 1024;
   uint64_t max_rate_bytes = 0;  // 0: as fast as the disks and link go
+  bool operator==(const ResyncController&) const = default;
 };
 
 }  // namespace repld

@@ -185,3 +185,21 @@ TEST(ReplicaResyncRate, DuringAResyncTicksSendABarrierEveryEighthOnly) {
 
 }  // namespace
 }  // namespace repld
+
+namespace repld {
+namespace {
+
+// replctl adjust: a lower rate holds from the next slice; no limit at all sends at once.
+TEST(ReplicaResyncRate, AdjustedRatesApplyWithoutARestart) {
+  Replica r = Source(8 * kMiB);
+  EXPECT_EQ(RunToQuiet(r), 8);
+  r.SetResyncTunables(2 * kMiB, {}, false);
+  r.Tick();
+  EXPECT_EQ(RunToQuiet(r), 2) << "the lower rate";
+  r.SetResyncTunables(0, {}, false);
+  EXPECT_EQ(RunToQuiet(r), 64 - 10) << "no limit: the rest at once, without a Tick";
+  EXPECT_EQ(r.Report().out_of_sync_bytes, 0u);
+}
+
+}  // namespace
+}  // namespace repld
