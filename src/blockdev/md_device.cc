@@ -275,7 +275,7 @@ Status MdDevice::ReadAlState(const Superblock& sb, AlReplayResult* al,
   return Status::Ok();
 }
 
-Status MdDevice::Create(const Superblock& sb) {
+Status MdDevice::Create(const Superblock& sb, const Progress& progress) {
   REPLD_CHECK(writable_);
   auto layout = Layout(sb.al_extents);
   if (!layout.ok()) return layout.status();
@@ -293,11 +293,15 @@ Status MdDevice::Create(const Superblock& sb) {
     uint64_t offset, bytes;
     const char* what;
   };
+  const uint64_t total = l.al_slots * l.al_slot_bytes + l.bitmap_bytes;
+  uint64_t zeroed = 0;
   for (const Area& a : {Area{l.al_offset, l.al_slots * l.al_slot_bytes, "activity log"},
                         Area{l.bitmap_offset, l.bitmap_bytes, "bitmap"}}) {
     for (uint64_t done = 0; done < a.bytes; done += kZeroChunkBytes) {
       const uint64_t n = std::min<uint64_t>(kZeroChunkBytes, a.bytes - done);
       if (Status s = WriteAt(a.offset + done, zeroes.span().first(n), a.what); !s.ok()) return s;
+      zeroed += n;
+      if (progress) progress(zeroed, total);
     }
   }
   if (Status s = Sync(); !s.ok()) return s;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -79,7 +80,9 @@ class MdDevice {
   Result<MdContents> Read();
   // Fresh metadata: invalidates any old superblock, writes an empty AL and a zeroed bitmap,
   // then `sb` (whose layout must be Layout(sb.al_extents)), each step durable before the next.
-  Status Create(const Superblock& sb);
+  // `progress`, if set, hears the bytes zeroed so far of the total, after each chunk.
+  using Progress = std::function<void(uint64_t done_bytes, uint64_t total_bytes)>;
+  Status Create(const Superblock& sb, const Progress& progress = {});
 
   // After Read() or Create(): updates on the same metadata (same UUID and layout).
   Status WriteSuperblock(const Superblock& sb);

@@ -100,9 +100,6 @@ std::vector<Verb> AddControlVerbs(CLI::App& app) {
        "stop sending resync blocks from this node (application writes still replicate); until "
        "resume-sync or a restart"},
       {"resume-sync", "undo pause-sync"},
-      {"verify",
-       "compare every block with the peer's (online verify); differing blocks are marked out "
-       "of sync on both nodes ('replctl status' shows progress and result)"},
   };
   for (const auto& [name, help] : kPlainVerbs) {
     CLI::App* verb = app.add_subcommand(name, help);

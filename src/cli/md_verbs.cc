@@ -10,6 +10,8 @@
 #include <string>
 
 #include "blockdev/md_device.h"
+#include "cli/progress_line.h"
+#include "cli/status_format.h"
 #include "cli/verbs.h"
 #include "common/units.h"
 
@@ -135,7 +137,14 @@ int CreateMd(const MdArgs& args) {
   sb.created_unix_seconds = static_cast<uint64_t>(std::time(nullptr));
   sb.node_name = t.node.name;
   sb.resource_name = t.config.name;
-  if (Status s = dev.Create(sb); !s.ok()) return Fail(context + s.message());
+  // A large disk's bitmap takes a while (32 MiB per TiB): progress on a terminal.
+  ProgressLine progress;
+  Status created = dev.Create(sb, [&progress](uint64_t done, uint64_t total) {
+    progress.Draw("create-md: zeroing the activity log and bitmap " + FormatProgress(done, total),
+                  done == total);
+  });
+  progress.Finish();
+  if (!created.ok()) return Fail(context + created.message());
   std::printf("created %s metadata for resource %s on node %s\n",
               l.internal ? "internal" : "external", t.config.name.c_str(), t.node.name.c_str());
   std::printf("  metadata    %s, %s from byte %" PRIu64 "\n", dev.md_path().c_str(),

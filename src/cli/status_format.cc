@@ -1,5 +1,6 @@
 #include "cli/status_format.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "common/units.h"
@@ -55,12 +56,22 @@ std::string CountersLine(const json& counters) {
 
 }  // namespace
 
-std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes) {
+namespace {
+
+double Fraction(uint64_t done, uint64_t total) {
+  return total == 0 ? 1.0 : static_cast<double>(std::min(done, total)) / static_cast<double>(total);
+}
+
+// Truncated, not rounded: 99.96% done is not 100.0%.
+double Percent(uint64_t done, uint64_t total) {
+  return static_cast<double>(static_cast<uint64_t>(Fraction(done, total) * 1000.0)) / 10.0;
+}
+
+}  // namespace
+
+std::string FormatProgressBar(uint64_t done, uint64_t total) {
   constexpr int kBarChars = 20;
-  if (done_bytes > total_bytes) done_bytes = total_bytes;
-  const double fraction =
-      total_bytes == 0 ? 1.0 : static_cast<double>(done_bytes) / static_cast<double>(total_bytes);
-  const int filled = static_cast<int>(fraction * kBarChars);
+  const int filled = static_cast<int>(Fraction(done, total) * kBarChars);
   std::string bar = "[";
   if (filled >= kBarChars) {
     bar += std::string(kBarChars, '=');
@@ -68,15 +79,26 @@ std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes) {
     bar += std::string(static_cast<size_t>(filled), '=') + ">" +
            std::string(static_cast<size_t>(kBarChars - 1 - filled), '.');
   }
-  bar += "]";
-  // Truncated, not rounded: 99.96% done is not 100.0%.
-  const double percent = static_cast<double>(static_cast<uint64_t>(fraction * 1000.0)) / 10.0;
+  return bar + "]";
+}
+
+std::string FormatProgress(uint64_t done_bytes, uint64_t total_bytes) {
   char text[160];
-  std::snprintf(text, sizeof text, " sync'ed: %.1f%% (%llu/%llu)M  done: %s of %s", percent,
+  std::snprintf(text, sizeof text, " %.1f%% (%s of %s)", Percent(done_bytes, total_bytes),
+                FormatSizeBytes(std::min(done_bytes, total_bytes)).c_str(),
+                FormatSizeBytes(total_bytes).c_str());
+  return FormatProgressBar(done_bytes, total_bytes) + text;
+}
+
+std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes) {
+  if (done_bytes > total_bytes) done_bytes = total_bytes;
+  char text[160];
+  std::snprintf(text, sizeof text, " sync'ed: %.1f%% (%llu/%llu)M  done: %s of %s",
+                Percent(done_bytes, total_bytes),
                 static_cast<unsigned long long>((total_bytes - done_bytes) / kMiB),
                 static_cast<unsigned long long>(total_bytes / kMiB),
                 FormatSizeBytes(done_bytes).c_str(), FormatSizeBytes(total_bytes).c_str());
-  return bar + text;
+  return FormatProgressBar(done_bytes, total_bytes) + text;
 }
 
 std::string FormatResyncSpeed(std::optional<uint64_t> eta_seconds,

@@ -20,6 +20,10 @@ namespace repld::cli {
 
 std::string FormatStatus(const nlohmann::json& status);
 
+// "[=====>..............]": done of total in 20 characters.
+std::string FormatProgressBar(uint64_t done, uint64_t total);
+// "[=====>..............] 28.1% (288.0 MiB of 1.0 GiB)".
+std::string FormatProgress(uint64_t done_bytes, uint64_t total_bytes);
 // "[=====>..............] sync'ed: 28.1% (736/1024)M  done: 288.0 MiB of 1.0 GiB".
 std::string FormatResyncProgress(uint64_t done_bytes, uint64_t total_bytes);
 // "finish: 0:02:30 speed: 23,260 (21,628) K/sec": the time left at the speed of the last 10 s,

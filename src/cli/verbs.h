@@ -23,7 +23,7 @@ std::vector<Verb> AddConfigVerbs(CLI::App& app);    // config_verbs.cc: check-co
 std::vector<Verb> AddMetadataVerbs(CLI::App& app);  // md_verbs.cc: create-md, dump-md
 std::vector<Verb> AddControlVerbs(CLI::App& app);   // control_verbs.cc: status, primary, ...
 std::vector<Verb> AddNbdVerbs(CLI::App& app);       // nbd_verbs.cc: nbd-attach, nbd-detach
-// wait_verbs.cc: events, wait-connect, wait-sync
+// wait_verbs.cc: events, wait-connect, wait-sync, verify
 std::vector<Verb> AddWaitVerbs(CLI::App& app);
 // service_verbs.cc: up, down
 std::vector<Verb> AddServiceVerbs(CLI::App& app);

@@ -1,6 +1,4 @@
 // events, wait-connect, wait-sync: the verbs that follow a running resource over time.
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -8,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "cli/progress_line.h"
 #include "cli/status_format.h"
 #include "cli/verbs.h"
 #include "common/units.h"
@@ -27,6 +26,7 @@ struct WaitArgs {
   ResourceOptions resource;
   bool now = false;     // events
   bool json = false;    // events
+  bool wait = false;    // verify
   std::string timeout;  // wait-*: "" = the default
 };
 
@@ -88,8 +88,8 @@ bool InSync(const json& s) {
          peer.value("disk", "") == "UpToDate" && s.value("out_of_sync_bytes", uint64_t{1}) == 0;
 }
 
-// A resync's progress on one terminal line, redrawn in place.
-void DrawProgress(const json& status) {
+// A resync's progress, for a terminal line.
+std::string SyncProgressText(const json& status) {
   const json& resync = status.value("resync", json());
   std::string line;
   if (resync.is_object()) {
@@ -106,8 +106,7 @@ void DrawProgress(const json& status) {
     line = status.value("connection", "?") + " " + status.value("replication", "?") +
            ", out of sync: " + FormatSizeBytes(status.value("out_of_sync_bytes", uint64_t{0}));
   }
-  std::fprintf(stdout, "\r%-110s", line.c_str());
-  std::fflush(stdout);
+  return line;
 }
 
 // Polls the status until `done` holds or the limit passes.
@@ -138,27 +137,27 @@ int Wait(const WaitArgs& args, const char* verb, bool sync) {
     std::fprintf(stderr, "replctl: error: %s\n", limit.status().message().c_str());
     return 2;
   }
-  const bool tty = sync && isatty(STDOUT_FILENO) == 1;
+  ProgressLine progress;
   const auto start = std::chrono::steady_clock::now();
   json last = status;
   for (;;) {
     const bool done = sync ? InSync(last) : last.value("connection", "") == "Connected";
     if (done) {
-      if (tty) std::printf("\n");
+      progress.Finish();
       std::printf("%s: %s\n", last.value("resource", "?").c_str(),
                   sync ? "in sync with the peer" : "connected to the peer");
       return 0;
     }
     if (sync && (last.value("connection", "") == "StandAlone")) {
-      if (tty) std::printf("\n");
+      progress.Finish();
       return Fail(std::string(verb) + ": resource is StandAlone (it does not try to connect: " +
                   "see 'replctl status'; 'replctl connect' tries again)");
     }
-    if (tty) DrawProgress(last);
+    if (sync) progress.Draw(SyncProgressText(last));
     const auto waited =
         std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
     if (limit.value().count() > 0 && waited >= limit.value()) {
-      if (tty) std::printf("\n");
+      progress.Finish();
       std::fprintf(stderr, "replctl: %s: %s after %s (connection %s, replication %s)\n", verb,
                    sync ? "not in sync" : "not connected", Seconds(limit.value()).c_str(),
                    last.value("connection", "?").c_str(), last.value("replication", "?").c_str());
@@ -168,6 +167,54 @@ int Wait(const WaitArgs& args, const char* verb, bool sync) {
     auto next = AskDaemon(args.resource, "status", json::object(), exit_code);
     if (!next.ok()) return exit_code;
     last = next.value()["status"];
+  }
+}
+
+// verify [--wait]: starts the online verify; with --wait, follows it to its end.
+int RunVerify(const WaitArgs& args) {
+  int exit_code = 0;
+  auto started = AskDaemon(args.resource, "verify", json::object(), exit_code);
+  if (!started.ok()) return exit_code;
+  const std::string name = args.resource.resource;
+  if (!args.wait) {
+    std::printf("%s\n", started.value().value("message", "online verify started").c_str());
+    return 0;
+  }
+  ProgressLine progress;
+  json status = started.value()["status"];
+  for (;;) {
+    const json& v = status.value("verify", json());
+    if (!v.is_object()) return Fail("the daemon's status has no \"verify\" object");
+    const uint64_t done = v.value("done_bytes", uint64_t{0});
+    const uint64_t total = v.value("total_bytes", uint64_t{0});
+    const uint64_t differ = v.value("differing_bytes", uint64_t{0});
+    if (!v.value("running", false)) {
+      progress.Finish();
+      if (done < total) {
+        return Fail("verify " + name + ": stopped after " + FormatSizeBytes(done) + " of " +
+                    FormatSizeBytes(total) + " (" + FormatSizeBytes(differ) +
+                    " differed so far); the connection was lost? 'replctl status " + name +
+                    "' shows why; 'replctl verify' starts again from the beginning");
+      }
+      if (differ == 0) {
+        std::printf("verify %s: %s compared, no difference\n", name.c_str(),
+                    FormatSizeBytes(total).c_str());
+      } else {
+        std::printf(
+            "verify %s: %s compared, %s differ and are marked out of sync on both nodes; to "
+            "resync them: replctl disconnect %s, then replctl connect %s (the Primary's data "
+            "wins)\n",
+            name.c_str(), FormatSizeBytes(total).c_str(), FormatSizeBytes(differ).c_str(),
+            name.c_str(), name.c_str());
+      }
+      return 0;
+    }
+    progress.Draw("verify: " + FormatProgress(done, total) + ", " + FormatSizeBytes(differ) +
+                  " differ");
+    std::this_thread::sleep_for(kPollInterval);
+    auto next = AskDaemon(args.resource, "status", json::object(), exit_code);
+    if (!next.ok()) return exit_code;
+    status = next.value()["status"];
   }
 }
 
@@ -199,6 +246,15 @@ std::vector<Verb> AddWaitVerbs(CLI::App& app) {
   AddResourceOptions(*sync, args->resource);
   sync->add_option("--timeout", args->timeout, "the longest wait (default: no limit)");
   verbs.push_back({sync, [args] { return Wait(*args, "wait-sync", true); }});
+
+  CLI::App* verify = app.add_subcommand(
+      "verify",
+      "compare every block with the peer's (online verify); differing blocks are marked out of "
+      "sync on both nodes ('replctl status' shows progress and result)");
+  AddResourceOptions(*verify, args->resource);
+  verify->add_flag("--wait", args->wait,
+                   "wait for the end and print what was found (progress on a terminal)");
+  verbs.push_back({verify, [args] { return RunVerify(*args); }});
   return verbs;
 }
 

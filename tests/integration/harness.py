@@ -227,6 +227,41 @@ def run(cmd: list[str], *, timeout: float = 120, check: bool = False, input: byt
     return cp
 
 
+def run_on_terminal(cmd: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Like run(), with standard output on a pseudo-terminal (replctl draws progress lines only
+    there); stdout is what the terminal got, carriage returns included."""
+    import select
+    log("run on a terminal: " + " ".join(cmd))
+    master, slave = os.openpty()
+    proc = subprocess.Popen(cmd, stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        else:
+            proc.kill()
+            raise AssertionError(f"{' '.join(cmd)}: still running after {timeout} s")
+        proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        os.close(master)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(errors="replace"), err)
+
+
 def backtrace(pid: int) -> str:
     """Every thread's stack of a live process, for a daemon that hangs (needs gdb)."""
     if shutil.which("gdb") is None:

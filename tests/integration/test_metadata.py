@@ -109,6 +109,23 @@ class MetadataTest(harness.ReplTestCase):
         with open(disk, "rb") as f:
             self.assertEqual(f.read(data), b"\0" * data)
 
+    def test_create_md_shows_progress_on_a_terminal_only(self):
+        # 1 TiB (sparse): a 32 MiB bitmap to zero
+        disk = harness.make_sparse_file(os.path.join(self.tmp, "big.img"), 1 << 40)
+        cfg = self.config(disk)
+        cp = harness.run_on_terminal([harness.REPLCTL_BIN, "create-md", "r0", "-c", cfg, "-n", "a"])
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        lines = cp.stdout.replace("\r\n", "\n").split("\r")
+        self.assertTrue(lines[1].startswith("create-md: zeroing the activity log and bitmap ["),
+                        cp.stdout)
+        self.assertIn("] 100.0% (32.2 MiB of 32.2 MiB)", lines[-1])
+        self.assertIn("\ncreated internal metadata for resource r0 on node a", lines[-1])
+        # Not on a pipe: scripts and logs get the result lines only.
+        out = self.ok(self.replctl("create-md", "--force", config=cfg))
+        self.assertNotIn("\r", out)
+        self.assertNotIn("zeroing", out)
+        self.assertTrue(out.startswith("created internal metadata"), out)
+
     def test_existing_metadata_needs_force(self):
         disk = harness.make_sparse_file(os.path.join(self.tmp, "disk.img"), 32 * MiB)
         cfg = self.config(disk)

@@ -135,9 +135,12 @@ class OperatorTest(harness.ReplTestCase):
         self.assertGreater(sample(text, "repld_peerdevice_outofsync_bytes"), 0)
         self.assertIn("# TYPE repld_device_written_bytes_total counter", text)
 
-        cp = pair.replctl("alpha", "wait-sync", "--timeout", "1s")
+        # On a terminal, wait-sync draws the resync's progress (as DRBD's status does).
+        cp = harness.run_on_terminal([harness.REPLCTL_BIN, "wait-sync", "--timeout", "1s",
+                                      "r0", "-c", pair.config["alpha"], "-n", "alpha"])
         self.assertEqual(cp.returncode, 5, cp.stdout + cp.stderr)
         self.assertIn("not in sync after 1 s", cp.stderr)
+        self.assertRegex(cp.stdout, r"\r\[[=>.]{20}\] sync'ed: [\d.]+% \(\d+/\d+\)M")
         cp = pair.replctl("alpha", "wait-sync", "--timeout", "60s")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertIn("in sync with the peer", cp.stdout)

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import MiB  # noqa: E402
 from pair import Pair  # noqa: E402
-from test_invalidate import DAMAGE, damaged_pair  # noqa: E402
+from test_invalidate import DAMAGE, damage, damaged_pair  # noqa: E402
 
 DAMAGED_BYTES = sum(length for _, length in DAMAGE)  # whole 4 KiB blocks, 4 KiB aligned
 
@@ -50,6 +50,25 @@ class VerifyTest(harness.ReplTestCase):
         st = pair.status("alpha")
         self.assertTrue(st["sync_decision"].startswith("rule 40: "), st)
         self.assertEqual(st["counters"]["resync_bytes"] - sent_before, DAMAGED_BYTES)
+
+        # verify --wait follows it to its end: on a terminal with a progress line ...
+        cp = harness.run_on_terminal([harness.REPLCTL_BIN, "verify", "--wait", pair.resource,
+                                      "-c", pair.config["alpha"], "-n", "alpha"])
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertRegex(cp.stdout, r"\rverify: \[[=>.]{20}\] [\d.]+% \(")
+        self.assertRegex(cp.stdout, r"\nverify r0: [\d.]+ MiB compared, no difference")
+        # ... and in a script, the result line only, the way out included.
+        damage(pair.disk["beta"])
+        cp = pair.replctl("alpha", "verify", "--wait")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertNotIn("\r", cp.stdout)
+        self.assertRegex(cp.stdout, r"^verify r0: [\d.]+ MiB compared, 1.1 MiB differ and are "
+                         r"marked out of sync on both nodes; to resync them: replctl disconnect "
+                         r"r0, then replctl connect r0")
+        for args in (("disconnect",), ("connect",)):
+            cp = pair.replctl("alpha", *args)
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        pair.wait_in_sync()
         for n in Pair.NODES:
             self.assertEqual(pair.daemon[n].stop(), 0, pair.log_tails())
         self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size))

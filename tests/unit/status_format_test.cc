@@ -117,6 +117,13 @@ TEST(StatusFormat, ProgressBarEnds) {
   EXPECT_NE(FormatResyncProgress(0, 0).find("100.0%"), std::string::npos);
 }
 
+// create-md and verify --wait: the bar, the percentage and the sizes.
+TEST(StatusFormat, PlainProgress) {
+  EXPECT_EQ(FormatProgress(uint64_t{9} << 20, uint64_t{32} << 20),
+            "[=====>..............] 28.1% (9.0 MiB of 32.0 MiB)");
+  EXPECT_EQ(FormatProgress(7, 5), "[====================] 100.0% (5 B of 5 B)");
+}
+
 TEST(StatusFormat, SurvivesMissingAndMistypedFields) {
   EXPECT_NO_THROW(FormatStatus(json::object()));
   EXPECT_NO_THROW(FormatStatus(json::array()));
