@@ -100,6 +100,12 @@ std::vector<Verb> AddControlVerbs(CLI::App& app) {
        "stop sending resync blocks from this node (application writes still replicate); until "
        "resume-sync or a restart"},
       {"resume-sync", "undo pause-sync"},
+      {"detach",
+       "let go of this Secondary's disk: the node goes Diskless and StandAlone, the peer records "
+       "what it misses, the disk is free (create-md, a check, a swap)"},
+      {"attach",
+       "take the disk again after detach (the same, or a replacement with fresh metadata) and "
+       "reconnect: the peer resyncs what it missed, or all of a new disk"},
   };
   for (const auto& [name, help] : kPlainVerbs) {
     CLI::App* verb = app.add_subcommand(name, help);

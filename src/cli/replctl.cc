@@ -130,6 +130,10 @@ int main(int argc, char** argv) {
   CLI::App app{"replctl: operate repld resources"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "replctl " REPLD_VERSION);
+  app.footer(
+      "Exit status: 0 done, 1 refused or failed, 2 usage, 3 the daemon is not running, 4 "
+      "adjust needs a restart, 5 a wait timed out.\nEvery verb that takes RES also takes 'all'. "
+      "replctl(8) describes each verb; docs/control.md the control socket.");
   std::vector<Verb> verbs;
   for (auto group : {AddConfigVerbs, AddMetadataVerbs, AddControlVerbs, AddNbdVerbs, AddImportVerbs,
                      AddWaitVerbs, AddServiceVerbs, AddAdjustVerbs}) {

@@ -50,12 +50,13 @@ Status CheckVersion(const json& object) {
 
 constexpr const char* kCommands =
     "status, primary, secondary, connect, disconnect, invalidate, invalidate-remote, "
-    "pause-sync, resume-sync, verify, events, adjust";
+    "pause-sync, resume-sync, verify, events, adjust, attach, detach";
 
 Status CheckArguments(const std::string& command, const json& request) {
   if (command == "status" || command == "secondary" || command == "disconnect" ||
       command == "invalidate" || command == "invalidate-remote" || command == "pause-sync" ||
-      command == "resume-sync" || command == "verify") {
+      command == "resume-sync" || command == "verify" || command == "attach" ||
+      command == "detach") {
     return Status::Ok();
   }
   // The commands with one optional boolean argument.

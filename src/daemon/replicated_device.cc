@@ -202,6 +202,11 @@ Status ReplicatedDevice::Disconnect(std::string& message) {
   return Status::Ok();
 }
 
+void ReplicatedDevice::DisconnectFor(const std::string& why) {
+  replica_->Disconnect(why);
+  Drain();
+}
+
 Status ReplicatedDevice::Invalidate(bool remote) {
   return ChangeMd([&] { return remote ? replica_->InvalidateRemote() : replica_->Invalidate(); },
                   "writing the metadata failed (see the log); nothing was started");

@@ -76,6 +76,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // stay StandAlone. `message` tells what happened (nothing, when it already was so).
   Status Connect(bool discard_my_data, std::string& message);
   Status Disconnect(std::string& message);
+  // replctl detach: drops the peer, which hears `why`, and stays StandAlone.
+  void DisconnectFor(const std::string& why);
   // replctl invalidate / invalidate-remote (Replica::Invalidate, InvalidateRemote).
   Status Invalidate(bool remote);
   // replctl pause-sync / resume-sync (Replica::PauseResync).

@@ -53,13 +53,15 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
   exp.size_bytes = info.size_bytes;
   BlockSink* sink = r->store_.get();
   if (PeerOf(config, node)) {
-    ReplicatedDevice::Options options;
-    options.requests_max = r->FrontendRequestsMax();
-    auto device = ReplicatedDevice::Open(io, config, node, *r->store_, options);
+    r->replicated_ = true;
+    r->device_options_.requests_max = r->FrontendRequestsMax();
+    auto device = ReplicatedDevice::Open(io, config, node, *r->store_, r->device_options_);
     if (!device.ok()) return device.status();
     r->device_ = std::move(device).value();
     r->device_->set_on_state_change([raw = r.get()] { raw->PublishEvents(); });
-    sink = r->device_.get();
+    r->switch_ = std::make_unique<SinkSwitch>(io);
+    r->switch_->set(r->device_.get());
+    sink = r->switch_.get();
     exp.size_bytes = r->device_->data_bytes();
     exp.admission = [raw = r.get()] { return raw->Admission(); };
   }
@@ -84,7 +86,13 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
 }
 
 std::optional<std::string> Resource::Admission() const {
-  if (device_ == nullptr || device_->role() == Role::kPrimary) return std::nullopt;
+  if (!replicated_) return std::nullopt;
+  if (detached_) {
+    return "resource " + config_.name + " has no disk on node " + node_.name +
+           " (Diskless, detached): it serves no data. To serve it here: replctl attach " +
+           config_.name + ", then replctl primary " + config_.name;
+  }
+  if (device_->role() == Role::kPrimary) return std::nullopt;
   return "resource " + config_.name + " is Secondary on node " + node_.name +
          "; its data is served by the Primary only. To serve it here: replctl primary " +
          config_.name + " (on node " + node_.name + ")";
@@ -97,7 +105,11 @@ nlohmann::json Resource::StatusJson() const {
   snapshot.clients = OpenClients();
   snapshot.pid = getpid();
   if (ublk_ != nullptr) snapshot.device = ublk_->path();
-  if (device_ != nullptr) {
+  if (replicated_ && device_ == nullptr) {
+    if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;
+    snapshot.replica = DetachedReport();
+    snapshot.size_bytes = server_->exported().size_bytes;
+  } else if (device_ != nullptr) {
     if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;
     snapshot.replica = device_->Report();
     snapshot.size_bytes = device_->data_bytes();
@@ -133,6 +145,12 @@ uint32_t Resource::OpenClients() const {
 }
 
 asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
+  if (replicated_ && device_ == nullptr) {
+    co_return Status::Invalid(
+        "this node has no disk (Diskless, detached): repld has no diskless "
+        "Primary; 'replctl attach " +
+        config_.name + "' first");
+  }
   const bool was_primary = device_ == nullptr || device_->role() == Role::kPrimary;
   Status s = device_ == nullptr ? Status::Ok() : device_->Promote(force);
   if (!s.ok() || config_.frontend != Frontend::kUblk || ublk_ != nullptr) co_return s;
@@ -172,6 +190,7 @@ asio::awaitable<Status> Resource::DemoteWithDevice() {
     if (!s.ok()) co_return s;
     ublk_.reset();
   }
+  if (device_ == nullptr) co_return Status::Ok();  // detached: Secondary already
   co_return device_->Demote(static_cast<uint32_t>(server_->connection_count()));
 }
 
@@ -187,7 +206,7 @@ asio::awaitable<void> Resource::StartUblk() {
     co_return;
   }
   const bool left_over = found.value().has_value();
-  if (device_ == nullptr || (left_over && device_->was_primary())) {
+  if (!replicated_ || (left_over && device_->was_primary())) {
     if (left_over) {
       spdlog::info("resource {}: taking over /dev/ublkb{} from the previous daemon as Primary",
                    config_.name, id);
@@ -246,13 +265,23 @@ asio::awaitable<nlohmann::json> Resource::HandleCommand(const nlohmann::json& re
   };
   if (command == "status") co_return nlohmann::json{{"status", StatusJson()}};
   if (command == "adjust") co_return Adjust(request.value("dry_run", false));
-  if (device_ == nullptr) {
+  if (!replicated_) {
     co_return fail("resource " + config_.name + " has one node in " + config_.path +
                    ": it is not replicated, and has no roles to change");
   }
+  if (detaching_) co_return fail("the disk is being detached; try again in a moment");
   Status s = Status::Ok();
   std::string message;
-  if (command == "primary") {
+  if (command == "detach") {
+    s = co_await Detach(message);
+  } else if (command == "attach") {
+    s = Attach(message);
+  } else if (device_ == nullptr && command == "secondary") {
+    message = "already Secondary (Diskless)";
+  } else if (device_ == nullptr && command != "primary") {
+    co_return fail("this node has no disk (Diskless, detached): 'replctl attach " + config_.name +
+                   "' first");
+  } else if (command == "primary") {
     s = co_await PromoteWithDevice(request.value("force", false));
   } else if (command == "secondary") {
     s = co_await DemoteWithDevice();
@@ -310,16 +339,16 @@ Status Resource::Start() {
     asio::co_spawn(io_, StartUblk(), asio::detached);
     spdlog::info("resource {}: node {} serves /dev/ublkb{} ({} bytes){}", config_.name, node_.name,
                  EffectiveUblkDeviceId(config_, node_), server_->exported().size_bytes,
-                 device_ == nullptr ? ""
-                                    : " while Primary (it starts Secondary unless it takes over "
-                                      "the device of a killed daemon: replctl primary " +
-                                          config_.name + ")");
+                 !replicated_ ? ""
+                              : " while Primary (it starts Secondary unless it takes over "
+                                "the device of a killed daemon: replctl primary " +
+                                    config_.name + ")");
     return Status::Ok();
   }
   server_->Start();
   spdlog::info("resource {}: node {} serving export '{}' ({} bytes) over NBD{}", config_.name,
                node_.name, server_->exported().name, server_->exported().size_bytes,
-               device_ == nullptr
+               !replicated_
                    ? ""
                    : " while Primary (it starts Secondary: replctl primary " + config_.name + ")");
   return Status::Ok();
@@ -353,13 +382,13 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
     // completes those writes as not confirmed (marked out of sync).
     watchdog.expires_after(drain_timeout);
     watchdog.async_wait([this](const asio::error_code& ec) {
-      if (!ec) device_->StopLink();
+      if (!ec && device_ != nullptr) device_->StopLink();
     });
   }
   stopping_ = true;
   co_await server_->Shutdown(drain_timeout);
   asio::steady_timer settle(co_await asio::this_coro::executor);
-  while (ublk_changing_) {  // a role change creating or removing the device finishes first
+  while (ublk_changing_ || detaching_) {  // a device change or a detach finishes first
     settle.expires_after(std::chrono::milliseconds(10));
     asio::error_code ec;
     co_await settle.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -391,7 +420,7 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
     }
     idle = device_->Idle();
   }
-  Status s = store_->SyncNow();
+  Status s = store_ != nullptr ? store_->SyncNow() : Status::Ok();
   // Clean: after the data is durable. Not when the device was left to the next daemon: the
   // metadata keeps saying Primary, so that the next daemon takes the device over.
   if (device_ != nullptr && s.ok() && !abandoned) device_->Shutdown();

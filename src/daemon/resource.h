@@ -19,6 +19,7 @@
 #include "daemon/control_server.h"
 #include "daemon/metrics_server.h"
 #include "daemon/replicated_device.h"
+#include "daemon/sink_switch.h"
 
 namespace repld {
 
@@ -39,6 +40,13 @@ class Resource {
   Resource(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node);
   asio::awaitable<nlohmann::json> HandleControl(const nlohmann::json& request);
   asio::awaitable<nlohmann::json> HandleCommand(const nlohmann::json& request);
+  // replctl detach / attach (resource_attach.cc): a Secondary lets go of its disk and goes
+  // Diskless (the peer link drops, the Primary records what it misses), then takes a disk
+  // again: the same one, or a replacement with fresh metadata, and reconnects to resync.
+  asio::awaitable<Status> Detach(std::string& message);
+  Status Attach(std::string& message);
+  // The status of a detached node: Secondary, Diskless, StandAlone.
+  ReplicaStatus DetachedReport() const;
   // replctl adjust (resource_adjust.cc): reads the file again, applies what a running daemon
   // can take, and answers with every change and when it takes effect.
   nlohmann::json Adjust(bool dry_run);
@@ -66,9 +74,14 @@ class Resource {
   NodeConfig node_;
   NbdConfig nbd_;
   std::unique_ptr<DiskRing> ring_;
-  std::unique_ptr<BackingStore> store_;
+  std::unique_ptr<BackingStore> store_;  // null while detached
   std::unique_ptr<BufferPool> pool_;
-  std::unique_ptr<ReplicatedDevice> device_;  // null for a resource served alone
+  bool replicated_ = false;                   // the file names a peer
+  std::unique_ptr<ReplicatedDevice> device_;  // null when served alone, or while detached
+  ReplicatedDevice::Options device_options_;
+  std::unique_ptr<SinkSwitch> switch_;  // replicated: the frontends' sink, device_ or none
+  bool detached_ = false;               // replctl detach: no disk (store_ and device_ null)
+  bool detaching_ = false;              // Detach() is waiting for the device to go idle
   std::unique_ptr<NbdServer> server_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;  // [metrics] listen set

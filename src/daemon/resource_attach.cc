@@ -1,0 +1,118 @@
+// replctl detach / attach: a Secondary lets go of its backing disk and takes one again.
+//
+// Detach: the peer link drops (the peer hears why; a Primary there keeps serving and records in
+// its bitmap every write this node misses, as for any disconnect), the disk's I/O finishes, the
+// bitmap and a clean superblock are written, and the disk and its metadata are closed: the node
+// is Diskless, StandAlone, and its disk free for replctl create-md, a disk check, or a swap.
+// Attach: the disk is opened and its metadata read as at start, and the link starts again; the
+// connect decides the resync as after a restart (a bitmap resync for the same disk, a full sync
+// for a replacement with fresh metadata). A Primary cannot detach: repld has no diskless Primary.
+#include <spdlog/spdlog.h>
+
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "common/units.h"
+#include "daemon/resource.h"
+
+namespace repld {
+
+namespace {
+constexpr std::chrono::seconds kDetachDrainMax{60};
+}  // namespace
+
+ReplicaStatus Resource::DetachedReport() const {
+  ReplicaStatus r{};
+  r.role = Role::kSecondary;
+  r.disk = DiskState::kDiskless;
+  r.conn = ConnState::kStandAlone;
+  r.repl = ReplState::kOff;
+  r.protocol = config_.protocol;
+  return r;
+}
+
+asio::awaitable<Status> Resource::Detach(std::string& message) {
+  if (detached_) {
+    message = "already Diskless: the disk is detached";
+    co_return Status::Ok();
+  }
+  if (stopping_) co_return Status::Invalid("the daemon is stopping");
+  if (device_->role() == Role::kPrimary) {
+    co_return Status::Invalid(
+        "this node is Primary: repld has no diskless Primary (it would serve every read and "
+        "write over the network); 'replctl secondary " +
+        config_.name + "' first, after moving the service to the peer");
+  }
+  detaching_ = true;
+  device_->DisconnectFor("node " + node_.name + " detaches its disk (replctl detach)");
+  device_->StopLink();
+  // Applies and flushes still on the disk finish first: the bitmap must see their outcome.
+  asio::steady_timer pause(io_);
+  const auto deadline = std::chrono::steady_clock::now() + kDetachDrainMax;
+  do {  // at least once: the link's cancelled timers and handlers run before the device goes
+    pause.expires_after(std::chrono::milliseconds(10));
+    asio::error_code ec;
+    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  } while (!device_->Idle() && std::chrono::steady_clock::now() < deadline);
+  if (!device_->Idle()) {
+    detaching_ = false;
+    co_return Status::Invalid("the disk did not finish its I/O in " +
+                              std::to_string(kDetachDrainMax.count()) +
+                              " s; it stays attached, without its peer: restart the daemon "
+                              "(replctl down, up)");
+  }
+  Status synced = store_->SyncNow();
+  if (synced.ok()) device_->Shutdown();  // the bitmap, and a clean superblock
+  switch_->set(nullptr);
+  device_.reset();
+  store_.reset();
+  detached_ = true;
+  detaching_ = false;
+  spdlog::warn("resource {}: disk {} detached: this node is Diskless until 'replctl attach {}'",
+               config_.name, node_.disk, config_.name);
+  if (!synced.ok()) {
+    co_return Status::Error(synced.code(), "detached, but syncing the disk failed first (" +
+                                               synced.message() +
+                                               "); its metadata was not marked clean");
+  }
+  message = "detached " + node_.disk + ": this node is Diskless and StandAlone; the peer " +
+            "records what it misses; 'replctl attach " + config_.name + "' takes the disk again";
+  co_return Status::Ok();
+}
+
+Status Resource::Attach(std::string& message) {
+  if (!detached_) {
+    message = "already attached: " + node_.disk;
+    return Status::Ok();
+  }
+  if (stopping_) return Status::Invalid("the daemon is stopping");
+  const std::string context = "cannot attach " + node_.disk + ": ";
+  auto store = BackingStore::Open(node_.disk, config_.direct_io, *ring_);
+  if (!store.ok()) return Status::Error(store.status().code(), context + store.status().message());
+  auto device = ReplicatedDevice::Open(io_, config_, node_, *store.value(), device_options_);
+  if (!device.ok()) {
+    return Status::Error(device.status().code(), context + device.status().message());
+  }
+  const uint64_t exported = server_->exported().size_bytes;
+  if (device.value()->data_bytes() != exported) {
+    return Status::Invalid(context + "its data area is " +
+                           std::to_string(device.value()->data_bytes()) +
+                           " bytes, and the resource exports " + std::to_string(exported) +
+                           ": a disk of another size needs a restart of the daemon (replctl "
+                           "down, up)");
+  }
+  device.value()->set_on_state_change([this] { PublishEvents(); });
+  if (Status s = device.value()->Start(); !s.ok()) return Status::Invalid(context + s.message());
+  store_ = std::move(store).value();
+  device_ = std::move(device).value();
+  switch_->set(device_.get());
+  detached_ = false;
+  const ReplicaStatus st = device_->Report();
+  spdlog::info("resource {}: disk {} attached ({}, {} out of sync)", config_.name, node_.disk,
+               DiskStateName(st.disk), FormatSizeBytes(st.out_of_sync_bytes));
+  message = "attached " + node_.disk + " (" + DiskStateName(st.disk) +
+            "); connecting to the peer, which decides the resync";
+  return Status::Ok();
+}
+
+}  // namespace repld
