@@ -22,22 +22,13 @@
 
 #include "common/unix_socket.h"
 #include "daemon/control_proto.h"
+#include "daemon/server_connections.h"
 
 namespace repld {
 namespace {
 
 using Socket = asio::local::stream_protocol::socket;
 using Acceptor = asio::local::stream_protocol::acceptor;
-
-// A pending io_uring operation may sit in a kernel worker that cancellation does not reach;
-// shutting the socket down wakes it, then close() completes it as aborted.
-template <typename S>
-void ShutdownAndClose(S& s) {
-  if (!s.is_open()) return;
-  ::shutdown(s.native_handle(), SHUT_RDWR);
-  asio::error_code ignored;
-  s.close(ignored);
-}
 
 Status PrepareDirectory(const std::string& path) {
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
@@ -98,7 +89,6 @@ struct ControlServer::Core {
   static asio::awaitable<void> AcceptLoop(std::shared_ptr<Core> core);
   static asio::awaitable<void> Serve(std::shared_ptr<Core> core, std::shared_ptr<Socket> socket);
   static asio::awaitable<void> Stream(std::shared_ptr<Core> core, std::shared_ptr<Socket> socket);
-  static void Spawn(const std::shared_ptr<Core>& core, Socket socket);
   // The response line to one request line.
   asio::awaitable<Answered> Answer(std::string line);
 };
@@ -150,48 +140,15 @@ asio::awaitable<void> ControlServer::Core::Stream(std::shared_ptr<Core> core,
 }
 
 asio::awaitable<void> ControlServer::Core::AcceptLoop(std::shared_ptr<Core> core) {
-  for (;;) {
-    asio::error_code ec;
-    Socket socket =
-        co_await core->acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (core->stopping || ec == asio::error::operation_aborted) co_return;
-    if (ec) {
-      // EMFILE and friends: log, back off briefly, keep serving the connections we have.
-      spdlog::warn("control: accept failed: {}", ec.message());
-      asio::steady_timer pause(core->acceptor.get_executor(), std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      continue;
-    }
-    if (core->connections.size() >= kControlConnectionsMax) {
-      // A fresh socket's send buffer is empty, so this short line never blocks.
-      const std::string refusal =
-          ControlErrorLine("too many control connections (" +
-                           std::to_string(kControlConnectionsMax) + " at once); try again");
-      (void)!send(socket.native_handle(), refusal.data(), refusal.size(),
-                  MSG_NOSIGNAL | MSG_DONTWAIT);
-      spdlog::warn("control: refused a connection: {} open already", core->connections.size());
-      ShutdownAndClose(socket);
-      continue;
-    }
-    Spawn(core, std::move(socket));
-  }
-}
-
-void ControlServer::Core::Spawn(const std::shared_ptr<Core>& core, Socket socket) {
-  auto shared = std::make_shared<Socket>(std::move(socket));
-  auto it = core->connections.insert(core->connections.end(), shared);
-  asio::co_spawn(core->acceptor.get_executor(), Serve(core, shared),
-                 [core, it](std::exception_ptr e) {
-                   if (e) {
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex) {
-                       spdlog::error("control: connection failed: {}", ex.what());
-                     }
-                   }
-                   ShutdownAndClose(**it);
-                   core->connections.erase(it);
-                 });
+  const std::string refusal =
+      ControlErrorLine("too many control connections (" + std::to_string(kControlConnectionsMax) +
+                       " at once); try again");
+  const auto spawn = [core](Socket socket) {
+    SpawnConnection(core, core->connections, std::move(socket), "control",
+                    [core](std::shared_ptr<Socket> s) { return Serve(core, std::move(s)); });
+  };
+  co_await AcceptConnections(core->acceptor, core->stopping, core->connections,
+                             kControlConnectionsMax, "control", refusal, spawn);
 }
 
 asio::awaitable<void> ControlServer::Core::Serve(std::shared_ptr<Core> core,

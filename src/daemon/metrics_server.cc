@@ -17,6 +17,7 @@
 
 #include "daemon/config.h"
 #include "daemon/metrics_text.h"
+#include "daemon/server_connections.h"
 
 namespace repld {
 namespace {
@@ -27,16 +28,6 @@ using asio::use_awaitable;
 
 // What a lingering connection may still send us before we stop reading and close anyway.
 constexpr size_t kLingerBytesMax = 64 * kKiB;
-
-// A pending io_uring operation may sit in a kernel worker that cancellation does not reach;
-// shutting the socket down wakes it, then close() completes it as aborted.
-template <typename S>
-void ShutdownAndClose(S& s) {
-  if (!s.is_open()) return;
-  ::shutdown(s.native_handle(), SHUT_RDWR);
-  asio::error_code ignored;
-  s.close(ignored);
-}
 
 std::string EndpointText(const tcp::endpoint& endpoint) {
   const asio::ip::address a = endpoint.address();
@@ -147,7 +138,6 @@ struct MetricsServer::Core {
   bool stopping = false;
 
   static asio::awaitable<void> AcceptLoop(std::shared_ptr<Core> core);
-  static void Spawn(const std::shared_ptr<Core>& core, tcp::socket socket);
   static asio::awaitable<void> Serve(std::shared_ptr<Core> core,
                                      std::shared_ptr<tcp::socket> socket);
   // The answer to what the client sends; "" if it sends nothing, or stops, or Stop() came.
@@ -156,49 +146,17 @@ struct MetricsServer::Core {
 };
 
 asio::awaitable<void> MetricsServer::Core::AcceptLoop(std::shared_ptr<Core> core) {
-  for (;;) {
-    asio::error_code ec;
-    tcp::socket socket = co_await core->acceptor.async_accept(redirect_error(use_awaitable, ec));
-    if (core->stopping || ec == asio::error::operation_aborted) co_return;
-    if (ec) {
-      // EMFILE and friends: log, back off briefly, keep serving the connections we have.
-      spdlog::warn("metrics: accept failed: {}", ec.message());
-      asio::steady_timer pause(core->acceptor.get_executor(), std::chrono::milliseconds(100));
-      co_await pause.async_wait(redirect_error(use_awaitable, ec));
-      continue;
-    }
-    if (core->connections.size() >= kMetricsConnectionsMax) {
-      // A fresh socket's send buffer is empty, so this short answer never blocks.
-      const std::string refusal =
-          ErrorResponse("503 Service Unavailable",
-                        "too many metrics connections (" + std::to_string(kMetricsConnectionsMax) +
-                            " at once); try again",
-                        "Retry-After: 1\r\n");
-      (void)!send(socket.native_handle(), refusal.data(), refusal.size(),
-                  MSG_NOSIGNAL | MSG_DONTWAIT);
-      spdlog::warn("metrics: refused a connection: {} open already", core->connections.size());
-      ShutdownAndClose(socket);
-      continue;
-    }
-    Spawn(core, std::move(socket));
-  }
-}
-
-void MetricsServer::Core::Spawn(const std::shared_ptr<Core>& core, tcp::socket socket) {
-  auto shared = std::make_shared<tcp::socket>(std::move(socket));
-  auto it = core->connections.insert(core->connections.end(), shared);
-  asio::co_spawn(core->acceptor.get_executor(), Serve(core, shared),
-                 [core, it](std::exception_ptr e) {
-                   if (e) {
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex) {
-                       spdlog::error("metrics: connection failed: {}", ex.what());
-                     }
-                   }
-                   ShutdownAndClose(**it);
-                   core->connections.erase(it);
-                 });
+  const std::string refusal =
+      ErrorResponse("503 Service Unavailable",
+                    "too many metrics connections (" + std::to_string(kMetricsConnectionsMax) +
+                        " at once); try again",
+                    "Retry-After: 1\r\n");
+  const auto spawn = [core](tcp::socket socket) {
+    SpawnConnection(core, core->connections, std::move(socket), "metrics",
+                    [core](std::shared_ptr<tcp::socket> s) { return Serve(core, std::move(s)); });
+  };
+  co_await AcceptConnections(core->acceptor, core->stopping, core->connections,
+                             kMetricsConnectionsMax, "metrics", refusal, spawn);
 }
 
 asio::awaitable<void> MetricsServer::Core::Serve(std::shared_ptr<Core> core,
