@@ -1,4 +1,5 @@
 // events, wait-connect, wait-sync: the verbs that follow a running resource over time.
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -57,8 +58,12 @@ int RunEvents(const WaitArgs& args) {
   for (;;) {
     auto line = client.Read(milliseconds(0));
     if (!line.ok()) {
-      return Fail("events " + t.config.name + ": " + line.status().message() +
-                  " (the daemon stopped?)");
+      // ECONNRESET: the connection ended (the daemon stopped); anything else is the daemon's
+      // own error line (a client that fell behind), which says what to do.
+      const bool ended = line.status().code() == ECONNRESET;
+      return Fail("events " + t.config.name + ": " +
+                  (ended ? "the daemon closed the connection (it stopped?)"
+                         : line.status().message()));
     }
     const auto event = line.value().find("event");
     if (event == line.value().end()) continue;

@@ -7,7 +7,10 @@
 namespace repld {
 namespace {
 
+// Before READY=1 the status is checked often, so that systemd hears of the peer promptly; then
+// once a second is plenty for STATUS= lines (each check builds the whole status object).
 constexpr auto kCheckInterval = std::chrono::milliseconds(200);
+constexpr auto kCheckIntervalReady = std::chrono::seconds(1);
 
 std::string Text(const nlohmann::json& j, const char* key) {
   const auto it = j.find(key);
@@ -117,7 +120,11 @@ void ServiceNotifier::Check() {
 
 void ServiceNotifier::ScheduleCheck() {
   if (!notify_.enabled()) return;
-  check_timer_.expires_after(kCheckInterval);
+  if (ready_) {
+    check_timer_.expires_after(kCheckIntervalReady);
+  } else {
+    check_timer_.expires_after(kCheckInterval);
+  }
   check_timer_.async_wait([this](const asio::error_code& ec) {
     if (!ec) Check();
   });

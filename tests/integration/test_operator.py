@@ -61,11 +61,12 @@ def scrape(port: int) -> str:
 
 
 def sample(text: str, name: str, labels: str = "") -> float | None:
+    """The value of the first sample of metric `name` whose labels include `labels`."""
     for line in text.splitlines():
-        if line.startswith(name + ("{" if labels or "{" in line[len(name):len(name) + 1] else " ")):
-            if labels and labels not in line:
-                continue
-            return float(line.rsplit(" ", 1)[1])
+        metric, _, value = line.rpartition(" ")
+        base, _, label_text = metric.partition("{")
+        if base == name and labels in label_text:
+            return float(value)
     return None
 
 
@@ -186,7 +187,7 @@ class OperatorTest(harness.ReplTestCase):
                         and e.get("connection") in ("Connecting", "StandAlone"), 10, "lost peer")
         self.assertEqual(pair.daemon["alpha"].stop(), 0, pair.log_tails())
         self.assertEqual(stream.proc.wait(10), 1)
-        self.assertIn("the daemon stopped?", stream.proc.stderr.read())
+        self.assertIn("the daemon closed the connection (it stopped?)", stream.proc.stderr.read())
         stream.stop()
 
     def test_up_down_and_all_over_the_configuration_directory(self):
