@@ -69,7 +69,12 @@ int ExplainControlError(const Target& t, const std::string& command, const Statu
     return kExitNotRunning;
   }
   if (s.code() == EACCES || s.code() == EPERM) {
-    return Fail(s.message() + " (the control socket is for root only: run replctl as root)");
+    const std::string& group = t.config.control.group;
+    return Fail(s.message() +
+                (group.empty() ? " (the control socket is for root only: run replctl as root, or "
+                                 "let a group in with [control] group)"
+                               : " (the control socket is for root and the members of group '" +
+                                     group + "')"));
   }
   return Fail(command + " " + t.config.name + ": " + s.message());
 }

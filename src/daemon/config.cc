@@ -387,6 +387,21 @@ void ReadMetrics(Reader& r, const toml::table& t, MetricsConfig& m) {
   }
 }
 
+void ReadControl(Reader& r, const toml::table& t, ControlConfig& c) {
+  r.CheckKeys(t, "control", {"group"});
+  if (auto v = r.String(t, "control", "group", false)) {
+    c.group = *v;
+    const bool valid = !v->empty() && v->size() <= 32 &&
+                       v->find_first_not_of(
+                           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                           "0123456789_-.") == std::string::npos;
+    if (!valid) {
+      r.Fail(t.get("group")->source(), "control.group",
+             "'" + *v + "' is not a group name; allowed: a group of this machine, as \"repld\"");
+    }
+  }
+}
+
 }  // namespace
 
 Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& path,
@@ -404,7 +419,8 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   config.path = path;
   config.common_path = common_path;
   r.CheckKeys(root, "",
-              {"resource", "nbd", "ublk", "net", "disk", "resync", "startup", "metrics", "node"});
+              {"resource", "nbd", "ublk", "net", "disk", "resync", "startup", "metrics", "control",
+               "node"});
 
   const toml::table* resource = r.Table(root, "", "resource");
   if (!r.failed() && resource == nullptr) {
@@ -497,6 +513,7 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
   }
   if (const toml::table* t = r.Table(root, "", "startup")) ReadStartup(r, *t, config.startup);
   if (const toml::table* t = r.Table(root, "", "metrics")) ReadMetrics(r, *t, config.metrics);
+  if (const toml::table* t = r.Table(root, "", "control")) ReadControl(r, *t, config.control);
   if (const toml::table* nodes = r.Table(root, "", "node")) {
     for (auto&& [key, node] : *nodes) ReadNode(r, std::string(key.str()), node, config.nodes);
   }

@@ -87,6 +87,11 @@ struct MetricsConfig {
   std::string listen;  // "HOST:PORT"
 };
 
+// [control]: who may use the control socket besides root.
+struct ControlConfig {
+  std::string group;  // empty: the socket is mode 0600 (root); else 0660, owned by this group
+};
+
 struct ResourceConfig {
   std::string path;         // the file it came from, for messages
   std::string common_path;  // the common file whose defaults applied; empty: none
@@ -101,6 +106,7 @@ struct ResourceConfig {
   ResyncConfig resync;
   StartupConfig startup;
   MetricsConfig metrics;
+  ControlConfig control;
   std::vector<NodeConfig> nodes;
 };
 

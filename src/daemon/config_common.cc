@@ -25,6 +25,7 @@ const std::vector<CommonTable>& CommonTables() {
       {"resync",
        {"rate", "checksums", "c_plan_ahead", "c_fill_target", "c_min_rate", "c_max_rate"}},
       {"startup", {"wfc_timeout", "degr_wfc_timeout"}},
+      {"control", {"group"}},
   };
   return tables;
 }

@@ -111,6 +111,7 @@ std::vector<ConfigSetting> FlattenConfig(const ResourceConfig& c, const NodeConf
   add("startup.wfc_timeout", Ms(c.startup.wfc_timeout), W::kNextStart);
   add("startup.degr_wfc_timeout", Ms(c.startup.degr_wfc_timeout), W::kNextStart);
   add("metrics.listen", Text(EffectiveMetricsListen(c, node)), W::kNow);
+  add("control.group", Text(c.control.group), W::kRestart);
   return out;
 }
 

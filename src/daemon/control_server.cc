@@ -1,5 +1,6 @@
 #include "daemon/control_server.h"
 
+#include <grp.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -19,6 +20,7 @@
 #include <deque>
 #include <filesystem>
 #include <list>
+#include <vector>
 
 #include "common/unix_socket.h"
 #include "daemon/control_proto.h"
@@ -29,6 +31,24 @@ namespace {
 
 using Socket = asio::local::stream_protocol::socket;
 using Acceptor = asio::local::stream_protocol::acceptor;
+
+// The id of group `name` ([control] group), from the system's group database.
+Result<gid_t> GroupId(const std::string& name) {
+  std::vector<char> buffer(16384);
+  group entry{};
+  group* found = nullptr;
+  const int rc = getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+  if (rc != 0) {
+    return Status::Error(rc,
+                         "control.group: cannot look up group '" + name + "': " + ErrnoText(rc));
+  }
+  if (found == nullptr) {
+    return Status::Invalid("control.group: there is no group '" + name +
+                           "' on this machine (groupadd " + name +
+                           ", or remove the key: then only root may use the control socket)");
+  }
+  return found->gr_gid;
+}
 
 Status PrepareDirectory(const std::string& path) {
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
@@ -244,8 +264,12 @@ void ControlServer::Publish(const std::string& line) {
 
 size_t ControlServer::subscriber_count() const { return core_->subscribers.size(); }
 
-ControlServer::ControlServer(asio::io_context& io, std::string path, Handler handler)
-    : io_(io), path_(std::move(path)), core_(std::make_shared<Core>(io, std::move(handler))) {}
+ControlServer::ControlServer(asio::io_context& io, std::string path, Handler handler,
+                             std::string group)
+    : io_(io),
+      path_(std::move(path)),
+      group_(std::move(group)),
+      core_(std::make_shared<Core>(io, std::move(handler))) {}
 
 ControlServer::~ControlServer() { Stop(); }
 
@@ -269,12 +293,27 @@ Status ControlServer::Start() {
                          "cannot bind the control socket '" + path_ + "': " + ec.message());
   }
   bound_ = true;
-  // Before listen(), nobody can connect, so the mode is 0600 before anyone can use it.
-  if (chmod(path_.c_str(), 0600) != 0) {
+  // Before listen(), nobody can connect, so the owner and mode are right before anyone can use
+  // the socket.
+  if (!group_.empty()) {
+    auto gid = GroupId(group_);
+    if (!gid.ok()) {
+      Stop();
+      return gid.status();
+    }
+    if (chown(path_.c_str(), static_cast<uid_t>(-1), gid.value()) != 0) {
+      const int e = errno;
+      Stop();
+      return Status::Error(e, "cannot give the control socket '" + path_ + "' to group '" + group_ +
+                                  "': " + ErrnoText(e));
+    }
+  }
+  const mode_t mode = group_.empty() ? 0600 : 0660;
+  if (chmod(path_.c_str(), mode) != 0) {
     const int e = errno;
     Stop();
-    return Status::Error(
-        e, "cannot make the control socket '" + path_ + "' mode 0600: " + ErrnoText(e));
+    return Status::Error(e, "cannot make the control socket '" + path_ + "' mode " +
+                                (group_.empty() ? "0600" : "0660") + ": " + ErrnoText(e));
   }
   acceptor.listen(static_cast<int>(kControlConnectionsMax), ec);
   if (!ec) acceptor.non_blocking(true, ec);  // io_uring then polls instead of blocking a worker

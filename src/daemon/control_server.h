@@ -1,8 +1,9 @@
 // The daemon's control socket: replctl's way in (docs/control.md). A unix stream socket, mode
-// 0600, one JSON request per line and one JSON response per line, several per connection. It is
-// bounded: kControlConnectionsMax connections (more are told so and closed), lines of at most
-// kControlLineBytesMax bytes (a longer one is answered with an error and the connection closed),
-// kControlIdleTimeout without progress closes a connection. Nothing throws out of it.
+// 0600 (0660 with a group: [control] group), one JSON request per line and one JSON response per
+// line, several per connection. It is bounded: kControlConnectionsMax connections (more are told so
+// and closed), lines of at most kControlLineBytesMax bytes (a longer one is answered with an error
+// and the connection closed), kControlIdleTimeout without progress closes a connection. Nothing
+// throws out of it.
 #pragma once
 
 #include <asio/awaitable.hpp>
@@ -26,7 +27,8 @@ class ControlServer {
   // lines Publish() sends from then on (`replctl events`).
   using Handler = std::function<asio::awaitable<nlohmann::json>(const nlohmann::json& request)>;
 
-  ControlServer(asio::io_context& io, std::string path, Handler handler);
+  // `group`: empty, or the group whose members may connect too (by name).
+  ControlServer(asio::io_context& io, std::string path, Handler handler, std::string group = {});
   ~ControlServer();  // Stop()s
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
@@ -50,6 +52,7 @@ class ControlServer {
   struct Core;  // shared with the connections' coroutines, which may outlive a Stop()
   asio::io_context& io_;
   std::string path_;
+  std::string group_;
   std::shared_ptr<Core> core_;
   bool bound_ = false;  // the socket file is ours to remove
 };

@@ -81,7 +81,8 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
   r->server_ = std::make_unique<NbdServer>(io, exp, limits, *sink, *r->pool_);
   r->control_ = std::make_unique<ControlServer>(
       io, ControlSocketPath(config, node),
-      [raw = r.get()](const nlohmann::json& request) { return raw->HandleControl(request); });
+      [raw = r.get()](const nlohmann::json& request) { return raw->HandleControl(request); },
+      config.control.group);
   return r;
 }
 

@@ -5,9 +5,11 @@ and the JSON output where a verb has both. The list of verbs here is checked aga
 `replctl --help`, and each verb against the man page and docs/control.md: a new verb fails this
 test until it is documented and exercised here."""
 
+import grp
 import json
 import os
 import re
+import stat
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -134,6 +136,44 @@ class VerbsTest(harness.ReplTestCase):
             self.assertIn("stopped", self.ok(pair, n, "down"))
             cp = pair.replctl(n, "status")
             self.assertEqual(cp.returncode, 3, cp.stdout + cp.stderr)
+
+    def test_a_control_group_lets_its_members_in(self):
+        """[control] group: the socket is mode 0660 and the group's; its members may use
+        replctl without root, others may not."""
+        pair = Pair(disk_size=64 * MiB)
+        with open(pair.config["alpha"], "a") as f:
+            f.write('\n[control]\ngroup = "users"\n')
+        os.chmod(pair.tmp, 0o755)  # nobody reads the file, as an operator would
+        os.chmod(pair.config["alpha"], 0o644)
+        pair.create_md()
+        pair.start("alpha")
+        st = os.stat(pair.control["alpha"])
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+        self.assertEqual(st.st_gid, grp.getgrnam("users").gr_gid)
+
+        def as_nobody(*groups: str):
+            return harness.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                                *(["--groups=" + ",".join(groups)] if groups else
+                                  ["--clear-groups"]),
+                                harness.REPLCTL_BIN, "status", "r0", "-c", pair.config["alpha"],
+                                "-n", "alpha"], timeout=30)
+        cp = as_nobody("users")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("r0 role:Secondary", cp.stdout)
+        cp = as_nobody()
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertIn("for root and the members of group 'users'", cp.stderr)
+
+        # A group this machine does not have: the daemon does not start, and says why.
+        with open(pair.config["beta"]) as f:
+            text = f.read()
+        with open(pair.config["beta"], "w") as f:
+            f.write(text.replace('group = "users"', 'group = "no-such-group-here"'))
+        d = harness.Repld(pair.config["beta"], "beta", pair.socket["beta"], pair.log["beta"])
+        d.start(wait=False)
+        self.assertEqual(d.wait(30), 1)
+        self.assertIn("control.group: there is no group 'no-such-group-here' on this machine",
+                      d.log_text())
 
 
 if __name__ == "__main__":

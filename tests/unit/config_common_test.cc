@@ -82,7 +82,7 @@ INSTANTIATE_TEST_SUITE_P(
         CommonError{"[node.lb1]\ndisk = \"/dev/x\"\n",
                     "/etc/repld/common.toml:1:2: key 'node': not allowed in the common file (it "
                     "is per resource: set it in the resource's own file); allowed tables here: "
-                    "resource, net, nbd, ublk, disk, resync, startup"},
+                    "resource, net, nbd, ublk, disk, resync, startup, control"},
         CommonError{"[resource]\nname = \"x\"\n",
                     "/etc/repld/common.toml:2:1: key 'resource.name': not allowed in the common "
                     "file; allowed in [resource] here: protocol, frontend"},
@@ -95,6 +95,17 @@ INSTANTIATE_TEST_SUITE_P(
         CommonError{"[net\n",
                     "/etc/repld/common.toml:1:5: Error while parsing table header: "
                     "expected ']', saw '\\n'"}));
+
+TEST(ConfigCommon, ControlGroup) {
+  auto c = ParseConfig(kResource, "www.toml", "[control]\ngroup = \"repld\"\n", "common.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->control.group, "repld");
+  c = ParseConfig(std::string(kResource) + "\n[control]\ngroup = \"wheel staff\"\n", "www.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(),
+            "www.toml:17:9: key 'control.group': 'wheel staff' is not a group name; allowed: a "
+            "group of this machine, as \"repld\"");
+}
 
 TEST(ConfigCommon, MetricsListen) {
   std::string text = std::string(kResource) + "\n[metrics]\nlisten = \"127.0.0.1:9942\"\n";
