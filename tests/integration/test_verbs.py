@@ -9,6 +9,7 @@ import grp
 import json
 import os
 import re
+import shutil
 import stat
 import sys
 
@@ -145,6 +146,10 @@ class VerbsTest(harness.ReplTestCase):
             f.write('\n[control]\ngroup = "users"\n')
         os.chmod(pair.tmp, 0o755)  # nobody reads the file, as an operator would
         os.chmod(pair.config["alpha"], 0o644)
+        # ... and runs a replctl it can reach (the build tree may be in a directory of root's)
+        replctl_copy = os.path.join(pair.tmp, "replctl")
+        shutil.copy(harness.REPLCTL_BIN, replctl_copy)
+        os.chmod(replctl_copy, 0o755)
         pair.create_md()
         pair.start("alpha")
         st = os.stat(pair.control["alpha"])
@@ -155,7 +160,7 @@ class VerbsTest(harness.ReplTestCase):
             return harness.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
                                 *(["--groups=" + ",".join(groups)] if groups else
                                   ["--clear-groups"]),
-                                harness.REPLCTL_BIN, "status", "r0", "-c", pair.config["alpha"],
+                                replctl_copy, "status", "r0", "-c", pair.config["alpha"],
                                 "-n", "alpha"], timeout=30)
         cp = as_nobody("users")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
