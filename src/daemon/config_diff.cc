@@ -1,6 +1,7 @@
 #include "daemon/config_diff.h"
 
 #include <map>
+#include <set>
 
 #include "common/units.h"
 
@@ -54,7 +55,7 @@ std::vector<ConfigSetting> FlattenConfig(const ResourceConfig& c, const NodeConf
     out.push_back({std::move(key), std::move(value), when});
   };
   add("resource.name", Text(c.name), W::kRestart);
-  add("resource.protocol", std::string(1, "ABC"[static_cast<int>(c.protocol)]), W::kRestart);
+  add("resource.protocol", std::string(1, ProtocolLetter(c.protocol)), W::kRestart);
   add("resource.frontend", c.frontend == Frontend::kUblk ? "ublk" : "nbd", W::kRestart);
 
   std::string names;
@@ -118,12 +119,11 @@ std::vector<ConfigSetting> FlattenConfig(const ResourceConfig& c, const NodeConf
 std::vector<ConfigChange> DiffConfig(const ResourceConfig& running, const NodeConfig& node,
                                      const ResourceConfig& next, const NodeConfig& next_node) {
   const std::vector<ConfigSetting> before = FlattenConfig(running, node);
-  std::map<std::string, ConfigSetting> after;
-  std::vector<std::string> order;
-  for (ConfigSetting& s : FlattenConfig(next, next_node)) {
-    order.push_back(s.key);
-    after.emplace(s.key, std::move(s));
-  }
+  const std::vector<ConfigSetting> next_settings = FlattenConfig(next, next_node);
+  std::map<std::string, const ConfigSetting*> after;
+  for (const ConfigSetting& s : next_settings) after.emplace(s.key, &s);
+  std::set<std::string> known;
+  for (const ConfigSetting& b : before) known.insert(b.key);
   std::vector<ConfigChange> changes;
   auto shown = [](const std::string& key, const std::string& value) {
     return key == "net.secret" ? std::string(value.empty() ? "(none)" : "(hidden)") : value;
@@ -132,14 +132,12 @@ std::vector<ConfigChange> DiffConfig(const ResourceConfig& running, const NodeCo
     auto it = after.find(b.key);
     if (it == after.end()) {
       changes.push_back({b.key, shown(b.key, b.value), "(none)", b.when});
-    } else if (it->second.value != b.value) {
-      changes.push_back({b.key, shown(b.key, b.value), shown(b.key, it->second.value), b.when});
+    } else if (it->second->value != b.value) {
+      changes.push_back({b.key, shown(b.key, b.value), shown(b.key, it->second->value), b.when});
     }
   }
-  for (const std::string& key : order) {
-    bool known = false;
-    for (const ConfigSetting& b : before) known = known || b.key == key;
-    if (!known) changes.push_back({key, "(none)", shown(key, after[key].value), after[key].when});
+  for (const ConfigSetting& s : next_settings) {  // keys only the new file has (ublk.device_id)
+    if (!known.contains(s.key)) changes.push_back({s.key, "(none)", shown(s.key, s.value), s.when});
   }
   return changes;
 }

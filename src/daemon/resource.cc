@@ -88,7 +88,7 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
 
 std::optional<std::string> Resource::Admission() const {
   if (!replicated_) return std::nullopt;
-  if (detached_) {
+  if (detached()) {
     return "resource " + config_.name + " has no disk on node " + node_.name +
            " (Diskless, detached): it serves no data. To serve it here: replctl attach " +
            config_.name + ", then replctl primary " + config_.name;
@@ -106,7 +106,7 @@ nlohmann::json Resource::StatusJson() const {
   snapshot.clients = OpenClients();
   snapshot.pid = getpid();
   if (ublk_ != nullptr) snapshot.device = ublk_->path();
-  if (replicated_ && device_ == nullptr) {
+  if (detached()) {
     if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;
     snapshot.replica = DetachedReport();
     snapshot.size_bytes = server_->exported().size_bytes;
@@ -146,7 +146,7 @@ uint32_t Resource::OpenClients() const {
 }
 
 asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
-  if (replicated_ && device_ == nullptr) {
+  if (detached()) {
     co_return Status::Invalid(
         "this node has no disk (Diskless, detached): repld has no diskless "
         "Primary; 'replctl attach " +
@@ -191,7 +191,7 @@ asio::awaitable<Status> Resource::DemoteWithDevice() {
     if (!s.ok()) co_return s;
     ublk_.reset();
   }
-  if (device_ == nullptr) co_return Status::Ok();  // detached: Secondary already
+  if (detached()) co_return Status::Ok();  // Secondary already
   co_return device_->Demote(static_cast<uint32_t>(server_->connection_count()));
 }
 
@@ -277,9 +277,9 @@ asio::awaitable<nlohmann::json> Resource::HandleCommand(const nlohmann::json& re
     s = co_await Detach(message);
   } else if (command == "attach") {
     s = Attach(message);
-  } else if (device_ == nullptr && command == "secondary") {
+  } else if (detached() && command == "secondary") {
     message = "already Secondary (Diskless)";
-  } else if (device_ == nullptr && command != "primary") {
+  } else if (detached() && command != "primary") {
     co_return fail("this node has no disk (Diskless, detached): 'replctl attach " + config_.name +
                    "' first");
   } else if (command == "primary") {
@@ -355,6 +355,20 @@ Status Resource::Start() {
   return Status::Ok();
 }
 
+asio::awaitable<bool> Resource::StopDevice(std::chrono::milliseconds max) {
+  device_->StopLink();
+  // Applies and flushes still on the disk finish first: the bitmap must see their outcome.
+  // At least one pause: the link's cancelled timers and handlers run before anything goes.
+  asio::steady_timer pause(io_);
+  const auto deadline = std::chrono::steady_clock::now() + max;
+  do {
+    pause.expires_after(std::chrono::milliseconds(10));
+    asio::error_code ec;
+    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  } while (!device_->Idle() && std::chrono::steady_clock::now() < deadline);
+  co_return device_->Idle();
+}
+
 Result<std::unique_ptr<MetricsServer>> Resource::StartMetrics(const ResourceConfig& config,
                                                               const NodeConfig& node) {
   const std::string listen = EffectiveMetricsListen(config, node);
@@ -409,18 +423,7 @@ asio::awaitable<Status> Resource::Stop(std::chrono::milliseconds drain_timeout) 
   }
   watchdog.cancel();
   bool idle = true;
-  if (device_ != nullptr) {
-    device_->StopLink();
-    // Applies and flushes still on the disk finish first: the bitmap must see their outcome.
-    asio::steady_timer pause(co_await asio::this_coro::executor);
-    const auto deadline = std::chrono::steady_clock::now() + drain_timeout;
-    while (!device_->Idle() && std::chrono::steady_clock::now() < deadline) {
-      pause.expires_after(std::chrono::milliseconds(10));
-      asio::error_code ec;
-      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-    idle = device_->Idle();
-  }
+  if (device_ != nullptr) idle = co_await StopDevice(drain_timeout);
   Status s = store_ != nullptr ? store_->SyncNow() : Status::Ok();
   // Clean: after the data is durable. Not when the device was left to the next daemon: the
   // metadata keeps saying Primary, so that the next daemon takes the device over.

@@ -47,6 +47,11 @@ class Resource {
   Status Attach(std::string& message);
   // The status of a detached node: Secondary, Diskless, StandAlone.
   ReplicaStatus DetachedReport() const;
+  // replctl detach: a replicated resource without its disk (store_ and device_ are null).
+  bool detached() const { return replicated_ && device_ == nullptr; }
+  // Stops the peer link and waits (up to `max`) until no apply or flush is on the disk; at
+  // Stop() and detach. Whether the device is idle.
+  asio::awaitable<bool> StopDevice(std::chrono::milliseconds max);
   // replctl adjust (resource_adjust.cc): reads the file again, applies what a running daemon
   // can take, and answers with every change and when it takes effect.
   nlohmann::json Adjust(bool dry_run);
@@ -80,7 +85,6 @@ class Resource {
   std::unique_ptr<ReplicatedDevice> device_;  // null when served alone, or while detached
   ReplicatedDevice::Options device_options_;
   std::unique_ptr<SinkSwitch> switch_;  // replicated: the frontends' sink, device_ or none
-  bool detached_ = false;               // replctl detach: no disk (store_ and device_ null)
   bool detaching_ = false;              // Detach() is waiting for the device to go idle
   std::unique_ptr<NbdServer> server_;
   std::unique_ptr<ControlServer> control_;

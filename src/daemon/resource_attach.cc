@@ -9,9 +9,6 @@
 // for a replacement with fresh metadata). A Primary cannot detach: repld has no diskless Primary.
 #include <spdlog/spdlog.h>
 
-#include <asio/steady_timer.hpp>
-#include <asio/use_awaitable.hpp>
-
 #include "common/units.h"
 #include "daemon/resource.h"
 
@@ -32,7 +29,7 @@ ReplicaStatus Resource::DetachedReport() const {
 }
 
 asio::awaitable<Status> Resource::Detach(std::string& message) {
-  if (detached_) {
+  if (detached()) {
     message = "already Diskless: the disk is detached";
     co_return Status::Ok();
   }
@@ -45,16 +42,7 @@ asio::awaitable<Status> Resource::Detach(std::string& message) {
   }
   detaching_ = true;
   device_->DisconnectFor("node " + node_.name + " detaches its disk (replctl detach)");
-  device_->StopLink();
-  // Applies and flushes still on the disk finish first: the bitmap must see their outcome.
-  asio::steady_timer pause(io_);
-  const auto deadline = std::chrono::steady_clock::now() + kDetachDrainMax;
-  do {  // at least once: the link's cancelled timers and handlers run before the device goes
-    pause.expires_after(std::chrono::milliseconds(10));
-    asio::error_code ec;
-    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  } while (!device_->Idle() && std::chrono::steady_clock::now() < deadline);
-  if (!device_->Idle()) {
+  if (!co_await StopDevice(kDetachDrainMax)) {
     detaching_ = false;
     co_return Status::Invalid("the disk did not finish its I/O in " +
                               std::to_string(kDetachDrainMax.count()) +
@@ -66,7 +54,6 @@ asio::awaitable<Status> Resource::Detach(std::string& message) {
   switch_->set(nullptr);
   device_.reset();
   store_.reset();
-  detached_ = true;
   detaching_ = false;
   spdlog::warn("resource {}: disk {} detached: this node is Diskless until 'replctl attach {}'",
                config_.name, node_.disk, config_.name);
@@ -81,7 +68,7 @@ asio::awaitable<Status> Resource::Detach(std::string& message) {
 }
 
 Status Resource::Attach(std::string& message) {
-  if (!detached_) {
+  if (!detached()) {
     message = "already attached: " + node_.disk;
     return Status::Ok();
   }
@@ -106,7 +93,6 @@ Status Resource::Attach(std::string& message) {
   store_ = std::move(store).value();
   device_ = std::move(device).value();
   switch_->set(device_.get());
-  detached_ = false;
   const ReplicaStatus st = device_->Report();
   spdlog::info("resource {}: disk {} attached ({}, {} out of sync)", config_.name, node_.disk,
                DiskStateName(st.disk), FormatSizeBytes(st.out_of_sync_bytes));
