@@ -12,6 +12,7 @@
 #include <asio/write.hpp>
 #include <cstring>
 
+#include "common/asio_transfer.h"
 #include "common/units.h"
 
 namespace repld {
@@ -139,7 +140,7 @@ asio::awaitable<bool> NbdConnection::ReadExactly(uint8_t* dest, size_t length_by
   read_begin_ = read_end_ = 0;
   if (length_bytes >= read_buffer_.size() / 4) {
     // Large reads go straight to `dest` (the buffered loop below only fits smaller ones).
-    co_await asio::async_read(socket_, asio::buffer(dest, length_bytes),
+    co_await asio::async_read(socket_, asio::buffer(dest, length_bytes), TransferAllUncapped{},
                               redirect_error(use_awaitable, ec));
     co_return !ec;
   }
@@ -187,7 +188,8 @@ asio::awaitable<bool> NbdConnection::ReadPayload(Slot& slot) {
   }
   asio::error_code ec;
   read_begin_ = read_end_ = 0;
-  co_await asio::async_read(socket_, payload_buffers_, redirect_error(use_awaitable, ec));
+  co_await asio::async_read(socket_, payload_buffers_, TransferAllUncapped{},
+                            redirect_error(use_awaitable, ec));
   co_return !ec;
 }
 
@@ -232,8 +234,7 @@ uint32_t NbdConnection::Validate(const nbd::Request& r, std::string& message) co
                   std::to_string(r.length_bytes) + " is beyond the end of the export (" +
                   std::to_string(size) + " bytes)";
         // The protocol: EINVAL for reads and trims past the end, ENOSPC for writes.
-        return (r.type == nbd::kCmdRead || r.type == nbd::kCmdTrim) ? nbd::kEinval
-                                                                     : nbd::kEnospc;
+        return (r.type == nbd::kCmdRead || r.type == nbd::kCmdTrim) ? nbd::kEinval : nbd::kEnospc;
       }
       if (!IsAligned(r.offset_bytes, export_.block_min_bytes) ||
           !IsAligned(r.length_bytes, export_.block_min_bytes)) {
@@ -449,7 +450,7 @@ asio::awaitable<void> NbdConnection::SendGathered(asio::error_code& ec) {
     const size_t sent = co_await asio::async_write(
         socket_,
         std::span<const asio::const_buffer>(gather_.data() + first, gather_.size() - first),
-        redirect_error(use_awaitable, ec));
+        TransferAllUncapped{}, redirect_error(use_awaitable, ec));
     // Stop() cancels the reader's receive, and with it this send: carry on unless aborted.
     if (ec != asio::error::operation_aborted || aborted_) co_return;
     size_t skip = sent;

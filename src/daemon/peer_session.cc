@@ -12,6 +12,8 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include "common/asio_transfer.h"
+
 namespace repld::link {
 
 using asio::redirect_error;
@@ -228,8 +230,9 @@ asio::awaitable<void> PeerSession::Writer() {
     }
     asio::error_code ec;
     writing_ = true;
-    const size_t written_bytes = co_await asio::async_write(
-        socket_, std::span<const asio::const_buffer>(gather_), redirect_error(use_awaitable, ec));
+    const size_t written_bytes =
+        co_await asio::async_write(socket_, std::span<const asio::const_buffer>(gather_),
+                                   TransferAllUncapped{}, redirect_error(use_awaitable, ec));
     writing_ = false;
     batch_written_bytes_ = written_bytes;
     if (!abandoned_) ReportBatch();
