@@ -309,6 +309,10 @@ void BackingStore::Finish(DiskIo* io, int error) {
   if (error != 0) {
     spdlog::warn("{}: {} of {} bytes at offset {} failed: {}", path_, BlockOpName(io->request.op),
                  io->request.length_bytes, io->request.offset_bytes, ErrnoText(error));
+  } else if (io->request.op == BlockOp::kRead) {
+    read_bytes_ += io->request.length_bytes;
+  } else if (io->request.op != BlockOp::kFlush) {
+    written_bytes_ += io->request.length_bytes;
   }
   io->done(io, error);
 }

@@ -67,6 +67,11 @@ class BackingStore : public BlockSink {
   // Synchronous fdatasync, for shutdown.
   Status SyncNow();
 
+  // Bytes of the requests that completed without error: reads, and writes with trims and
+  // write-zeroes (as the replication core counts them). A one-node resource's status shows these.
+  uint64_t read_bytes() const { return read_bytes_; }
+  uint64_t written_bytes() const { return written_bytes_; }
+
   // A buffer of zeroes for write-zeroes fallback, aligned for direct I/O.
   static constexpr size_t kZeroBufferBytes = 1024 * 1024;
 
@@ -87,6 +92,8 @@ class BackingStore : public BlockSink {
   void* zero_buffer_ = nullptr;
   bool punch_supported_ = true;
   bool zero_range_supported_ = true;
+  uint64_t read_bytes_ = 0;
+  uint64_t written_bytes_ = 0;
 };
 
 }  // namespace repld

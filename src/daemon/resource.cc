@@ -125,6 +125,8 @@ nlohmann::json Resource::StatusJson() const {
     snapshot.replica.conn = ConnState::kStandAlone;
     snapshot.replica.repl = ReplState::kOff;
     snapshot.replica.protocol = config_.protocol;
+    snapshot.replica.counters.read_bytes = store_->read_bytes();
+    snapshot.replica.counters.written_bytes = store_->written_bytes();
     snapshot.size_bytes = server_->exported().size_bytes;
   }
   return StatusToJson(snapshot);

@@ -3,6 +3,7 @@
 identical on the way out, in the backing file, and after a daemon restart."""
 
 import hashlib
+import json
 import os
 import sys
 
@@ -52,6 +53,11 @@ class CopyTest(harness.ReplTestCase):
         self.cmp(src, out)
         # the daemon really stored it in its backing file
         self.cmp(src, inst.disk_path)
+        # A one-node resource counts what its disk did, as a replicated one does.
+        st = json.loads(run([harness.REPLCTL_BIN, "status", "--json", "it", "-c", inst.config_path,
+                             "-n", inst.node], check=True).stdout)
+        self.assertEqual(st["counters"]["written_bytes"], SIZE, st)
+        self.assertEqual(st["counters"]["read_bytes"], SIZE, st)
 
         # clean shutdown and restart: still the same bytes
         self.assertEqual(inst.daemon.stop(), 0)
