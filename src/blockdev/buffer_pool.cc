@@ -1,23 +1,17 @@
 #include "blockdev/buffer_pool.h"
 
-#include <cstdlib>
-
 #include "common/check.h"
 
 namespace repld {
 
-BufferPool::BufferPool(const asio::any_io_executor& ex, size_t pool_bytes) : freed_(ex) {
-  chunk_count_ = pool_bytes / kChunkBytes;
+// The pool outlives every connection: connections hold it by reference.
+BufferPool::BufferPool(const asio::any_io_executor& ex, size_t pool_bytes)
+    : chunk_count_(pool_bytes / kChunkBytes), freed_(ex) {
   REPLD_CHECK(chunk_count_ > 0);
-  void* memory = nullptr;
-  REPLD_CHECK(posix_memalign(&memory, kAlignBytes, chunk_count_ * kChunkBytes) == 0);
-  memory_ = static_cast<uint8_t*>(memory);
+  memory_ = IoMemory(chunk_count_ * kChunkBytes);
   free_.reserve(chunk_count_);
-  for (size_t i = chunk_count_; i > 0; --i) free_.push_back(memory_ + (i - 1) * kChunkBytes);
+  for (size_t i = chunk_count_; i > 0; --i) free_.push_back(memory_.data() + (i - 1) * kChunkBytes);
 }
-
-// Only after every connection has finished: connections hold the pool by reference.
-BufferPool::~BufferPool() { free(memory_); }
 
 bool BufferPool::TryAcquire(std::span<uint8_t*> out) {
   if (out.size() > free_.size()) return false;
@@ -30,7 +24,7 @@ bool BufferPool::TryAcquire(std::span<uint8_t*> out) {
 
 void BufferPool::Release(std::span<uint8_t* const> chunks) {
   for (uint8_t* chunk : chunks) {
-    REPLD_CHECK(chunk >= memory_ && chunk < memory_ + chunk_count_ * kChunkBytes);
+    REPLD_CHECK(chunk >= memory_.data() && chunk < memory_.data() + chunk_count_ * kChunkBytes);
     free_.push_back(chunk);
   }
   REPLD_CHECK(free_.size() <= chunk_count_);

@@ -1,7 +1,7 @@
 // Data buffers for requests in flight, shared by all connections: a fixed number of fixed-size
-// chunks allocated once at start, aligned for direct I/O. A request takes all the chunks it
-// needs or none; when the pool is empty, readers stop reading from their sockets (backpressure)
-// until chunks come back.
+// chunks allocated once at start, in huge pages where the kernel gives them (io_memory.h). A
+// request takes all the chunks it needs or none; when the pool is empty, readers stop reading from
+// their sockets (backpressure) until chunks come back.
 #pragma once
 
 #include <asio/any_io_executor.hpp>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "blockdev/async_signal.h"
+#include "blockdev/io_memory.h"
 
 namespace repld {
 
@@ -21,7 +22,6 @@ class BufferPool {
   static constexpr size_t kAlignBytes = 4096;
 
   BufferPool(const asio::any_io_executor& ex, size_t pool_bytes);
-  ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
@@ -39,7 +39,7 @@ class BufferPool {
   void Release(std::span<uint8_t* const> chunks);
 
  private:
-  uint8_t* memory_ = nullptr;
+  IoMemory memory_;
   size_t chunk_count_ = 0;
   std::vector<uint8_t*> free_;  // LIFO: recently used chunks are warm in cache
   AsyncSignal freed_;

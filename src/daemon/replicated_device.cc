@@ -20,7 +20,6 @@ ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& c
     : io_(io), config_(config), node_(node), store_(store), options_(options), tick_(io) {}
 
 ReplicatedDevice::~ReplicatedDevice() {
-  for (ResyncBuffer& b : resync_buffers_) std::free(b.data);
   for (auto& [key, work] : csum_work_) std::free(work.buffer);
   for (auto& [key, read] : peer_reads_) std::free(read.data);
   std::free(al_buffer_);

@@ -33,6 +33,7 @@
 #include "blockdev/backing_store.h"
 #include "blockdev/block_sink.h"
 #include "blockdev/buffer_pool.h"
+#include "blockdev/io_memory.h"
 #include "blockdev/md_device.h"
 #include "common/status.h"
 #include "daemon/config.h"
@@ -138,7 +139,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
     std::vector<iovec> iov;
   };
   struct ResyncBuffer {
-    uint8_t* data = nullptr;  // resync_block_bytes, aligned for direct I/O
+    uint8_t* data = nullptr;  // resync_block_bytes in resync_memory_
     uint64_t token = 0;
     uint64_t offset_bytes = 0;
     iovec iov{};  // the block: {data, length}
@@ -264,6 +265,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   uint64_t next_key_ = 1;
   std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
   std::vector<AuxIo*> free_aux_;
+  std::vector<IoMemory> resync_memory_;  // before the buffers that point into it
   std::deque<ResyncBuffer> resync_buffers_;
   uint64_t resync_block_bytes_ = 1 << 20;
   uint64_t part_bytes_max_ = 0;  // half the activity log (Load)

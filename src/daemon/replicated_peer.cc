@@ -121,11 +121,13 @@ ReplicatedDevice::ResyncBuffer& ReplicatedDevice::TakeResyncBuffer(uint64_t toke
     }
   }
   if (buffer == nullptr) {
-    // Grows to the core's resync window plus the frames the link still holds.
-    buffer = &resync_buffers_.emplace_back();
-    buffer->data =
-        static_cast<uint8_t*>(std::aligned_alloc(BufferPool::kAlignBytes, resync_block_bytes_));
-    REPLD_CHECK(buffer->data != nullptr);
+    // Grows to the core's resync window plus the frames the link still holds, a huge page of
+    // blocks at a time (two of 1 MiB), so that each block is one segment for the disk.
+    const IoMemory& slab = resync_memory_.emplace_back(resync_block_bytes_);
+    for (size_t at = 0; at + resync_block_bytes_ <= slab.size(); at += resync_block_bytes_) {
+      resync_buffers_.emplace_back().data = slab.data() + at;
+    }
+    buffer = &resync_buffers_.back();
   }
   buffer->in_use = true;
   buffer->sending = false;
