@@ -51,11 +51,11 @@ def wait(pair, node, pred, timeout, what):
     raise RuntimeError(f"{pair.name}: {what} not done in {timeout} s")
 
 
-def started_pair(tmp, name, size, args, peer_dir, prefill=False):
+def started_pair(tmp, name, size, args, peer_dir, prefill=False, repld=None):
     """Both daemons up and connected, alpha not yet promoted. `prefill`: alpha's file is
     written whole first, so that reading it reads the disk (a preallocated file's unwritten
     extents read as zeroes without any I/O, for the resync and for dd alike)."""
-    pair = rb.Pair(tmp, name, "C", size, args.repld, args.replctl, peer_dir=peer_dir)
+    pair = rb.Pair(tmp, name, "C", size, repld or args.repld, args.replctl, peer_dir=peer_dir)
     if prefill:
         subprocess.run(["dd", "if=/dev/zero", f"of={pair.disk['alpha']}", "bs=1M",
                         f"count={size // MiB}", "oflag=direct", "conv=notrunc", "status=none"],
@@ -82,18 +82,37 @@ def copy_seconds(src, dst, size):
     return time.monotonic() - t0
 
 
+def timed_sync(args, tmp, name, peer_dir, repld=None):
+    """A fresh pair's full sync: (pair, data bytes, seconds); the daemons are stopped, the
+    files stay."""
+    pair = started_pair(tmp, name, args.size, args, peer_dir, prefill=True, repld=repld)
+    try:
+        data = pair.data_bytes()
+        return pair, data, full_sync_seconds(pair)
+    finally:
+        pair.stop()
+
+
+def before_sync_seconds(args, tmp, name, peer_dir):
+    pair, _, seconds = timed_sync(args, tmp, name, peer_dir, repld=args.before)
+    pair.remove_peer_disk()
+    os.remove(pair.disk["alpha"])
+    return seconds
+
+
 def part_speed(args, tmp, lines, peer_dir):
     """--rounds rounds of (full sync, then dd of the same bytes right after it): the disk's
     speed drifts between minutes on a VM, so each ratio pairs two neighbouring runs, and the
-    median ratio is the result."""
-    rows, ratios = [], []
+    median ratio is the result. With --before, each round also times that binary's full sync,
+    first in every other round."""
+    rows, ratios, gains = [], [], []
     for i in range(args.rounds):
-        pair = started_pair(tmp, f"speed{i}", args.size, args, peer_dir, prefill=True)
-        try:
-            data = pair.data_bytes()
-            resync = full_sync_seconds(pair)
-        finally:
-            pair.stop()
+        before = None
+        if args.before and i % 2 == 1:
+            before = before_sync_seconds(args, tmp, f"before{i}", peer_dir)
+        pair, data, resync = timed_sync(args, tmp, f"speed{i}", peer_dir)
+        if args.before and before is None:
+            before = before_sync_seconds(args, tmp, f"before{i}", peer_dir)
         # Into a fresh preallocated file, as the Secondary's was before its sync: writing over
         # the synced file's already written extents would spare dd the unwritten-extent
         # conversions that the resync paid.
@@ -103,16 +122,23 @@ def part_speed(args, tmp, lines, peer_dir):
         pair.remove_peer_disk()
         os.remove(pair.disk["alpha"])
         ratios.append(copy / resync)
-        rows.append(f"| {i + 1} | {resync:.2f} s, {data / MiB / resync:.0f} MiB/s | "
-                    f"{copy:.2f} s, {data / MiB / copy:.0f} MiB/s | {copy / resync:.2f}x |")
+        row = f"| {i + 1} | {resync:.2f} s, {data / MiB / resync:.0f} MiB/s | "
+        if before is not None:
+            gains.append(before / resync)
+            row += f"{before:.2f} s, {data / MiB / before:.0f} MiB/s | "
+        rows.append(row + f"{copy:.2f} s, {data / MiB / copy:.0f} MiB/s | {copy / resync:.2f}x |")
     median = sorted(ratios)[len(ratios) // 2]
+    head, rule = "| round | full sync (unthrottled) | ", "|---|---:|"
+    if args.before:
+        head, rule = head + f"full sync, {args.before} | ", rule + "---:|"
     lines += ["## Resync speed against a plain copy", "",
               f"Secondary's disk: {rb.LAYOUTS[args.layout]}. {nb.fmt_size(data)} each; "
               "dd is O_DIRECT with 1 MiB blocks.", "",
-              "| round | full sync (unthrottled) | dd | ratio |", "|---|---:|---:|---:|",
-              *rows, "",
+              head + "dd | ratio |", rule + "---:|---:|", *rows, "",
               f"Median ratio {median:.2f}x: target >= 0.8x "
               f"{'OK' if median >= 0.8 else 'MISS'}.", ""]
+    if gains:
+        lines += [f"Against --before: median speed-up {sorted(gains)[len(gains) // 2]:.2f}x.", ""]
 
 
 def part_crash(args, tmp, lines, peer_dir):
@@ -169,9 +195,11 @@ def main():
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--repld", default=rb.default_bin("repld"))
     ap.add_argument("--replctl", default=rb.default_bin("replctl"))
+    ap.add_argument("--before", help="another repld binary whose full sync each round also "
+                    "times (part 1), for a before/after check of a change")
     ap.add_argument("--out", help="also write the markdown report here")
     args = ap.parse_args()
-    for tool in ("fio", "dd", args.repld, args.replctl):
+    for tool in ("fio", "dd", args.repld, args.replctl, *([args.before] if args.before else [])):
         if not shutil.which(tool) and not os.path.exists(tool):
             sys.exit(f"resync_bench: {tool} not found (build first: scripts/build.sh release)")
     tmp = tempfile.mkdtemp(prefix="resync-bench-", dir=args.dir)
