@@ -129,7 +129,9 @@ asio::awaitable<Result<peer::Hello>> PeerSession::ExchangeHello() {
     const std::string text = "refused " + who_ + ": " + refusal->text;
     co_return co_await Refuse(*refusal, text);
   }
-  version_ = peer::NegotiateHello(theirs.value(), mine_)->version;
+  const Result<peer::HelloAgreement> agreed = peer::NegotiateHello(theirs.value(), mine_);
+  version_ = agreed->version;
+  features_ = agreed->features;
   who_ = core_->peer_name + " at " + address_;
   co_return theirs;
 }

@@ -71,7 +71,8 @@ class PeerLinkHandler {
   virtual PeerState HandshakeState() = 0;
   // The link is trying to reach the peer (after start, and after every drop).
   virtual void OnConnecting() = 0;
-  virtual void OnUp(const PeerState& peer) = 0;
+  // `features`: the peer::kFeature* bits both sides agreed on in the Hello exchange.
+  virtual void OnUp(const PeerState& peer, uint64_t features) = 0;
   virtual void OnDown(const std::string& reason) = 0;
   // A Data frame whose payload CRC checked (a write, a resync block, or a read reply). `chunks`
   // hold the data (for a plain write: the length_bytes rounded up to whole chunks; empty for

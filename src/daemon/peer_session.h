@@ -167,6 +167,7 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   bool timed_out_ = false;
   peer::HelloExpectations mine_;
   uint16_t version_ = 0;
+  uint64_t features_ = 0;  // agreed in the Hello exchange
   PeerState peer_state_;
 
   // Life.

@@ -688,7 +688,8 @@ void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
     case AuxIo::Kind::kResyncRead:
       if (ResyncBuffer* b = self->FindResyncBuffer(key); error == 0 && b->want_digests) {
         b->digests.clear();
-        AppendBlockDigests(std::span<const uint8_t>(b->data, b->iov.iov_len), b->digests);
+        AppendBlockDigests(std::span<const uint8_t>(b->data, b->iov.iov_len), self->digest_kind_,
+                           b->digests);
       }
       self->replica_->ResyncReadDone(key, error);
       break;

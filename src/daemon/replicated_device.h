@@ -39,6 +39,7 @@
 #include "daemon/config.h"
 #include "daemon/peer_link.h"
 #include "daemon/resync_progress.h"
+#include "replication/block_digest.h"
 #include "replication/replica.h"
 
 namespace repld {
@@ -222,7 +223,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // PeerLinkHandler
   PeerState HandshakeState() override { return replica_->LocalState(); }
   void OnConnecting() override;
-  void OnUp(const PeerState& peer) override;
+  void OnUp(const PeerState& peer, uint64_t features) override;
   void OnDown(const std::string& reason) override;
   void OnData(const peer::Data& head, std::span<uint8_t* const> chunks) override;
   void OnRecvAck(uint64_t seq) override;
@@ -265,6 +266,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   uint64_t next_key_ = 1;
   std::deque<AuxIo> aux_;  // stable addresses; grows to the peak in flight
   std::vector<AuxIo*> free_aux_;
+  // The Csums digests the connection agreed on (peer::kFeatureCrc64Digests).
+  BlockDigestKind digest_kind_ = BlockDigestKind::kSha256;
   std::vector<IoMemory> resync_memory_;  // before the buffers that point into it
   std::deque<ResyncBuffer> resync_buffers_;
   uint64_t resync_block_bytes_ = 1 << 20;

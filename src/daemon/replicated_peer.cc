@@ -15,7 +15,9 @@ void ReplicatedDevice::OnConnecting() {
   Drain();
 }
 
-void ReplicatedDevice::OnUp(const PeerState& peer) {
+void ReplicatedDevice::OnUp(const PeerState& peer, uint64_t features) {
+  digest_kind_ = (features & peer::kFeatureCrc64Digests) != 0 ? BlockDigestKind::kCrc64
+                                                              : BlockDigestKind::kSha256;
   replica_->PeerUp(peer);
   Drain();
 }
@@ -201,7 +203,8 @@ void ReplicatedDevice::FinishCompareCsums(uint64_t key, int error) {
   std::vector<OutOfSyncRun> differing;
   if (error == 0) {
     std::vector<uint64_t> mine;
-    AppendBlockDigests(std::span<const uint8_t>(work.buffer, work.length_bytes), mine);
+    AppendBlockDigests(std::span<const uint8_t>(work.buffer, work.length_bytes), digest_kind_,
+                       mine);
     REPLD_CHECK(mine.size() == work.digests.size());  // checked by Csums::Decode
     for (size_t i = 0; i < mine.size(); ++i) {
       if (mine[i] == work.digests[i]) continue;

@@ -115,7 +115,9 @@ bool IsValidWireName(std::string_view name);
 // are ignored, which is what lets a newer peer offer more.
 inline constexpr uint64_t kFeatureTrim = 1ull << 0;    // Data may carry kDataFlagTrim
 inline constexpr uint64_t kFeatureZeroes = 1ull << 1;  // Data may carry kDataFlagZeroes
-inline constexpr uint64_t kFeaturesSupported = kFeatureTrim | kFeatureZeroes;
+// Csums digests are CRC-64/XZ of each block, not the first 8 bytes of its SHA-256.
+inline constexpr uint64_t kFeatureCrc64Digests = 1ull << 2;
+inline constexpr uint64_t kFeaturesSupported = kFeatureTrim | kFeatureZeroes | kFeatureCrc64Digests;
 
 // The first message each side sends. Its layout is frozen for every protocol version: it is
 // what two versions must both understand to agree on one.

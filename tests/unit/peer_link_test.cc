@@ -85,10 +85,11 @@ class Recorder : public PeerLinkHandler {
 
   PeerState HandshakeState() override { return state_; }
   void OnConnecting() override { events.push_back("connecting"); }
-  void OnUp(const PeerState& p) override {
+  void OnUp(const PeerState& p, uint64_t agreed) override {
     events.push_back("up");
     ++ups;
     peer = p;
+    features = agreed;
   }
   void OnDown(const std::string& reason) override {
     events.push_back("down");
@@ -131,6 +132,7 @@ class Recorder : public PeerLinkHandler {
   std::vector<std::string> events;
   int ups = 0;
   std::optional<PeerState> peer;
+  uint64_t features = 0;  // agreed, as OnUp said
   std::vector<std::string> down_reasons;
   std::vector<Received> data;
   std::vector<uint64_t> recv_acks;
@@ -318,6 +320,9 @@ TEST_F(PeerLinkTest, BothNodesComeUpWithEachOthersState) {
   EXPECT_TRUE(beta.link.up());
   ExpectSameState(*alpha.rec.peer, BetaState());
   ExpectSameState(*beta.rec.peer, AlphaState());
+  // Two nodes of this build agree on every feature it has (CRC-64 digests among them).
+  EXPECT_EQ(alpha.rec.features, peer::kFeaturesSupported);
+  EXPECT_EQ(beta.rec.features, peer::kFeaturesSupported);
   EXPECT_THAT(alpha.rec.events, ElementsAre("connecting", "up"));
   EXPECT_THAT(beta.rec.events, ElementsAre("connecting", "up"));
   EXPECT_EQ(log_.Count(spdlog::level::info, "peer 'beta' at " + Local(beta_port_) +
