@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Resync benchmark: how fast a pair resyncs, against a plain copy of the same data on the
-same disks, and how much a Primary crash costs against a full sync, in one run.
+same disks, how much a Primary crash costs against a full sync, and how fast a verify runs.
 
 Part 1 (speed): a pair on --size disks, the Primary's written whole first (so that reading it
 reads the disk); the initial full sync (unthrottled, as the Primary's `primary --force` starts
@@ -13,6 +13,9 @@ Part 2 (crash): a pair on --crash-size disks (default 16 GiB) after its full syn
 Primary is killed with SIGKILL in the middle, started again, and the time from its start to in
 sync is the crash resync; what it resynced comes from its status (the activity log's extents).
 The ratio to the full sync's time should be about the hot set's share of the disk.
+
+Part 3 (verify, not in the default --parts): a synced pair's online verify (`replctl verify` on
+the Primary, to its end), and dd reading the Primary's file alone, for the disk's speed.
 
 Both nodes run on this machine; --layout says where the Secondary's disk is (own: /dev/shm,
 a disk of its own; shared: next to the Primary's). Standard library only.
@@ -141,6 +144,61 @@ def part_speed(args, tmp, lines, peer_dir):
         lines += [f"Against --before: median speed-up {sorted(gains)[len(gains) // 2]:.2f}x.", ""]
 
 
+def verify_seconds(args, tmp, name, peer_dir, repld=None):
+    """A fresh pair's full sync, then `replctl verify` on the Primary timed to its end:
+    (pair, data bytes, seconds); the daemons are stopped, the files stay."""
+    pair = started_pair(tmp, name, args.size, args, peer_dir, prefill=True, repld=repld)
+    try:
+        data = pair.data_bytes()
+        full_sync_seconds(pair)
+        t0 = time.monotonic()
+        pair.ctl("alpha", "verify")
+        st = wait(pair, "alpha", lambda s: s["verify"] and not s["verify"]["running"], 7200,
+                  "verify")
+        seconds = time.monotonic() - t0
+        if st["verify"]["done_bytes"] != data or st["verify"]["differing_bytes"] != 0:
+            raise RuntimeError(f"{name}: the verify of identical disks ended with {st['verify']}")
+        return pair, data, seconds
+    finally:
+        pair.stop()
+
+
+def part_verify(args, tmp, lines, peer_dir):
+    """--rounds rounds of (online verify of a synced pair, then dd reading the Primary's file):
+    the verify reads both nodes' disks and digests every block on both."""
+    rows, before_rates = [], []
+    for i in range(args.rounds):
+        before = None
+        if args.before and i % 2 == 1:
+            p, _, before = verify_seconds(args, tmp, f"vbefore{i}", peer_dir, repld=args.before)
+            p.remove_peer_disk()
+            os.remove(p.disk["alpha"])
+        pair, data, seconds = verify_seconds(args, tmp, f"verify{i}", peer_dir)
+        if args.before and before is None:
+            p, _, before = verify_seconds(args, tmp, f"vbefore{i}", peer_dir, repld=args.before)
+            p.remove_peer_disk()
+            os.remove(p.disk["alpha"])
+        t0 = time.monotonic()
+        subprocess.run(["dd", f"if={pair.disk['alpha']}", "of=/dev/null", "bs=1M",
+                        f"count={data // MiB}", "iflag=direct", "status=none"], check=True)
+        read = time.monotonic() - t0
+        pair.remove_peer_disk()
+        os.remove(pair.disk["alpha"])
+        row = f"| {i + 1} | {seconds:.2f} s, {data / MiB / seconds:.0f} MiB/s | "
+        if before is not None:
+            before_rates.append(data / MiB / before)
+            row += f"{before:.2f} s, {data / MiB / before:.0f} MiB/s | "
+        rows.append(row + f"{read:.2f} s, {data / MiB / read:.0f} MiB/s |")
+    head, rule = "| round | online verify | ", "|---|---:|"
+    if args.before:
+        head, rule = head + f"online verify, {args.before} | ", rule + "---:|"
+    lines += ["## Online verify", "",
+              f"Secondary's disk: {rb.LAYOUTS[args.layout]}. {nb.fmt_size(data)} each, "
+              "identical; `replctl verify` on the Primary, timed to its end; dd reads the "
+              "Primary's file alone (O_DIRECT, 1 MiB blocks), for the disk's speed.", "",
+              head + "dd read |", rule + "---:|", *rows, ""]
+
+
 def part_crash(args, tmp, lines, peer_dir):
     pair = started_pair(tmp, "crash", args.crash_size, args, peer_dir)
     try:
@@ -189,14 +247,14 @@ def main():
     ap.add_argument("--crash-size", type=nb.parse_size, default=16 * GiB)
     ap.add_argument("--hot", type=nb.parse_size, default=1 * GiB)
     ap.add_argument("--write-seconds", type=int, default=5)
-    ap.add_argument("--parts", default="speed,crash")
-    ap.add_argument("--rounds", type=int, default=3, help="resync + dd pairs in part 1")
+    ap.add_argument("--parts", default="speed,crash", help="a comma list from speed,crash,verify")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the speed and verify parts")
     ap.add_argument("--layout", default="own", choices=sorted(rb.LAYOUTS))
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--repld", default=rb.default_bin("repld"))
     ap.add_argument("--replctl", default=rb.default_bin("replctl"))
-    ap.add_argument("--before", help="another repld binary whose full sync each round also "
-                    "times (part 1), for a before/after check of a change")
+    ap.add_argument("--before", help="another repld binary whose full sync (or verify) each "
+                    "round also times, for a before/after check of a change")
     ap.add_argument("--out", help="also write the markdown report here")
     args = ap.parse_args()
     for tool in ("fio", "dd", args.repld, args.replctl, *([args.before] if args.before else [])):
@@ -212,6 +270,8 @@ def main():
             part_speed(args, tmp, lines, peer_dir)
         if "crash" in parts:
             part_crash(args, tmp, lines, peer_dir)
+        if "verify" in parts:
+            part_verify(args, tmp, lines, peer_dir)
         rb.write_report(lines, args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
