@@ -153,6 +153,12 @@ std::string FormatStatus(const json& status) {
                                  MaybeCount(resync, "average_bytes_per_second")) +
                "\n";
       }
+      if (const uint64_t failed = Count(resync, "failed_bytes"); failed > 0) {
+        const auto next = MaybeCount(resync, "next_pass_in_seconds");
+        out += "    the peer failed to write " + FormatSizeBytes(failed) +
+               " of the last pass (its log says why)" +
+               (next ? "; next pass in " + std::to_string(*next) + " s" : "") + "\n";
+      }
     }
     const json& verify = Field(status, "verify");
     if (verify.is_object()) {

@@ -174,7 +174,10 @@ json StatusToJson(const StatusSnapshot& s) {
               {"done_bytes", r.resync_done_bytes},
               {"speed_bytes_per_second", optional(s.resync_rate.speed_bytes_per_second)},
               {"average_bytes_per_second", optional(s.resync_rate.average_bytes_per_second)},
-              {"eta_seconds", optional(s.resync_rate.eta_seconds)}};
+              {"eta_seconds", optional(s.resync_rate.eta_seconds)},
+              {"failed_bytes", r.resync_failed_bytes},
+              {"next_pass_in_seconds",
+               r.resync_retry_seconds > 0 ? json(r.resync_retry_seconds) : json(nullptr)}};
   }
   const ReplicaCounters& c = r.counters;
   return {

@@ -5,6 +5,7 @@
 #include <cerrno>
 
 #include "common/check.h"
+#include "common/status.h"
 
 namespace repld {
 
@@ -106,6 +107,10 @@ ReplicaStatus Replica::Report() const {
   s.ids = md_.ids;
   s.sync_decision = last_decision_.text;
   s.resync_paused = resync_paused_;
+  if (repl_ == ReplState::kSyncSource) {
+    s.resync_failed_bytes = resync_failed_bytes_;
+    s.resync_retry_seconds = resync_retry_ticks_;
+  }
   s.verify = verify_;
   return s;
 }
@@ -378,6 +383,7 @@ void Replica::Tick() {
     SendBarrier();
   }
   StepController();
+  if (resync_retry_ticks_ > 0) --resync_retry_ticks_;  // PumpResync below starts the pass at 0
   RefillResyncBudget();
 }
 
@@ -406,9 +412,14 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
       bitmap_.ClearRange(block->second.offset, block->second.length);
       counters_.resync_bytes += block->second.length;
       peer_unflushed_.push_back({seq, block->second.offset, block->second.length});
-    } else if (error != EAGAIN) {  // EAGAIN: stale on a fast-failback Primary, sent again
-      Warn("the peer failed resync block at " + std::to_string(block->second.offset) + ": error " +
-           std::to_string(error) + "; it stays out of sync and is sent again");
+    } else if (error != EAGAIN) {            // EAGAIN: stale on a fast-failback Primary, sent again
+      if (resync_pass_failed_bytes_ == 0) {  // the pass's first; its end sums them all
+        Warn("the peer failed resync block at " + std::to_string(block->second.offset) +
+             ": error " + std::to_string(error) + " (" + ErrnoText(error) +
+             "); it stays out of sync");
+      }
+      resync_pass_failed_bytes_ += block->second.length;
+      resync_pass_error_ = error;
     }
     resync_blocks_.erase(block);
     PumpResync();

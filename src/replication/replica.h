@@ -231,6 +231,10 @@ struct ReplicaStatus {
   GenerationIds ids;
   std::string sync_decision;  // the rule that decided at the last connect ("" before one)
   bool resync_paused = false;
+  // The peer failed to write this much of the last resync pass; the next pass starts in
+  // resync_retry_seconds (0: none waiting).
+  uint64_t resync_failed_bytes = 0;
+  uint32_t resync_retry_seconds = 0;
   std::optional<VerifyStatus> verify;  // since the last 'replctl verify' (none before one)
 };
 
@@ -473,6 +477,7 @@ class Replica {
   int64_t RateSliceBytes() const;  // one slice of ResyncRate (0: no limit)
   void StepController();
   bool ResyncWindowFull() const;
+  bool EndResyncPass();
   bool CsumsWindowFull() const;
   bool ResyncReadMustWait(uint64_t offset, uint64_t length) const;
   void StartResyncRead(uint64_t offset, uint64_t length, bool csums, bool verify);
@@ -517,6 +522,7 @@ class Replica {
   // While a resync runs, Tick sends a barrier every kResyncBarrierTicks, or when this many bytes
   // are unflushed on the peer; otherwise every Tick.
   static constexpr uint32_t kResyncBarrierTicks = 8;
+  static constexpr uint32_t kResyncRetryTicksMax = 60;
   static constexpr uint64_t kResyncUnflushedBytesMax = 1ULL << 30;
   uint32_t ticks_since_barrier_ = 0;
   uint64_t UnflushedBytes() const {
@@ -535,6 +541,14 @@ class Replica {
   std::map<uint64_t, ResyncBlock> resync_blocks_;  // token -> block being read or sent
   uint64_t resync_cursor_bit_ = 0;
   uint64_t resync_total_bytes_ = 0;
+  // A pass over the bitmap in which the peer failed blocks (its disk full or failing) ends the
+  // pass; the next starts after resync_retry_ticks_ (1, 2, 4 ... kResyncRetryTicksMax Ticks),
+  // not at once: the blocks would fail again in a loop that floods the link and both logs.
+  uint64_t resync_pass_failed_bytes_ = 0;  // in the pass running
+  int resync_pass_error_ = 0;              // the last of them
+  uint64_t resync_failed_bytes_ = 0;       // in the last pass that ended with failures
+  uint32_t resync_backoff_ticks_ = 0;
+  uint32_t resync_retry_ticks_ = 0;  // until the next pass; 0: not waiting
   uint64_t last_resync_seq_ = 0;
   uint64_t resync_applied_bytes_ = 0;
   std::map<uint64_t, uint64_t> csum_frames_;  // seq -> resync token: digests awaiting a reply

@@ -2,7 +2,11 @@
 // in order, a bounded window at a time; a block's bits clear when the peer confirms its write.
 // Application writes that overlap a block being read wait for it (and the other way round), so
 // the peer receives them in the order they hit this disk.
+#include <algorithm>
+
 #include "common/check.h"
+#include "common/status.h"
+#include "common/units.h"
 #include "replication/replica.h"
 
 namespace repld {
@@ -12,6 +16,8 @@ void Replica::StartResyncAsSource(bool full) {
   if (options_.resync_checksums) differs_.emplace(options_.data_bytes);
   repl_ = ReplState::kSyncSource;
   resync_cursor_bit_ = 0;
+  resync_pass_failed_bytes_ = resync_failed_bytes_ = 0;
+  resync_backoff_ticks_ = resync_retry_ticks_ = 0;
   resync_total_bytes_ = bitmap_.OutOfSyncBytes();
   Emit(PersistBitmap{});
   SendOurBitmap();  // the merged bitmap: the target learns every block it lacks
@@ -24,6 +30,7 @@ void Replica::StartResyncAsSource(bool full) {
 void Replica::PumpResync() {
   if (repl_ == ReplState::kVerifyS) return PumpVerify();
   if (repl_ != ReplState::kSyncSource || !Connected() || resync_paused_) return;
+  if (resync_retry_ticks_ > 0) return;  // Tick counts it down
   const bool limited = ResyncRate() > 0;
   const uint64_t grain = kBitmapGrainBytes;
   const uint64_t bits = bitmap_.bit_count();
@@ -52,7 +59,8 @@ void Replica::PumpResync() {
     SendBarrier();  // confirmed blocks wait for a peer flush to leave the window
   if (resync_blocks_.empty() && bitmap_.FindNextSet(resync_cursor_bit_) >= bits) {
     if (bitmap_.CountSet() > 0) {
-      resync_cursor_bit_ = 0;  // blocks failed or were marked again behind the cursor
+      resync_cursor_bit_ = 0;       // blocks failed or were marked again behind the cursor
+      if (EndResyncPass()) return;  // the peer failed blocks: the next pass waits
       if (bitmap_.FindNextSet(0) < bits) {
         PumpResync();
         return;
@@ -60,6 +68,27 @@ void Replica::PumpResync() {
     }
     FinishResync();
   }
+}
+
+// At the end of a pass with blocks left: true if the peer failed some of this pass's, and the
+// next pass then waits for Tick (1, 2, 4 ... kResyncRetryTicksMax seconds, reset by a pass
+// without failures).
+bool Replica::EndResyncPass() {
+  if (resync_pass_failed_bytes_ == 0) {
+    resync_backoff_ticks_ = 0;
+    resync_failed_bytes_ = 0;
+    return false;
+  }
+  resync_backoff_ticks_ =
+      std::min(resync_backoff_ticks_ == 0 ? 1 : resync_backoff_ticks_ * 2, kResyncRetryTicksMax);
+  resync_retry_ticks_ = resync_backoff_ticks_;
+  resync_failed_bytes_ = resync_pass_failed_bytes_;
+  Warn("the peer failed to write " + FormatSizeBytes(resync_pass_failed_bytes_) +
+       " of resync blocks in this pass (error " + std::to_string(resync_pass_error_) + ": " +
+       ErrnoText(resync_pass_error_) + "); they stay out of sync, and the next pass starts in " +
+       std::to_string(resync_retry_ticks_) + " s");
+  resync_pass_failed_bytes_ = 0;
+  return true;
 }
 
 void Replica::SetResyncTunables(uint64_t rate_bytes, const ResyncController& controller,

@@ -179,7 +179,9 @@ TEST(ControlProto, StatusObjectFollowsTheSchema) {
                                {"done_bytes", 1 * kMiB},
                                {"speed_bytes_per_second", 2 * kMiB},
                                {"average_bytes_per_second", nullptr},
-                               {"eta_seconds", 2}}));
+                               {"eta_seconds", 2},
+                               {"failed_bytes", 0},
+                               {"next_pass_in_seconds", nullptr}}));
   EXPECT_EQ(j["counters"]["sent_bytes"], 7);
   EXPECT_EQ(j["counters"]["pending"], 2);
   EXPECT_EQ(j["counters"].size(), 11u);
@@ -394,9 +396,8 @@ TEST_F(ControlServerTest, ReplacesAStaleSocketButNotALiveOne) {
   EXPECT_EQ(refused.status().code(), ECONNREFUSED);
 
   StartServer();
-  ControlServer second(io_, path_, [](const json&) -> asio::awaitable<json> {
-    co_return json::object();
-  });
+  ControlServer second(io_, path_,
+                       [](const json&) -> asio::awaitable<json> { co_return json::object(); });
   const Status s = second.Start();
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("already"), std::string::npos) << s.message();
@@ -407,9 +408,8 @@ TEST_F(ControlServerTest, ReplacesAStaleSocketButNotALiveOne) {
 TEST_F(ControlServerTest, RefusesAPathThatIsNotASocket) {
   ASSERT_EQ(mkdir((dir_ + "/run").c_str(), 0755), 0);
   std::system(("touch '" + path_ + "'").c_str());
-  ControlServer server(io_, path_, [](const json&) -> asio::awaitable<json> {
-    co_return json::object();
-  });
+  ControlServer server(io_, path_,
+                       [](const json&) -> asio::awaitable<json> { co_return json::object(); });
   const Status s = server.Start();
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("not a socket"), std::string::npos);

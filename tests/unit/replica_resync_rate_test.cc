@@ -2,6 +2,9 @@
 // blocks per Tick (one second in the daemon), and none while paused.
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <vector>
+
 #include "replication/replica.h"
 
 namespace repld {
@@ -9,9 +12,10 @@ namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
-// Answers everything at once (local reads, the peer's acks and flushes); returns how many
-// resync blocks were read.
-int RunToQuiet(Replica& r) {
+// Answers everything at once (local reads, the peer's acks and flushes; the peer's writes of
+// resync blocks fail with `write_error` unless it is 0); returns how many resync blocks were
+// read.
+int RunToQuiet(Replica& r, int write_error = 0) {
   int reads = 0;
   for (int round = 0; round < 10000; ++round) {
     std::vector<Action> actions = r.TakeActions();
@@ -22,7 +26,7 @@ int RunToQuiet(Replica& r) {
         r.ResyncReadDone(read->token, 0);
       } else if (auto* send = std::get_if<SendResync>(&a)) {
         r.PeerAck(AckKind::kReceived, send->seq, 0);
-        r.PeerAck(AckKind::kWritten, send->seq, 0);
+        r.PeerAck(AckKind::kWritten, send->seq, write_error);
       } else if (auto* flush = std::get_if<SendFlush>(&a)) {
         r.PeerAck(AckKind::kFlushed, flush->seq, 0);
       }
@@ -88,6 +92,40 @@ TEST(ReplicaResyncRate, UnlimitedSendsEverythingAtOnce) {
   Replica r = Source(0);
   EXPECT_EQ(RunToQuiet(r), 64);
   EXPECT_EQ(r.Report().out_of_sync_bytes, 0u);
+}
+
+// A target whose disk is full fails every block: the pass ends, and the next one waits 1, 2,
+// 4 ... 60 Ticks instead of starting at once (it used to, in a loop that sent gigabytes a
+// second and logged a line per block on both nodes). Once the disk takes writes, a pass
+// finishes the resync and the waits start again from 1.
+TEST(ReplicaResyncRate, APeerThatFailsBlocksGetsTheNextPassLater) {
+  Replica r = Source(0);
+  EXPECT_EQ(RunToQuiet(r, ENOSPC), 64) << "one pass over the bitmap";
+  ReplicaStatus s = r.Report();
+  EXPECT_EQ(s.resync_failed_bytes, 64 * kMiB);
+  EXPECT_EQ(s.resync_retry_seconds, 1u);
+  EXPECT_EQ(s.out_of_sync_bytes, 64 * kMiB);
+  std::vector<int> waited;
+  for (int pass = 0; pass < 8; ++pass) {
+    int ticks = 0;
+    int reads = 0;
+    while (reads == 0 && ticks < 100) {
+      r.Tick();
+      ++ticks;
+      reads = RunToQuiet(r, ENOSPC);
+    }
+    EXPECT_EQ(reads, 64) << "pass " << pass;
+    waited.push_back(ticks);
+  }
+  EXPECT_EQ(waited, (std::vector<int>{1, 2, 4, 8, 16, 32, 60, 60}));
+  EXPECT_EQ(r.Report().repl, ReplState::kSyncSource);
+
+  // The disk has room again: the next pass syncs everything.
+  for (int t = 0; t <= 60 && RunToQuiet(r) == 0; ++t) r.Tick();
+  s = r.Report();
+  EXPECT_EQ(s.out_of_sync_bytes, 0u);
+  EXPECT_EQ(s.repl, ReplState::kEstablished);
+  EXPECT_EQ(s.resync_failed_bytes, 0u);
 }
 
 TEST(ReplicaResyncRate, APausedSourceSendsNothingUntilResumed) {

@@ -85,6 +85,22 @@ TEST(StatusFormat, ResyncingWithSpeedShowsFinishAndSpeed) {
       << out;
 }
 
+TEST(StatusFormat, ResyncBlocksThePeerFailedAndTheNextPass) {
+  const std::string out = FormatStatus(Status(R"({"role":"Primary","disk":"UpToDate",
+      "connection":"Connected","replication":"SyncSource","out_of_sync_bytes":44040192,
+      "peer":{"node":"beta","role":"Secondary","disk":"Inconsistent"},
+      "resync":{"total_bytes":67108864,"done_bytes":23068672,"failed_bytes":44040192,
+                "next_pass_in_seconds":4}})"));
+  EXPECT_NE(out.find("\n    the peer failed to write 42.0 MiB of the last pass (its log says "
+                     "why); next pass in 4 s\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(FormatStatus(Status(R"({"replication":"SyncSource",
+                "resync":{"total_bytes":1,"done_bytes":0,"failed_bytes":0}})"))
+                .find("failed"),
+            std::string::npos);
+}
+
 TEST(StatusFormat, VerifyRunningAndFinished) {
   std::string out = FormatStatus(Status(R"({"connection":"Connected","replication":"VerifyS",
       "peer":{"node":"beta","role":"Secondary","disk":"UpToDate"},
