@@ -85,118 +85,123 @@ def copy_seconds(src, dst, size):
     return time.monotonic() - t0
 
 
-def timed_sync(args, tmp, name, peer_dir, repld=None):
-    """A fresh pair's full sync: (pair, data bytes, seconds); the daemons are stopped, the
-    files stay."""
+def timed_pair(args, tmp, name, peer_dir, measure, repld=None):
+    """A fresh pair whose Primary's file was written whole, and `measure(pair)`'s seconds:
+    (pair, data bytes, seconds). The daemons are stopped, the files stay."""
     pair = started_pair(tmp, name, args.size, args, peer_dir, prefill=True, repld=repld)
     try:
-        data = pair.data_bytes()
-        return pair, data, full_sync_seconds(pair)
+        return pair, pair.data_bytes(), measure(pair)
     finally:
         pair.stop()
 
 
-def before_sync_seconds(args, tmp, name, peer_dir):
-    pair, _, seconds = timed_sync(args, tmp, name, peer_dir, repld=args.before)
+def remove_files(pair):
     pair.remove_peer_disk()
     os.remove(pair.disk["alpha"])
-    return seconds
+
+
+def with_before(args, tmp, i, peer_dir, measure, label):
+    """timed_pair with the build under test and, with --before, with that binary too (first in
+    every other round, so that neither always meets the disk after the other): (pair, data
+    bytes, seconds, the before binary's seconds or None)."""
+    def before_seconds():
+        pair, _, seconds = timed_pair(args, tmp, f"before-{label}{i}", peer_dir, measure,
+                                      repld=args.before)
+        remove_files(pair)
+        return seconds
+
+    before = before_seconds() if args.before and i % 2 == 1 else None
+    pair, data, seconds = timed_pair(args, tmp, f"{label}{i}", peer_dir, measure)
+    if args.before and before is None:
+        before = before_seconds()
+    return pair, data, seconds, before
+
+
+def report_rows(args, heading, intro, first_column, rows, last_columns, gains):
+    """The part's table; with --before, a column for that binary and its median speed-up."""
+    head, rule = f"| round | {first_column} | ", "|---|---:|"
+    if args.before:
+        head, rule = head + f"{first_column}, {args.before} | ", rule + "---:|"
+    out = [heading, "", intro, "", head + " | ".join(last_columns) + " |",
+           rule + "---:|" * len(last_columns), *rows, ""]
+    if gains:
+        out += [f"Against --before: median speed-up {sorted(gains)[len(gains) // 2]:.2f}x.", ""]
+    return out
+
+
+def speed_cell(data, seconds):
+    return f"{seconds:.2f} s, {data / MiB / seconds:.0f} MiB/s"
 
 
 def part_speed(args, tmp, lines, peer_dir):
     """--rounds rounds of (full sync, then dd of the same bytes right after it): the disk's
     speed drifts between minutes on a VM, so each ratio pairs two neighbouring runs, and the
-    median ratio is the result. With --before, each round also times that binary's full sync,
-    first in every other round."""
+    median ratio is the result."""
     rows, ratios, gains = [], [], []
     for i in range(args.rounds):
-        before = None
-        if args.before and i % 2 == 1:
-            before = before_sync_seconds(args, tmp, f"before{i}", peer_dir)
-        pair, data, resync = timed_sync(args, tmp, f"speed{i}", peer_dir)
-        if args.before and before is None:
-            before = before_sync_seconds(args, tmp, f"before{i}", peer_dir)
+        pair, data, resync, before = with_before(args, tmp, i, peer_dir, full_sync_seconds,
+                                                 "speed")
         # Into a fresh preallocated file, as the Secondary's was before its sync: writing over
         # the synced file's already written extents would spare dd the unwritten-extent
         # conversions that the resync paid.
         pair.remove_peer_disk()
         rb.preallocate(pair.disk["beta"], args.size)
         copy = copy_seconds(pair.disk["alpha"], pair.disk["beta"], data)
-        pair.remove_peer_disk()
-        os.remove(pair.disk["alpha"])
+        remove_files(pair)
         ratios.append(copy / resync)
-        row = f"| {i + 1} | {resync:.2f} s, {data / MiB / resync:.0f} MiB/s | "
+        cells = [speed_cell(data, resync)]
         if before is not None:
             gains.append(before / resync)
-            row += f"{before:.2f} s, {data / MiB / before:.0f} MiB/s | "
-        rows.append(row + f"{copy:.2f} s, {data / MiB / copy:.0f} MiB/s | {copy / resync:.2f}x |")
+            cells.append(speed_cell(data, before))
+        cells += [speed_cell(data, copy), f"{copy / resync:.2f}x"]
+        rows.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     median = sorted(ratios)[len(ratios) // 2]
-    head, rule = "| round | full sync (unthrottled) | ", "|---|---:|"
-    if args.before:
-        head, rule = head + f"full sync, {args.before} | ", rule + "---:|"
-    lines += ["## Resync speed against a plain copy", "",
-              f"Secondary's disk: {rb.LAYOUTS[args.layout]}. {nb.fmt_size(data)} each; "
-              "dd is O_DIRECT with 1 MiB blocks.", "",
-              head + "dd | ratio |", rule + "---:|---:|", *rows, "",
-              f"Median ratio {median:.2f}x: target >= 0.8x "
+    lines += report_rows(args, "## Resync speed against a plain copy",
+                         f"Secondary's disk: {rb.LAYOUTS[args.layout]}. {nb.fmt_size(data)} "
+                         "each; dd is O_DIRECT with 1 MiB blocks.",
+                         "full sync (unthrottled)", rows, ["dd", "ratio"], gains)
+    lines += [f"Median ratio {median:.2f}x: target >= 0.8x "
               f"{'OK' if median >= 0.8 else 'MISS'}.", ""]
-    if gains:
-        lines += [f"Against --before: median speed-up {sorted(gains)[len(gains) // 2]:.2f}x.", ""]
 
 
-def verify_seconds(args, tmp, name, peer_dir, repld=None):
-    """A fresh pair's full sync, then `replctl verify` on the Primary timed to its end:
-    (pair, data bytes, seconds); the daemons are stopped, the files stay."""
-    pair = started_pair(tmp, name, args.size, args, peer_dir, prefill=True, repld=repld)
-    try:
-        data = pair.data_bytes()
-        full_sync_seconds(pair)
-        t0 = time.monotonic()
-        pair.ctl("alpha", "verify")
-        st = wait(pair, "alpha", lambda s: s["verify"] and not s["verify"]["running"], 7200,
-                  "verify")
-        seconds = time.monotonic() - t0
-        if st["verify"]["done_bytes"] != data or st["verify"]["differing_bytes"] != 0:
-            raise RuntimeError(f"{name}: the verify of identical disks ended with {st['verify']}")
-        return pair, data, seconds
-    finally:
-        pair.stop()
+def verify_seconds(pair):
+    """A full sync, then `replctl verify` on the Primary timed to its end; it must have compared
+    everything and found no difference."""
+    full_sync_seconds(pair)
+    t0 = time.monotonic()
+    pair.ctl("alpha", "verify")
+    st = wait(pair, "alpha", lambda s: s["verify"] and not s["verify"]["running"], 7200,
+              "verify")
+    seconds = time.monotonic() - t0
+    if st["verify"]["done_bytes"] != pair.data_bytes() or st["verify"]["differing_bytes"] != 0:
+        raise RuntimeError(f"{pair.name}: the verify of identical disks ended with "
+                           f"{st['verify']}")
+    return seconds
 
 
 def part_verify(args, tmp, lines, peer_dir):
     """--rounds rounds of (online verify of a synced pair, then dd reading the Primary's file):
     the verify reads both nodes' disks and digests every block on both."""
-    rows, before_rates = [], []
+    rows, gains = [], []
     for i in range(args.rounds):
-        before = None
-        if args.before and i % 2 == 1:
-            p, _, before = verify_seconds(args, tmp, f"vbefore{i}", peer_dir, repld=args.before)
-            p.remove_peer_disk()
-            os.remove(p.disk["alpha"])
-        pair, data, seconds = verify_seconds(args, tmp, f"verify{i}", peer_dir)
-        if args.before and before is None:
-            p, _, before = verify_seconds(args, tmp, f"vbefore{i}", peer_dir, repld=args.before)
-            p.remove_peer_disk()
-            os.remove(p.disk["alpha"])
+        pair, data, seconds, before = with_before(args, tmp, i, peer_dir, verify_seconds,
+                                                  "verify")
         t0 = time.monotonic()
         subprocess.run(["dd", f"if={pair.disk['alpha']}", "of=/dev/null", "bs=1M",
                         f"count={data // MiB}", "iflag=direct", "status=none"], check=True)
         read = time.monotonic() - t0
-        pair.remove_peer_disk()
-        os.remove(pair.disk["alpha"])
-        row = f"| {i + 1} | {seconds:.2f} s, {data / MiB / seconds:.0f} MiB/s | "
+        remove_files(pair)
+        cells = [speed_cell(data, seconds)]
         if before is not None:
-            before_rates.append(data / MiB / before)
-            row += f"{before:.2f} s, {data / MiB / before:.0f} MiB/s | "
-        rows.append(row + f"{read:.2f} s, {data / MiB / read:.0f} MiB/s |")
-    head, rule = "| round | online verify | ", "|---|---:|"
-    if args.before:
-        head, rule = head + f"online verify, {args.before} | ", rule + "---:|"
-    lines += ["## Online verify", "",
-              f"Secondary's disk: {rb.LAYOUTS[args.layout]}. {nb.fmt_size(data)} each, "
-              "identical; `replctl verify` on the Primary, timed to its end; dd reads the "
-              "Primary's file alone (O_DIRECT, 1 MiB blocks), for the disk's speed.", "",
-              head + "dd read |", rule + "---:|", *rows, ""]
+            gains.append(before / seconds)
+            cells.append(speed_cell(data, before))
+        cells.append(speed_cell(data, read))
+        rows.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    lines += report_rows(args, "## Online verify",
+                         f"Secondary's disk: {rb.LAYOUTS[args.layout]}. {nb.fmt_size(data)} "
+                         "each, identical; `replctl verify` on the Primary, timed to its end; "
+                         "dd reads the Primary's file alone (O_DIRECT, 1 MiB blocks), for the "
+                         "disk's speed.", "online verify", rows, ["dd read"], gains)
 
 
 def part_crash(args, tmp, lines, peer_dir):

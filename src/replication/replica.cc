@@ -412,8 +412,10 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
       bitmap_.ClearRange(block->second.offset, block->second.length);
       counters_.resync_bytes += block->second.length;
       peer_unflushed_.push_back({seq, block->second.offset, block->second.length});
-    } else if (error != EAGAIN) {            // EAGAIN: stale on a fast-failback Primary, sent again
-      if (resync_pass_failed_bytes_ == 0) {  // the pass's first; its end sums them all
+    } else if (error != EAGAIN) {
+      // (EAGAIN: stale on a fast-failback Primary, and sent again.) A failed write is logged
+      // for the pass's first failure; EndResyncPass sums up the rest.
+      if (resync_pass_failed_bytes_ == 0) {
         Warn("the peer failed resync block at " + std::to_string(block->second.offset) +
              ": error " + std::to_string(error) + " (" + ErrnoText(error) +
              "); it stays out of sync");

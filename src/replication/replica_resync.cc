@@ -59,8 +59,10 @@ void Replica::PumpResync() {
     SendBarrier();  // confirmed blocks wait for a peer flush to leave the window
   if (resync_blocks_.empty() && bitmap_.FindNextSet(resync_cursor_bit_) >= bits) {
     if (bitmap_.CountSet() > 0) {
-      resync_cursor_bit_ = 0;       // blocks failed or were marked again behind the cursor
-      if (EndResyncPass()) return;  // the peer failed blocks: the next pass waits
+      // Blocks failed or were marked again behind the cursor: another pass, at once, or later
+      // if the peer failed some of this one's.
+      resync_cursor_bit_ = 0;
+      if (EndResyncPass()) return;
       if (bitmap_.FindNextSet(0) < bits) {
         PumpResync();
         return;

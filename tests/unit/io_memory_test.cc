@@ -33,7 +33,7 @@ std::optional<int> ThpEligible(const void* p) {
   bool inside = false;
   while (std::getline(f, line)) {
     unsigned long begin = 0, end = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 && line.find(':') > 8) {
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2) {  // a mapping's first line
       inside = at >= begin && at < end;
     } else if (inside && line.rfind("THPeligible:", 0) == 0) {
       return std::stoi(line.substr(12));
