@@ -164,6 +164,7 @@ asio::awaitable<Status> PeerSession::ExchangeAuth(const peer::Hello& theirs) {
 asio::awaitable<Status> PeerSession::ExchangeState() {
   if (closed_) co_return Status::Invalid(reason_);
   const peer::State state = ToWireState(core_->handler.HandshakeState());
+  sent_state_ = FromWireState(state);
   if (Status s = co_await WriteAll(state.Encode()); !s.ok()) co_return s;
   std::vector<uint8_t> payload;
   if (Status s = co_await ReadHandshakeFrame(peer::MessageType::kState, payload); !s.ok()) {

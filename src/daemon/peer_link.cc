@@ -313,6 +313,14 @@ void PeerLink::SendReadRequest(uint64_t seq, uint64_t offset_bytes, uint32_t len
   SendSmall(peer::ReadRequest{seq, offset_bytes, length_bytes}.Encode());
 }
 
+void PeerLink::SendPromoteRequest(uint64_t token) {
+  SendSmall(peer::PromoteRequest{token}.Encode());
+}
+
+void PeerLink::SendPromoteReply(const peer::PromoteReply& message) {
+  if (impl_->current) impl_->current->SendLarge(message.Encode());  // the reason: up to 512 bytes
+}
+
 void PeerLink::SendReadError(uint64_t seq, int error) {
   SendSmall(peer::ReadError{seq, error}.Encode());
 }

@@ -71,8 +71,10 @@ class PeerLinkHandler {
   virtual PeerState HandshakeState() = 0;
   // The link is trying to reach the peer (after start, and after every drop).
   virtual void OnConnecting() = 0;
-  // `features`: the peer::kFeature* bits both sides agreed on in the Hello exchange.
-  virtual void OnUp(const PeerState& peer, uint64_t features) = 0;
+  // `features`: the peer::kFeature* bits both sides agreed on in the Hello exchange; `sent`:
+  // the State this node sent in the handshake, as the peer decoded it (the peer decides from
+  // it, so this node does too).
+  virtual void OnUp(const PeerState& peer, uint64_t features, const PeerState& sent) = 0;
   virtual void OnDown(const std::string& reason) = 0;
   // A Data frame whose payload CRC checked (a write, a resync block, or a read reply). `chunks`
   // hold the data (for a plain write: the length_bytes rounded up to whole chunks; empty for
@@ -88,6 +90,8 @@ class PeerLinkHandler {
   virtual void OnCsumReply(const peer::CsumReply& message) = 0;
   virtual void OnReadRequest(const peer::ReadRequest& message) = 0;
   virtual void OnReadError(const peer::ReadError& message) = 0;
+  virtual void OnPromoteRequest(uint64_t token) = 0;
+  virtual void OnPromoteReply(const peer::PromoteReply& message) = 0;
   // A frame queued with SendData left (sent = true: handed to the socket) or will never leave
   // (sent = false: the connection closed first). Comes exactly once per SendData that returned
   // true, and only then may the handler reuse the buffers it passed.
@@ -145,6 +149,8 @@ class PeerLink {
   // (SendData, on the peer) or a ReadError.
   void SendReadRequest(uint64_t seq, uint64_t offset_bytes, uint32_t length_bytes);
   void SendReadError(uint64_t seq, int error);
+  void SendPromoteRequest(uint64_t token);
+  void SendPromoteReply(const peer::PromoteReply& message);
 
  private:
   void SendSmall(std::span<const uint8_t> frame);

@@ -159,6 +159,11 @@ void PeerSession::Dispatch(peer::MessageType type, std::span<const uint8_t> payl
       return Deliver<peer::ReadRequest>(payload, [&](const auto& m) { h.OnReadRequest(m); });
     case MessageType::kReadError:
       return Deliver<peer::ReadError>(payload, [&](const auto& m) { h.OnReadError(m); });
+    case MessageType::kPromoteRequest:
+      return Deliver<peer::PromoteRequest>(payload,
+                                           [&](const auto& m) { h.OnPromoteRequest(m.token); });
+    case MessageType::kPromoteReply:
+      return Deliver<peer::PromoteReply>(payload, [&](const auto& m) { h.OnPromoteReply(m); });
     case MessageType::kPing:
       return Deliver<peer::Ping>(
           payload, [&](const auto& m) { SendSmall(peer::PingAck{m.token}.Encode()); });

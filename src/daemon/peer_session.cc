@@ -126,7 +126,7 @@ void PeerSession::GoUp() {
   core_->last_connect_failure.clear();
   spdlog::info("{}: {} connected (protocol {}, version {})", config_.resource, who_,
                ProtocolLetter(config_.protocol), version_);
-  core_->handler.OnUp(peer_state_, features_);
+  core_->handler.OnUp(peer_state_, features_, sent_state_);
 }
 
 // After the writer's last write completed: what never left, then OnDown. OnSendDone(false)

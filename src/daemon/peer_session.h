@@ -169,6 +169,7 @@ class PeerSession : public std::enable_shared_from_this<PeerSession> {
   uint16_t version_ = 0;
   uint64_t features_ = 0;  // agreed in the Hello exchange
   PeerState peer_state_;
+  PeerState sent_state_;  // ours, as the peer decoded it
 
   // Life.
   bool closed_ = false;

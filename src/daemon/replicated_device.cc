@@ -140,11 +140,6 @@ Status ReplicatedDevice::Load() {
   return Status::Ok();
 }
 
-Status ReplicatedDevice::Promote(bool force) {
-  return ChangeMd([&] { return replica_->Promote(force); },
-                  "promoted, but writing the metadata failed (see the log)");
-}
-
 // A command that changes the metadata: refused while stopping or after a metadata write failed
 // (the disk's state is unknown), and reported if its own metadata write fails.
 Status ReplicatedDevice::ChangeMd(const std::function<Status()>& change,
@@ -510,6 +505,13 @@ void ReplicatedDevice::Execute(Action& action) {
           ExecuteSendReadReply(a);
         } else if constexpr (std::is_same_v<T, DropPeer>) {
           link_->Drop(a.reason, a.reconnect);
+        } else if constexpr (std::is_same_v<T, SendPromoteRequest>) {
+          link_->SendPromoteRequest(a.token);
+        } else if constexpr (std::is_same_v<T, SendPromoteReply>) {
+          link_->SendPromoteReply({.token = a.token, .granted = a.granted, .reason = a.reason});
+        } else if constexpr (std::is_same_v<T, PromotionDone>) {
+          promotion_done_ = std::move(a);
+          if (promotion_wait_ != nullptr) promotion_wait_->cancel();
         } else if constexpr (std::is_same_v<T, Log>) {
           if (a.level == 0) spdlog::info("resource {}: {}", config_.name, a.text);
           if (a.level == 1) spdlog::warn("resource {}: {}", config_.name, a.text);

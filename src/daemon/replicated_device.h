@@ -20,6 +20,7 @@
 
 #include <sys/uio.h>
 
+#include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <cstdint>
@@ -72,7 +73,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
 
   void Submit(DiskIo* io) override;
 
-  Status Promote(bool force);
+  // replctl primary. Connected, the peer must agree first (Replica::Promote): this waits for
+  // its answer, at most kPromotionAnswerTimeout, and says why it was refused.
+  asio::awaitable<Status> Promote(bool force);
   Status Demote(uint32_t open_clients);
   // replctl connect / disconnect: leave StandAlone and start the link again; drop the peer and
   // stay StandAlone. `message` tells what happened (nothing, when it already was so).
@@ -223,7 +226,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // PeerLinkHandler
   PeerState HandshakeState() override { return replica_->LocalState(); }
   void OnConnecting() override;
-  void OnUp(const PeerState& peer, uint64_t features) override;
+  void OnUp(const PeerState& peer, uint64_t features, const PeerState& sent) override;
   void OnDown(const std::string& reason) override;
   void OnData(const peer::Data& head, std::span<uint8_t* const> chunks) override;
   void OnRecvAck(uint64_t seq) override;
@@ -236,6 +239,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void OnCsumReply(const peer::CsumReply& message) override;
   void OnReadRequest(const peer::ReadRequest& message) override;
   void OnReadError(const peer::ReadError& message) override;
+  void OnPromoteRequest(uint64_t token) override;
+  void OnPromoteReply(const peer::PromoteReply& message) override;
   void OnSendDone(uint64_t cookie, bool sent) override;
 
   asio::io_context& io_;
@@ -286,6 +291,10 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   bool stopped_ = false;
   bool link_stopped_ = false;
   bool md_failed_ = false;  // a metadata write failed: never write a clean superblock again
+  // A promotion waiting for the peer's answer (one at a time: the core refuses a second).
+  static constexpr std::chrono::seconds kPromotionAnswerTimeout{10};
+  asio::steady_timer* promotion_wait_ = nullptr;
+  std::optional<PromotionDone> promotion_done_;
 };
 
 }  // namespace repld

@@ -2,6 +2,8 @@
 // frames this node sends. (The client side and the core's actions: replicated_device.cc.)
 #include <spdlog/spdlog.h>
 
+#include <asio/redirect_error.hpp>
+#include <asio/use_awaitable.hpp>
 #include <cstdlib>
 
 #include "common/check.h"
@@ -15,10 +17,52 @@ void ReplicatedDevice::OnConnecting() {
   Drain();
 }
 
-void ReplicatedDevice::OnUp(const PeerState& peer, uint64_t features) {
+void ReplicatedDevice::OnUp(const PeerState& peer, uint64_t features, const PeerState& sent) {
   digest_kind_ = (features & peer::kFeatureCrc64Digests) != 0 ? BlockDigestKind::kCrc64
                                                               : BlockDigestKind::kSha256;
-  replica_->PeerUp(peer);
+  const bool promote_requests = (features & peer::kFeaturePromoteRequests) != 0;
+  if (!promote_requests) {
+    spdlog::warn(
+        "resource {}: the peer's repld is older and does not agree promotions: both nodes could "
+        "be promoted at the same moment; upgrade it",
+        config_.name);
+  }
+  replica_->PeerUp(Replica::Handshake{peer, sent, promote_requests});
+  Drain();
+}
+
+asio::awaitable<Status> ReplicatedDevice::Promote(bool force) {
+  promotion_done_.reset();
+  Status s = ChangeMd([&] { return replica_->Promote(force); },
+                      "promoted, but writing the metadata failed (see the log)");
+  if (!s.ok() || !replica_->promotion_pending()) co_return s;
+  asio::steady_timer wait(io_);
+  wait.expires_after(kPromotionAnswerTimeout);
+  promotion_wait_ = &wait;
+  std::error_code ec;
+  co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  promotion_wait_ = nullptr;
+  if (!promotion_done_) {
+    replica_->AbandonPromotion("the peer did not answer within " +
+                               std::to_string(kPromotionAnswerTimeout.count()) + " s");
+    Drain();
+  }
+  if (!promotion_done_) co_return Status::Invalid("the promotion ended without an answer");
+  const PromotionDone done = *promotion_done_;
+  promotion_done_.reset();
+  if (done.error != 0) co_return Status::Invalid("not promoted: " + done.message);
+  if (md_failed_)
+    co_return Status::Invalid("promoted, but writing the metadata failed (see the log)");
+  co_return Status::Ok();
+}
+
+void ReplicatedDevice::OnPromoteRequest(uint64_t token) {
+  replica_->PeerPromoteRequest(token);
+  Drain();
+}
+
+void ReplicatedDevice::OnPromoteReply(const peer::PromoteReply& message) {
+  replica_->PeerPromoteReply(message.token, message.granted, message.reason);
   Drain();
 }
 

@@ -155,7 +155,10 @@ asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
         config_.name + "' first");
   }
   const bool was_primary = device_ == nullptr || device_->role() == Role::kPrimary;
-  Status s = device_ == nullptr ? Status::Ok() : device_->Promote(force);
+  // Not `a ? b : co_await c`: GCC 12 destroys the temporary of a co_await inside a
+  // conditional expression twice.
+  Status s = Status::Ok();
+  if (device_ != nullptr) s = co_await device_->Promote(force);
   if (!s.ok() || config_.frontend != Frontend::kUblk || ublk_ != nullptr) co_return s;
   if (ublk_changing_) co_return Status::Invalid("the ublk device is being changed; try again");
   if (stopping_) co_return Status::Invalid("the daemon is stopping");

@@ -59,7 +59,10 @@ std::optional<PayloadBounds> BoundsOf(uint16_t type) {
     case MessageType::kPingAck:
     case MessageType::kRecvAck:
     case MessageType::kFlush:
+    case MessageType::kPromoteRequest:
       return PayloadBounds{8, 8};
+    case MessageType::kPromoteReply:
+      return PayloadBounds{PromoteReply::kBytesMin, PromoteReply::kBytesMax};
     case MessageType::kWriteAck:
     case MessageType::kFlushAck:
     case MessageType::kReadError:
@@ -194,6 +197,10 @@ std::string_view MessageTypeName(MessageType type) {
       return "Ping";
     case MessageType::kPingAck:
       return "PingAck";
+    case MessageType::kPromoteRequest:
+      return "PromoteRequest";
+    case MessageType::kPromoteReply:
+      return "PromoteReply";
     case MessageType::kData:
       return "Data";
     case MessageType::kRecvAck:
@@ -806,6 +813,52 @@ Result<ReadError> ReadError::Decode(std::span<const uint8_t> p) {
   if (e.error == 0)
     return Malformed(kType, "read " + std::to_string(e.seq) + " failed with error 0");
   return e;
+}
+
+std::array<uint8_t, kFrameHeaderBytes + 8> PromoteRequest::Encode() const {
+  return EncodeU64<PromoteRequest>(token);
+}
+
+Result<PromoteRequest> PromoteRequest::Decode(std::span<const uint8_t> p) {
+  if (Status s = CheckExactBytes(kType, p, kBytes); !s.ok()) return s;
+  return PromoteRequest{GetU64(p.data())};
+}
+
+std::vector<uint8_t> PromoteReply::Encode() const {
+  const size_t text_bytes = std::min(reason.size(), kErrorTextBytesMax);
+  std::vector<uint8_t> p(kBytesMin + text_bytes);
+  PutU64(p.data(), token);
+  PutU32(p.data() + 8, granted ? 1 : 0);
+  PutU16(p.data() + 12, static_cast<uint16_t>(text_bytes));
+  for (size_t i = 0; i < text_bytes; ++i) {
+    const auto c = static_cast<uint8_t>(reason[i]);
+    p[kBytesMin + i] = (c < 0x20 || c == 0x7f) ? '?' : c;
+  }
+  return EncodeFrame(kType, p);
+}
+
+Result<PromoteReply> PromoteReply::Decode(std::span<const uint8_t> p) {
+  if (p.size() < kBytesMin || p.size() > kBytesMax) {
+    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
+                                std::to_string(kBytesMin) + ".." + std::to_string(kBytesMax));
+  }
+  PromoteReply r;
+  r.token = GetU64(p.data());
+  const uint32_t granted = GetU32(p.data() + 8);
+  if (granted > 1)
+    return Malformed(kType, "granted is " + std::to_string(granted) + ", not 0 or 1");
+  r.granted = granted == 1;
+  const size_t text_bytes = GetU16(p.data() + 12);
+  if (p.size() != kBytesMin + text_bytes) {
+    return Malformed(kType, "reason length " + std::to_string(text_bytes) + " does not match the " +
+                                std::to_string(p.size()) + "-byte payload");
+  }
+  for (uint8_t c : p.subspan(kBytesMin)) {
+    if (c < 0x20 || c == 0x7f)
+      return Malformed(kType, "reason holds control character " + Hex(c, 2));
+  }
+  r.reason.assign(reinterpret_cast<const char*>(p.data() + kBytesMin), text_bytes);
+  return r;
 }
 
 Result<RecvAck> RecvAck::Decode(std::span<const uint8_t> p) {

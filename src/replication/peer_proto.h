@@ -59,6 +59,8 @@ enum class MessageType : uint16_t {
   kError = 0x04,
   kPing = 0x05,
   kPingAck = 0x06,
+  kPromoteRequest = 0x07,
+  kPromoteReply = 0x08,
   kData = 0x10,
   kRecvAck = 0x11,
   kWriteAck = 0x12,
@@ -117,7 +119,10 @@ inline constexpr uint64_t kFeatureTrim = 1ull << 0;    // Data may carry kDataFl
 inline constexpr uint64_t kFeatureZeroes = 1ull << 1;  // Data may carry kDataFlagZeroes
 // Csums digests are CRC-64/XZ of each block, not the first 8 bytes of its SHA-256.
 inline constexpr uint64_t kFeatureCrc64Digests = 1ull << 2;
-inline constexpr uint64_t kFeaturesSupported = kFeatureTrim | kFeatureZeroes | kFeatureCrc64Digests;
+// Promotion while connected is agreed with the peer (PromoteRequest / PromoteReply) first.
+inline constexpr uint64_t kFeaturePromoteRequests = 1ull << 3;
+inline constexpr uint64_t kFeaturesSupported =
+    kFeatureTrim | kFeatureZeroes | kFeatureCrc64Digests | kFeaturePromoteRequests;
 
 // The first message each side sends. Its layout is frozen for every protocol version: it is
 // what two versions must both understand to agree on one.
@@ -395,6 +400,33 @@ struct ReadError {
   int32_t error = 0;
   std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
   static Result<ReadError> Decode(std::span<const uint8_t> payload);
+};
+
+// ---- Promotion, agreed with the peer (kFeaturePromoteRequests) -------------------------------
+
+// "May I become Primary?": a connected Secondary asks before it promotes. `token` names the
+// request (the answer carries it back). Payload: token u64.
+struct PromoteRequest {
+  static constexpr MessageType kType = MessageType::kPromoteRequest;
+  static constexpr size_t kBytes = 8;
+  uint64_t token = 0;
+  std::array<uint8_t, kFrameHeaderBytes + kBytes> Encode() const;
+  static Result<PromoteRequest> Decode(std::span<const uint8_t> payload);
+};
+
+// The answer: granted (the sender now counts the asker as Primary and will not promote itself
+// until it hears otherwise) or refused, with the reason for the operator. Payload: token u64,
+// granted u32 (0 or 1), text length u16, text (printable, at most kErrorTextBytesMax).
+struct PromoteReply {
+  static constexpr MessageType kType = MessageType::kPromoteReply;
+  static constexpr size_t kBytesMin = 14;
+  static constexpr size_t kBytesMax = kBytesMin + kErrorTextBytesMax;
+  uint64_t token = 0;
+  bool granted = false;
+  std::string reason;  // why refused; Encode cuts it and replaces control characters
+
+  std::vector<uint8_t> Encode() const;
+  static Result<PromoteReply> Decode(std::span<const uint8_t> payload);
 };
 
 struct Ping {

@@ -456,65 +456,6 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
 
 // --- Roles ---
 
-Status Replica::Promote(bool force) {
-  if (role_ == Role::kPrimary) return Status::Ok();
-  if (Connected() && peer_ && peer_->role == Role::kPrimary) {
-    return Status::Invalid("the peer is Primary; demote it first (replctl secondary on the peer)");
-  }
-  if (md_.disk != DiskState::kUpToDate && repl_ == ReplState::kSyncTarget) {
-    if (force) {
-      return Status::Invalid(
-          "this node is receiving a resync; --force would make half-copied data the one that "
-          "counts. Without --force it becomes Primary at once (fast failback: blocks not yet "
-          "synced are read from the peer), or wait for the resync to finish");
-    }
-    if (!PeerCanServe()) {
-      return Status::Invalid(
-          "this node is receiving a resync and is promoted during it only while connected to "
-          "an UpToDate peer that serves the blocks not yet synced; wait for the resync");
-    }
-    // Fast failback: the data that counts stays the peer's until the resync ends, so no
-    // generation changes.
-    role_ = Role::kPrimary;
-    md_.primary = true;
-    PersistMdNow();
-    Info(
-        "role Secondary -> Primary during the resync (fast failback): blocks not yet synced "
-        "are read from the peer, and writes complete once the peer has them");
-    Emit(SendState{LocalState()});
-    return Status::Ok();
-  }
-  if (md_.disk != DiskState::kUpToDate && !force) {
-    return Status::Invalid(std::string("the local disk is ") + DiskStateName(md_.disk) +
-                           ", not UpToDate; 'primary --force' makes this node's data the one "
-                           "that counts (the peer's differing data is overwritten)");
-  }
-  const bool forced_over_data = md_.disk != DiskState::kUpToDate;
-  if (forced_over_data || !Connected()) {
-    // Our data diverges from whatever the peer has from now on.
-    if (md_.ids.bitmap == 0 && md_.ids.current != 0 && !forced_over_data) {
-      md_.ids.bitmap = md_.ids.current;
-      md_.primary_at_split = false;  // promoted after the split: the younger Primary
-    }
-    NewCurrentId();
-  }
-  role_ = Role::kPrimary;
-  md_.primary = true;
-  md_.disk = DiskState::kUpToDate;
-  PersistMdNow();
-  Info(std::string("role Secondary -> Primary") + (forced_over_data ? " (forced)" : ""));
-  if (Connected()) {
-    if (forced_over_data) {
-      // The peer's data no longer counts: reconnect, and the handshake starts a full sync.
-      Emit(DropPeer{"promoted with --force over the peer's data: reconnecting for a full sync",
-                    true});
-    } else {
-      Emit(SendState{LocalState()});
-    }
-  }
-  return Status::Ok();
-}
-
 Status Replica::Demote(uint32_t open_clients) {
   if (role_ == Role::kSecondary) return Status::Ok();
   if (open_clients > 0) {

@@ -163,6 +163,21 @@ struct DropPeer {  // close the peer connection; `reconnect`: try again after th
   std::string reason;
   bool reconnect;
 };
+// Promotion agreed with the peer (docs/replication.md, "Promotion while connected").
+struct SendPromoteRequest {  // ask the connected peer whether this node may become Primary
+  uint64_t token;
+};
+struct SendPromoteReply {  // answer the peer's request `token`
+  uint64_t token;
+  bool granted;
+  std::string reason;  // why refused
+};
+// The promotion that Promote() left pending ended: error 0 (this node is Primary) or an errno
+// value with the reason for the operator.
+struct PromotionDone {
+  int error;
+  std::string message;
+};
 struct Log {  // a line for the log
   int level;  // 0 info, 1 warning, 2 error
   std::string text;
@@ -171,7 +186,7 @@ using Action =
     std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush, ApplyPeerWrite, SendAck,
                  ResyncRead, SendResync, SendCsums, CompareCsums, SendCsumReply, SendReadRequest,
                  ReadForPeer, SendReadReply, Complete, WriteAl, PersistMd, PersistBitmap, SendState,
-                 SendOutOfSync, DropPeer, Log>;
+                 SendOutOfSync, DropPeer, SendPromoteRequest, SendPromoteReply, PromotionDone, Log>;
 
 struct ReplicaOptions {
   std::string node_name;
@@ -305,7 +320,18 @@ class Replica {
   // --- Peer link ---
   void PeerConnecting();
   // The handshake succeeded (authenticated, same resource and sizes): decides who syncs.
-  void PeerUp(const PeerState& peer);
+  // `sent`: the state this node sent in the handshake, which the peer decides from; both sides
+  // decide from the states exchanged, and a node whose role, disk or generation changed since
+  // it sent them reconnects instead (none: the state now, for a handshake that is atomic).
+  // `promote_requests`: the peer agrees to promotions (peer::kFeaturePromoteRequests); a peer
+  // without it is told by a State after the fact, as before.
+  struct Handshake {
+    PeerState peer;
+    std::optional<PeerState> sent;
+    bool promote_requests = true;
+  };
+  void PeerUp(const Handshake& handshake);
+  void PeerUp(const PeerState& peer) { PeerUp(Handshake{peer, std::nullopt, true}); }
   void PeerDown(const std::string& reason);
   void PeerSent(uint64_t seq);  // frame `seq` was handed to the socket
   void PeerAck(AckKind kind, uint64_t seq, int error);
@@ -344,7 +370,22 @@ class Replica {
   // slice of the resync rate's budget.
   void RateSlice();
 
+  // Promotion agreed with the peer. The peer asks (its request `token`): answered at once.
+  void PeerPromoteRequest(uint64_t token);
+  // The peer's answer to our SendPromoteRequest.
+  void PeerPromoteReply(uint64_t token, bool granted, const std::string& reason);
+  // The caller gave up waiting (no answer in time): the promotion fails, and the peer hears
+  // that this node is still Secondary.
+  void AbandonPromotion(const std::string& why);
+  // Promote() returned Ok but the peer must agree first: PromotionDone says how it ended.
+  bool promotion_pending() const { return promotion_.has_value(); }
+
   // --- Operator ---
+  // Promotion while connected is a cluster-wide change: the peer agrees first (Promote returns
+  // Ok with promotion_pending(), and PromotionDone follows), so that two connected nodes are
+  // never Primary at once; requests that cross resolve in favour of the node whose name sorts
+  // first. A disconnected node promotes on its own (the operator's call: a split brain is found
+  // at the next connect).
   // A SyncTarget connected to an UpToDate Secondary peer may be promoted (without --force): fast
   // failback. It serves at once; reads of blocks not yet synced go to the peer, and its writes
   // complete only once the peer has written them (its own disk does not count yet).
@@ -439,6 +480,11 @@ class Replica {
   void Info(std::string text) { Emit(Log{0, std::move(text)}); }
   void Warn(std::string text) { Emit(Log{1, std::move(text)}); }
   bool Connected() const { return conn_ == ConnState::kConnected; }
+  // Promotion (replica_promote.cc): what refuses it now, and the change itself.
+  Status CheckPromote(bool force) const;
+  void DoPromote(bool force);
+  void FinishPromotion(int error, const std::string& message);
+  int PromotionTie(uint64_t their_token) const;
   bool Overlaps(uint64_t offset, uint64_t length, uint64_t o2, uint64_t l2) const {
     return offset < o2 + l2 && o2 < offset + length;
   }
@@ -579,6 +625,13 @@ class Replica {
   bool standalone_ = false;
   bool resync_paused_ = false;
   bool discard_my_data_ = false;  // until the next connect succeeds (or refuses)
+  // Promotion agreed with the peer: our request waiting for its answer.
+  struct PendingPromotion {
+    uint64_t token = 0;
+    bool force = false;
+  };
+  std::optional<PendingPromotion> promotion_;
+  bool peer_promote_requests_ = false;  // this connection agrees promotions first
   // SyncSource waiting for the target's bitmap (PeerOutOfSync with `last`): full or bitmap.
   std::optional<bool> awaiting_bitmap_full_;
   uint64_t app_bytes_since_tick_ = 0;  // client reads and writes, for the controller

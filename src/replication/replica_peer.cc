@@ -46,12 +46,43 @@ void Replica::Disconnect(const std::string& why) {
   if (!Connected()) conn_ = ConnState::kStandAlone;  // else PeerDown, when the link reports it
 }
 
-void Replica::PeerUp(const PeerState& peer) {
+// The handshake's state changed in a way that could make the two sides decide differently.
+static std::string HandshakeStateMoved(const PeerState& sent, const PeerState& now) {
+  if (sent.role != now.role) {
+    return std::string("role ") + RoleName(sent.role) + " -> " + RoleName(now.role);
+  }
+  if (sent.disk != now.disk) {
+    return std::string("disk ") + DiskStateName(sent.disk) + " -> " + DiskStateName(now.disk);
+  }
+  if (sent.ids != now.ids) {
+    return "generation identifiers changed";
+  }
+  if (sent.primary_at_split != now.primary_at_split ||
+      sent.discard_my_data != now.discard_my_data) {
+    return "split-brain flags changed";
+  }
+  return "";
+}
+
+void Replica::PeerUp(const Handshake& handshake) {
   REPLD_CHECK(conn_ != ConnState::kConnected);
+  const PeerState& peer = handshake.peer;
   if (standalone_) {  // a handshake that finished as the operator disconnected
     Emit(DropPeer{"this node is StandAlone ('replctl connect' connects it)", false});
     return;
   }
+  // Both sides decide from the states they exchanged; if ours moved since (a promotion while
+  // Connecting), the peer decided from a state that is no longer true: connect again.
+  if (handshake.sent) {
+    if (const std::string moved = HandshakeStateMoved(*handshake.sent, LocalState());
+        !moved.empty()) {
+      Emit(DropPeer{
+          "this node's state changed during the handshake (" + moved + "): connecting again",
+          true});
+      return;
+    }
+  }
+  peer_promote_requests_ = handshake.promote_requests;
   const GenerationIds& mine = md_.ids;
   const GenerationIds& theirs = peer.ids;
   auto refuse = [&](const std::string& why) {
@@ -65,7 +96,9 @@ void Replica::PeerUp(const PeerState& peer) {
     return;
   }
   // Decide the direction of the data (sync_decision.h; docs/replication.md has the table).
-  const PeerState me = LocalState();
+  // The counts of what changed may have moved since the handshake (a disconnected Primary
+  // writing): the peer saw the ones sent, so both decide on those.
+  const PeerState me = handshake.sent ? *handshake.sent : LocalState();
   const SyncSide my_side{
       mine, md_.disk, role_, me.out_of_sync_bytes, me.discard_my_data, me.primary_at_split};
   const SyncSide peer_side{theirs,
@@ -209,6 +242,9 @@ void Replica::PeerDown(const std::string& reason) {
   peer_.reset();
   if (!was_connected) return;
   Warn("lost the peer: " + reason);
+  FinishPromotion(ENOTCONN,
+                  "the connection to the peer was lost before it answered; a disconnected node "
+                  "is promoted on its own: run 'replctl primary' again");
   // Every write the peer did not confirm may be missing there.
   for (auto& [seq, id] : unconfirmed_) {
     Request& r = requests_.at(id);
@@ -261,6 +297,9 @@ void Replica::PeerStateChanged(const PeerState& peer) {
   if (!Connected()) return;
   const bool resync_done = peer.resync_done && repl_ == ReplState::kSyncTarget;
   peer_ = peer;
+  if (promotion_ && peer.role == Role::kPrimary) {
+    FinishPromotion(EBUSY, "the peer became Primary before it answered");
+  }
   if (repl_ == ReplState::kSyncTarget) {
     // The largest the source reported: its State once it added our bitmap (an earlier one, sent
     // while it waited for it, is smaller; later ones shrink as the resync goes).

@@ -23,10 +23,9 @@ void World::FastFailback() {
   RunUntil(now_ + 5'000'000, ready);
   if (!failure_.empty()) return;
   if (!ready()) return Fail("node" + std::to_string(t) + " did not become the sync target");
-  if (Status st = tr.Promote(false); !st.ok()) {
+  if (Status st = PromoteNow(t, false); !st.ok()) {
     return Fail("fast failback: promoting the sync target failed: " + st.message());
   }
-  Drain(t);
   // The survivor's disk is the truth from here; the client writes and reads on the victim.
   known_max_ = nodes_[static_cast<size_t>(u)]->disk.cache;
   failed_max_.assign(blocks_, 0);
@@ -55,11 +54,10 @@ bool World::MakeTarget(int target, std::string& how) {
   if (Chance(0.5)) {
     how = "a bitmap resync";
     if (ur.role() != Role::kPrimary) {
-      if (Status st = ur.Promote(false); !st.ok()) {
+      if (Status st = PromoteNow(u, false); !st.ok()) {
         Fail("promoting the survivor failed: " + st.message());
         return false;
       }
-      Drain(u);
     }
     link_up_ = false;
     Disconnect("partition before the failback");

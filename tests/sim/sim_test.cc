@@ -21,7 +21,7 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 void RunSeeds(Protocol protocol) {
   const uint64_t only = EnvNumber("REPLD_SIM_SEED", 0);
   const uint64_t count = only != 0 ? 1 : EnvNumber("REPLD_SIM_SEEDS", 1000);
-  uint64_t reads_checked = 0, remote_reads = 0;
+  uint64_t reads_checked = 0, remote_reads = 0, raced = 0, won = 0;
   for (uint64_t k = 0; k < count; ++k) {
     SimOptions o;
     o.seed = only != 0 ? only : k + 1;
@@ -35,6 +35,8 @@ void RunSeeds(Protocol protocol) {
     }
     reads_checked += world.reads_checked();
     remote_reads += world.remote_reads();
+    raced += world.promotions_raced();
+    won += world.promotions_won();
     if (!failure.empty() || only != 0) {
       std::string tail;
       const auto& log = world.log();
@@ -51,10 +53,16 @@ void RunSeeds(Protocol protocol) {
   if (only == 0 && count >= 20) {
     EXPECT_GT(reads_checked, 0u);
     EXPECT_GT(remote_reads, 0u);
+    // Crossed promotions on a connected pair end with one Primary, unless the link was cut.
+    EXPECT_GT(raced, 0u);
+    EXPECT_GT(won, raced / 2);
   }
-  std::printf("protocol %c: %llu fast-failback reads checked, %llu served by the peer\n",
-              ProtocolLetter(protocol), static_cast<unsigned long long>(reads_checked),
-              static_cast<unsigned long long>(remote_reads));
+  std::printf(
+      "protocol %c: %llu fast-failback reads checked, %llu served by the peer; %llu crossed "
+      "promotions, %llu with one Primary\n",
+      ProtocolLetter(protocol), static_cast<unsigned long long>(reads_checked),
+      static_cast<unsigned long long>(remote_reads), static_cast<unsigned long long>(raced),
+      static_cast<unsigned long long>(won));
 }
 
 TEST(Sim, ProtocolCLosesNoAcknowledgedWrite) { RunSeeds(Protocol::kC); }

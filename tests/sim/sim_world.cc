@@ -35,6 +35,7 @@ World::World(SimOptions options) : options_(options), rng_(options.seed) {
 void World::MakeReplica(Node& n) {
   ReplicaOptions o;
   o.node_name = n.index == 0 ? "alpha" : "beta";
+  o.peer_name = n.index == 0 ? "beta" : "alpha";
   o.data_bytes = options_.data_bytes;
   o.protocol = options_.protocol;
   o.max_buffers = options_.max_buffers;
@@ -67,7 +68,18 @@ bool World::Step() {
     if (!n.up || n.incarnation != e.incarnation) return true;
   }
   e.fn();
+  CheckRoles();
   return true;
+}
+
+void World::CheckRoles() {
+  for (const auto& n : nodes_) {
+    if (!n->up || n->replica->role() != Role::kPrimary ||
+        n->replica->conn() != ConnState::kConnected) {
+      return;
+    }
+  }
+  Fail("two connected nodes are both Primary");
 }
 
 void World::RunUntil(Clock t, const std::function<bool()>& stop) {
@@ -302,6 +314,20 @@ void World::Execute(Node& n, Action& action) {
           }
           if (!a.reconnect) refusals_[i].push_back(a.reason);
           After(0, -1, [this, reason = a.reason] { Disconnect(reason); });
+        } else if constexpr (std::is_same_v<T, SendPromoteRequest>) {
+          Frame f;
+          f.type = Frame::Type::kPromoteRequest;
+          f.seq = a.token;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, SendPromoteReply>) {
+          Frame f;
+          f.type = Frame::Type::kPromoteReply;
+          f.seq = a.token;
+          f.fua = a.granted;
+          f.reason = a.reason;
+          Send(i, std::move(f));
+        } else if constexpr (std::is_same_v<T, PromotionDone>) {
+          n.promotion_done = a;
         } else if constexpr (std::is_same_v<T, Log>) {
           log_.push_back(std::to_string(now_) + " node" + std::to_string(i) + ": " + a.text);
         }
@@ -365,6 +391,12 @@ void World::Deliver(int to, const Frame& f) {
       }
       break;
     }
+    case Frame::Type::kPromoteRequest:
+      n.replica->PeerPromoteRequest(f.seq);
+      break;
+    case Frame::Type::kPromoteReply:
+      n.replica->PeerPromoteReply(f.seq, f.fua, f.reason);
+      break;
     case Frame::Type::kReadReply:
       if (const std::optional<RequestId> id = n.replica->RemoteRead(f.seq)) {
         auto it = n.client_reads.find(*id);
@@ -384,15 +416,35 @@ void World::Deliver(int to, const Frame& f) {
 void World::TryConnect() {
   connect_pending_ = false;
   if (connected_ || !link_up_ || !nodes_[0]->up || !nodes_[1]->up) return;
+  // A StandAlone node's link neither listens nor connects (PeerConnecting leaves it so).
+  for (const auto& n : nodes_) {
+    n->replica->PeerConnecting();
+    if (n->replica->conn() == ConnState::kStandAlone) return;
+  }
   connected_ = true;
   ++conn_epoch_;
-  last_delivery_[0] = last_delivery_[1] = now_;
-  const PeerState s0 = nodes_[0]->replica->LocalState();
-  const PeerState s1 = nodes_[1]->replica->LocalState();
-  nodes_[0]->replica->PeerUp(s1);
-  nodes_[1]->replica->PeerUp(s0);
-  Drain(0);
-  Drain(1);
+  // The States cross now; each node learns of the connection a little later (its handshake
+  // ends when the peer's State arrives), and may have changed in between: a promotion, a
+  // demotion. Frames to a node arrive only after its own handshake ended.
+  const PeerState sent[2] = {nodes_[0]->replica->LocalState(), nodes_[1]->replica->LocalState()};
+  const uint64_t epoch = conn_epoch_;
+  for (int i = 0; i < 2; ++i) {
+    const Clock up_at = now_ + Rand(0, 400);
+    last_delivery_[i] = up_at;
+    At(up_at, i, [this, i, epoch, peer = sent[1 - i], mine = sent[i]] {
+      Replica& r = *nodes_[static_cast<size_t>(i)]->replica;
+      if (connected_ && epoch == conn_epoch_) {
+        r.PeerUp(Replica::Handshake{peer, mine, true});
+      } else if (!connected_ && conn_epoch_ == epoch + 1) {
+        // The peer dropped this connection after the States crossed: this node still ends its
+        // handshake with the peer's State (and decides), then finds the connection closed.
+        r.PeerUp(Replica::Handshake{peer, mine, true});
+        Drain(i);
+        r.PeerDown("the peer closed the connection");
+      }
+      Drain(i);
+    });
+  }
 }
 
 void World::Disconnect(const std::string& why) {
@@ -495,8 +547,7 @@ std::string World::Run() {
   // A fresh pair: node 0 takes over with --force and syncs node 1 in full, while writing.
   Node& p = *nodes_[0];
   Node& s = *nodes_[1];
-  if (Status st = p.replica->Promote(true); !st.ok()) return "promote: " + st.message();
-  Drain(0);
+  if (Status st = PromoteNow(0, true); !st.ok()) return "promote: " + st.message();
   TryConnect();
   client_on_ = true;
   ClientIssue();
@@ -544,6 +595,12 @@ std::string World::Run() {
     }
   }
 
+  ConcurrentPromotion();
+  if (!failure_.empty()) return failure_;
+  RunUntil(now_ + 5'000'000, in_sync);
+  if (!in_sync()) Fail("the pair did not get back in sync after the crossed promotions");
+  if (!failure_.empty()) return failure_;
+
   // Phase 3: writes on a healthy pair, then the Primary dies at a random moment.
   client_on_ = true;
   ClientIssue();
@@ -559,7 +616,7 @@ std::string World::Run() {
         return failure_;
       }
     }
-    if (Status st = s.replica->Promote(false); !st.ok()) {
+    if (Status st = PromoteNow(1, false); !st.ok()) {
       Fail("promoting the surviving UpToDate Secondary failed: " + st.message());
       return failure_;
     }
@@ -593,8 +650,8 @@ void World::SplitBrain() {
   for (int i = 0; i < 2; ++i) {
     Replica& r = *nodes_[static_cast<size_t>(i)]->replica;
     if (r.role() == Role::kPrimary) continue;
-    if (Status st = r.Promote(false); !st.ok()) {
-      if (Status forced = r.Promote(true); !forced.ok()) {
+    if (Status st = PromoteNow(i, false); !st.ok()) {
+      if (Status forced = PromoteNow(i, true); !forced.ok()) {
         return Fail("node" + std::to_string(i) +
                     " could not be promoted alone: " + forced.message());
       }
@@ -649,6 +706,84 @@ void World::SplitBrain() {
   ResolveSplitBrain();
 }
 
+Status World::PromoteNow(int index, bool force) {
+  Node& n = *nodes_[static_cast<size_t>(index)];
+  n.promotion_done.reset();
+  Status st = n.replica->Promote(force);
+  Drain(index);
+  if (!st.ok() || !n.replica->promotion_pending()) return st;
+  RunUntil(now_ + 1'000'000, [&] { return !n.up || !n.replica->promotion_pending(); });
+  if (!n.up) return Status::Invalid("the node crashed while its promotion was agreed");
+  if (n.replica->promotion_pending()) {
+    Fail("node" + std::to_string(index) + "'s promotion got no answer within 1 s");
+    return Status::Invalid("no answer");
+  }
+  if (!n.promotion_done) return Status::Invalid("promotion ended without PromotionDone");
+  if (n.promotion_done->error != 0) return Status::Invalid(n.promotion_done->message);
+  return Status::Ok();
+}
+
+void World::ConcurrentPromotion() {
+  if (!Demote(0)) return;
+  RunUntil(now_ + 2'000);
+  const bool cut = Chance(0.3);
+  Clock cut_end = now_;
+  if (cut) {
+    const Clock at = now_ + Rand(0, 600), down_for = Rand(1'000, 5'000);
+    CutLink(at, down_for, "link cut during the promotions");
+    cut_end = at + down_for;
+  }
+  // A node that already lost the link does not ask: a disconnected promotion is the operator's
+  // split-brain choice, which phase 4 covers.
+  bool asked[2] = {false, false};
+  for (int i = 0; i < 2; ++i) {
+    After(Rand(0, 400), -1, [this, i, &asked] {
+      Node& n = *nodes_[static_cast<size_t>(i)];
+      asked[i] = true;
+      if (n.replica->conn() != ConnState::kConnected) return;
+      n.promotion_done.reset();
+      if (Status st = n.replica->Promote(false); !st.ok()) {
+        log_.push_back(std::to_string(now_) + " node" + std::to_string(i) +
+                       " promotion refused at once: " + st.message());
+      }
+      Drain(i);
+    });
+  }
+  auto settled = [&] {
+    return asked[0] && asked[1] && !nodes_[0]->replica->promotion_pending() &&
+           !nodes_[1]->replica->promotion_pending();
+  };
+  RunUntil(now_ + 1'000'000, settled);
+  if (!failure_.empty()) return;
+  if (!settled()) return Fail("the crossed promotions did not settle within 1 s");
+  RunUntil(std::max(now_, cut_end + 1));  // the cut, if any, has come and gone
+  ++promotions_raced_;
+  int primaries = 0;
+  for (const auto& n : nodes_) primaries += n->replica->role() == Role::kPrimary ? 1 : 0;
+  if (primaries == 2) return Fail("both nodes became Primary from crossed promotions");
+  if (primaries == 1) ++promotions_won_;
+  log_.push_back(std::to_string(now_) + " crossed promotions: " + std::to_string(primaries) +
+                 " Primary" + (cut ? " (link cut)" : ""));
+  // Back to node 0 Primary, node 1 Secondary, connected and in sync for phase 3.
+  if (nodes_[1]->replica->role() == Role::kPrimary && !Demote(1)) return;
+  link_up_ = true;
+  if (!connected_ && !connect_pending_) TryConnect();
+  if (nodes_[0]->replica->role() != Role::kPrimary) {
+    auto ready = [&] {
+      const ReplicaStatus a = nodes_[0]->replica->Report(), b = nodes_[1]->replica->Report();
+      return a.conn == ConnState::kConnected && b.conn == ConnState::kConnected &&
+             a.repl == ReplState::kEstablished && b.repl == ReplState::kEstablished &&
+             a.disk == DiskState::kUpToDate && b.disk == DiskState::kUpToDate && a.peer &&
+             a.peer->role == Role::kSecondary;
+    };
+    RunUntil(now_ + 5'000'000, ready);
+    if (!ready()) return Fail("the pair did not reconnect in sync after the crossed promotions");
+    if (Status st = PromoteNow(0, false); !st.ok() && failure_.empty()) {
+      return Fail("promoting node0 back failed: " + st.message());
+    }
+  }
+}
+
 bool World::Demote(int index) {
   Replica& r = *nodes_[static_cast<size_t>(index)]->replica;
   if (r.role() == Role::kSecondary) return true;
@@ -674,8 +809,9 @@ void World::ResolveSplitBrain() {
   std::string how;
   if (by_policy) {
     if (s.role() != Role::kPrimary) {
-      if (Status st = s.Promote(false); !st.ok()) return Fail("promote survivor: " + st.message());
-      Drain(survivor);
+      if (Status st = PromoteNow(survivor, false); !st.ok()) {
+        return Fail("promote survivor: " + st.message());
+      }
     }
     for (Replica* r : {&v, &s}) {
       r->SetSplitBrainPolicy({AfterSb0Pri::kDisconnect, AfterSb1Pri::kDiscardSecondary});

@@ -46,7 +46,9 @@ struct Frame {
     kCsums,
     kCsumReply,
     kReadRequest,
-    kReadReply
+    kReadReply,
+    kPromoteRequest,  // seq carries the token
+    kPromoteReply     // seq: token; fua: granted; reason in `reason`
   } type = Type::kData;
   uint64_t seq = 0, offset = 0, length = 0;
   std::vector<uint64_t> versions;  // data, read reply: one per 4 KiB block; kCsums: as digests
@@ -55,6 +57,7 @@ struct Frame {
   int error = 0;
   PeerState state;
   std::vector<OutOfSyncRun> runs;  // kOutOfSync (`fua` carries its `last`), kCsumReply
+  std::string reason;              // kPromoteReply
 };
 
 struct Node {
@@ -85,6 +88,7 @@ struct Node {
   std::unordered_map<uint64_t, Frame> frames;        // key -> received data frame
   std::unordered_map<uint64_t, Frame> resync_reads;  // token -> block read
   std::unordered_map<uint64_t, Frame> csum_frames;   // key -> the peer's digests
+  std::optional<PromotionDone> promotion_done;       // the last promotion agreed or refused
   explicit Node(uint64_t blocks) : disk(blocks) {}
 };
 
@@ -107,6 +111,9 @@ class World {
   // Phase 7's reads: checked against the model, and of those served by the peer.
   uint64_t reads_checked() const { return reads_checked_; }
   uint64_t remote_reads() const { return remote_reads_; }
+  // Phase 2b: promotions asked on both nodes at once, and how many ended with one Primary.
+  uint64_t promotions_raced() const { return promotions_raced_; }
+  uint64_t promotions_won() const { return promotions_won_; }
 
  private:
   using Clock = uint64_t;  // microseconds
@@ -119,6 +126,13 @@ class World {
   Clock Rand(Clock lo, Clock hi) { return std::uniform_int_distribution<Clock>(lo, hi)(rng_); }
   bool Chance(double p) { return std::bernoulli_distribution(p)(rng_); }
   bool Demote(int node);
+  // Promote() and, when the peer must agree, run until it has answered: how it ended.
+  Status PromoteNow(int node, bool force);
+  // Phase 2b: both nodes of a connected pair ask to be promoted at about the same moment
+  // (sometimes with the link cut around it); at most one may win.
+  void ConcurrentPromotion();
+  // After every event: two connected nodes are never both Primary.
+  void CheckRoles();
 
   void MakeReplica(Node& n);
   void Drain(int node);
@@ -185,6 +199,7 @@ class World {
   bool split_phase_ = false;
   std::vector<std::string> refusals_[2];
   uint64_t data_delivered_ = 0;  // Data frames that reached a node
+  uint64_t promotions_raced_ = 0, promotions_won_ = 0;
 
   // Phase 7: what each block must read as (the highest version acknowledged, unless a failed
   // write's version is higher: then either may be there, kUnknown), and the reads checked.

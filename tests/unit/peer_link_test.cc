@@ -85,11 +85,12 @@ class Recorder : public PeerLinkHandler {
 
   PeerState HandshakeState() override { return state_; }
   void OnConnecting() override { events.push_back("connecting"); }
-  void OnUp(const PeerState& p, uint64_t agreed) override {
+  void OnUp(const PeerState& p, uint64_t agreed, const PeerState& ours) override {
     events.push_back("up");
     ++ups;
     peer = p;
     features = agreed;
+    sent = ours;
   }
   void OnDown(const std::string& reason) override {
     events.push_back("down");
@@ -120,6 +121,8 @@ class Recorder : public PeerLinkHandler {
   void OnCsumReply(const peer::CsumReply&) override {}
   void OnReadRequest(const peer::ReadRequest&) override {}
   void OnReadError(const peer::ReadError&) override {}
+  void OnPromoteRequest(uint64_t token) override { promote_requests.push_back(token); }
+  void OnPromoteReply(const peer::PromoteReply& m) override { promote_replies.push_back(m); }
   void OnSendDone(uint64_t cookie, bool sent) override {
     events.push_back(sent ? "sent" : "unsent");
     send_done.emplace_back(cookie, sent);
@@ -132,7 +135,10 @@ class Recorder : public PeerLinkHandler {
   std::vector<std::string> events;
   int ups = 0;
   std::optional<PeerState> peer;
-  uint64_t features = 0;  // agreed, as OnUp said
+  uint64_t features = 0;          // agreed, as OnUp said
+  std::optional<PeerState> sent;  // ours, as OnUp said the peer decoded it
+  std::vector<uint64_t> promote_requests;
+  std::vector<peer::PromoteReply> promote_replies;
   std::vector<std::string> down_reasons;
   std::vector<Received> data;
   std::vector<uint64_t> recv_acks;
@@ -320,6 +326,9 @@ TEST_F(PeerLinkTest, BothNodesComeUpWithEachOthersState) {
   EXPECT_TRUE(beta.link.up());
   ExpectSameState(*alpha.rec.peer, BetaState());
   ExpectSameState(*beta.rec.peer, AlphaState());
+  // Each side learns the state it sent as the other decoded it: both decide from those.
+  ExpectSameState(*alpha.rec.sent, AlphaState());
+  ExpectSameState(*beta.rec.sent, BetaState());
   // Two nodes of this build agree on every feature it has (CRC-64 digests among them).
   EXPECT_EQ(alpha.rec.features, peer::kFeaturesSupported);
   EXPECT_EQ(beta.rec.features, peer::kFeaturesSupported);
@@ -373,10 +382,14 @@ TEST_F(PeerLinkTest, DataAndSmallFramesArriveIntact) {
   alpha.link.SendFlushAck(10, 0);
   beta.link.SendWriteAck(1, 0);
   beta.link.SendRecvAck(4);
+  alpha.link.SendPromoteRequest(0xABCDEF0123456789);
+  const std::string reason = "'beta' is Primary; demote it first " + std::string(400, '.');
+  beta.link.SendPromoteReply({.token = 0xABCDEF0123456789, .granted = false, .reason = reason});
 
   ASSERT_TRUE(RunUntil([&] {
     return beta.rec.data.size() == 4 && beta.rec.flush_acks.size() == 1 &&
-           alpha.rec.send_done.size() == 4 && alpha.rec.recv_acks.size() == 1;
+           alpha.rec.send_done.size() == 4 && alpha.rec.recv_acks.size() == 1 &&
+           alpha.rec.promote_replies.size() == 1;
   }));
   RunFor(20ms);  // nothing more may come
 
@@ -406,6 +419,10 @@ TEST_F(PeerLinkTest, DataAndSmallFramesArriveIntact) {
   EXPECT_THAT(beta.rec.flush_acks, ElementsAre(Pair(10, 0)));
   EXPECT_THAT(alpha.rec.write_acks, ElementsAre(Pair(1, 0)));
   EXPECT_THAT(alpha.rec.recv_acks, ElementsAre(4));
+  EXPECT_THAT(beta.rec.promote_requests, ElementsAre(0xABCDEF0123456789));
+  EXPECT_EQ(alpha.rec.promote_replies[0].token, 0xABCDEF0123456789u);
+  EXPECT_FALSE(alpha.rec.promote_replies[0].granted);
+  EXPECT_EQ(alpha.rec.promote_replies[0].reason, reason);
   EXPECT_EQ(beta.pool.free_count(), beta.pool.chunk_count());
 }
 

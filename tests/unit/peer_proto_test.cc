@@ -566,6 +566,48 @@ TEST(PeerProto, ReadRequestAndReadErrorDecodeErrors) {
   EXPECT_THAT(error(-1), HasSubstr("not 0 or an errno"));
 }
 
+TEST(PeerProto, PromoteRequestAndReplyRoundTrip) {
+  Result<PromoteRequest> q = DecodeMessage<PromoteRequest>(PromoteRequest{0xFEEDFACE}.Encode());
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  EXPECT_EQ(q->token, 0xFEEDFACEu);
+  const PromoteReply refused{.token = 9, .granted = false, .reason = "'beta' is Primary\n"};
+  Result<PromoteReply> r = DecodeMessage<PromoteReply>(refused.Encode());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->token, 9u);
+  EXPECT_FALSE(r->granted);
+  EXPECT_EQ(r->reason, "'beta' is Primary?") << "control characters never reach the log";
+  Result<PromoteReply> g =
+      DecodeMessage<PromoteReply>(PromoteReply{.token = 10, .granted = true, .reason = ""}.Encode());
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  EXPECT_TRUE(g->granted);
+  EXPECT_EQ(g->reason, "");
+  // A reason longer than the limit is cut, not refused.
+  const PromoteReply longer{.token = 1, .granted = false, .reason = std::string(2000, 'x')};
+  Result<PromoteReply> cut = DecodeMessage<PromoteReply>(longer.Encode());
+  ASSERT_TRUE(cut.ok());
+  EXPECT_EQ(cut->reason.size(), kErrorTextBytesMax);
+  EXPECT_EQ(MessageTypeName(MessageType::kPromoteReply), "PromoteReply");
+  EXPECT_NE(kFeaturesSupported & kFeaturePromoteRequests, 0u);
+}
+
+TEST(PeerProto, PromoteReplyDecodeErrors) {
+  auto reply = [](uint32_t granted, uint16_t length, std::string text) {
+    std::vector<uint8_t> p;
+    Le(p, 9, 8);
+    Le(p, granted, 4);
+    Le(p, length, 2);
+    p.insert(p.end(), text.begin(), text.end());
+    Result<PromoteReply> r = PromoteReply::Decode(p);
+    return r.ok() ? std::string("decoded") : r.status().message();
+  };
+  EXPECT_EQ(reply(0, 3, "abc"), "decoded");
+  EXPECT_THAT(reply(2, 0, ""), HasSubstr("not 0 or 1"));
+  EXPECT_THAT(reply(0, 4, "abc"), HasSubstr("does not match"));
+  EXPECT_THAT(reply(0, 3, "a\x01c"), HasSubstr("control character"));
+  EXPECT_FALSE(PromoteRequest::Decode(std::vector<uint8_t>(9)).ok());
+  EXPECT_FALSE(PromoteReply::Decode(std::vector<uint8_t>(13)).ok());
+}
+
 std::vector<uint8_t> DataHead(uint64_t offset, uint32_t length, uint32_t flags) {
   std::vector<uint8_t> h;
   Le(h, 7, 8);

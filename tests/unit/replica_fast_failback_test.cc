@@ -46,12 +46,20 @@ struct Pair {
     target.PeerStateChanged(source.LocalState());
     target.TakeActions();
   }
-  // Fast failback: the target promoted, its State (to the source) taken.
+  // Fast failback: the target asks, the source agrees, the target is promoted; its State (to
+  // the source) taken.
   bool PromoteTarget() {
-    const bool ok = target.Promote(false).ok();
-    target.TakeActions();
-    return ok;
+    if (!target.Promote(false).ok()) return false;
+    for (const SendPromoteRequest& q : All<SendPromoteRequest>(target.TakeActions())) {
+      source.PeerPromoteRequest(q.token);
+    }
+    for (const SendPromoteReply& r : All<SendPromoteReply>(source.TakeActions())) {
+      target.PeerPromoteReply(r.token, r.granted, r.reason);
+    }
+    promotion_states = All<SendState>(target.TakeActions()).size();
+    return target.role() == Role::kPrimary;
   }
+  size_t promotion_states = 0;  // States the promotion sent
   Replica target;
   Replica source;
   std::vector<Action> source_actions;
@@ -75,11 +83,10 @@ TEST(ReplicaFastFailback, ATargetConnectedToAnUpToDatePeerIsPromotedAndStaysInco
   Status forced = p.target.Promote(true);
   ASSERT_FALSE(forced.ok());
   EXPECT_NE(forced.message().find("Without --force it becomes Primary at once"), std::string::npos);
-  ASSERT_TRUE(p.target.Promote(false).ok());
-  EXPECT_EQ(p.target.role(), Role::kPrimary);
+  ASSERT_TRUE(p.PromoteTarget());
   EXPECT_EQ(p.target.disk(), DiskState::kInconsistent);
   EXPECT_EQ(p.target.md().ids, kStayed) << "no new generation: the peer's data still counts";
-  EXPECT_EQ(All<SendState>(p.target.TakeActions()).size(), 1u);
+  EXPECT_EQ(p.promotion_states, 1u);
   // The source, told the target is Primary, does not follow its (stale) generation.
   p.source.PeerStateChanged(p.target.LocalState());
   EXPECT_EQ(p.source.md().ids.current, kY);
