@@ -188,13 +188,11 @@ void BackingStore::Submit(DiskIo* io) {
       ring_.Fdatasync(fd_, &io->op);
       return;
     case BlockOp::kTrim:
-      if (!punch_supported_) return FinishOrSync(io);  // discard is advisory
-      io->stage = kFallocate;
-      ring_.Fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, r.offset_bytes,
-                      r.length_bytes, &io->op);
-      return;
+      // A discard leaves the range reading as zeroes, whatever the disk: a punched hole where
+      // it can, zeroes written where it cannot. A no-op would leave the old data here while the
+      // peer's disk (another file system) reads zeroes, and verify would find them different.
     case BlockOp::kWriteZeroes:
-      if (r.may_punch && punch_supported_) {
+      if ((r.may_punch || r.op == BlockOp::kTrim) && punch_supported_) {
         io->stage = kFallocate;
         ring_.Fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, r.offset_bytes,
                         r.length_bytes, &io->op);
@@ -254,13 +252,12 @@ void BackingStore::Continue(DiskIo* io, int result) {
     case kFallocate: {
       if (result == -EOPNOTSUPP || result == -ENOTSUP || result == -EINVAL) {
         // The file system or device cannot do it: remember, and take the fallback.
-        if (r.op == BlockOp::kTrim) {
+        if ((r.may_punch || r.op == BlockOp::kTrim) && punch_supported_) {
           punch_supported_ = false;
-          spdlog::info("{}: discard is not supported; TRIM requests are accepted as no-ops", path_);
-          return FinishOrSync(io);
-        }
-        if (r.may_punch && punch_supported_) {
-          punch_supported_ = false;
+          spdlog::info(
+              "{}: punching holes is not supported; TRIM requests write zeroes instead, so that "
+              "the range reads the same on both nodes",
+              path_);
         } else {
           zero_range_supported_ = false;
         }

@@ -11,7 +11,7 @@ enum class BlockOp : uint8_t {
   kRead,
   kWrite,
   kFlush,        // make every completed write durable
-  kTrim,         // discard: the range's content becomes unspecified, may read as zeroes
+  kTrim,  // discard: the range reads as zeroes afterwards (punched where the disk can)
   kWriteZeroes,  // the range reads as zeroes afterwards
 };
 

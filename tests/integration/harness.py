@@ -597,6 +597,42 @@ class FuseFile:
         run_cleanup(self._token)
 
 
+class NbdkitFuseDisk:
+    """A backing disk with the properties of an nbdkit plugin (and filters): nbdkit serves
+    `args` on a unix socket in `tmpdir`, nbdfuse exposes it as a file (`.file`), which a daemon
+    uses as its disk. Both processes are ours and are stopped by PID at cleanup."""
+
+    def __init__(self, tmpdir: str, name: str, args: list[str]):
+        self.sock = os.path.join(tmpdir, f"{name}-nbdkit.sock")
+        self.log_path = os.path.join(tmpdir, f"{name}-nbdkit.log")
+        cmd = ["nbdkit", "--foreground", "--exit-with-parent", "-U", self.sock] + args
+        log("start: " + " ".join(cmd))
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                     preexec_fn=_die_with_parent)
+        logf.close()
+        self._token = register_cleanup(self._cleanup, f"nbdkit pid {self.proc.pid}")
+        if not wait_until(lambda: self.proc.poll() is not None or os.path.exists(self.sock), 15) \
+                or self.proc.poll() is not None:
+            raise AssertionError(f"nbdkit did not start: {read_text(self.log_path)}")
+        self.fuse = FuseFile(os.path.join(tmpdir, f"{name}-mnt"), self.sock, tmpdir)
+        self.file = self.fuse.file
+
+    def _cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # our own child, by PID
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        """The file system first (it holds the socket), then nbdkit."""
+        self.fuse.close()
+        run_cleanup(self._token)
+
+
 class LoopDevice:
     def __init__(self, file: str, direct_io: bool = True):
         cmd = ["losetup", "-f", "--show"] + (["--direct-io=on"] if direct_io else []) + [file]
