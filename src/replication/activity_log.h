@@ -34,6 +34,11 @@ class ActivityLog {
   uint64_t seq() const { return seq_; }
   uint64_t transactions() const { return transactions_; }
 
+  // Writes counted on `extent` (0 when it is not in the log).
+  uint32_t refs(uint32_t extent) const {
+    auto it = slot_of_.find(extent);
+    return it == slot_of_.end() ? 0 : refs_[it->second];
+  }
   // Counts one more write in flight on a hot extent (it cannot be evicted meanwhile).
   void Ref(uint32_t extent);
   void Unref(uint32_t extent);

@@ -418,6 +418,10 @@ class Replica {
   // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
   void Shutdown();
 
+  // The bookkeeping's own consistency (replica_invariants.cc): "" or the first broken rule.
+  // The simulator calls it after every event; it is cheap enough for tests, not for I/O paths.
+  std::string CheckInvariants() const;
+
  private:
   struct Request {
     enum class Type : uint8_t { kWrite, kFlush, kRead } type = Type::kWrite;

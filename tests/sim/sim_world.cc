@@ -74,6 +74,12 @@ bool World::Step() {
 
 void World::CheckRoles() {
   for (const auto& n : nodes_) {
+    if (!n->up) continue;
+    if (const std::string broken = n->replica->CheckInvariants(); !broken.empty()) {
+      return Fail("node" + std::to_string(n->index) + ": " + broken);
+    }
+  }
+  for (const auto& n : nodes_) {
     if (!n->up || n->replica->role() != Role::kPrimary ||
         n->replica->conn() != ConnState::kConnected) {
       return;
