@@ -178,13 +178,12 @@ void Replica::PumpWrites() {
       break;  // backpressure: the peer must confirm before more writes start
     }
     if (!blocked) {
+      const std::vector<uint32_t> extents = ExtentsOf(r.offset, r.length);
       bool hot = true;
-      for (uint32_t e : ExtentsOf(r.offset, r.length)) {
-        if (!al_.IsHot(e)) {
-          hot = false;
-          wanted.push_back(e);
-        }
-      }
+      for (uint32_t e : extents) hot = hot && al_.IsHot(e);
+      // A cold write wants its hot extents too: the plan must not evict one to make room for
+      // another (two writes' plans would then evict each other's extents for ever).
+      if (!hot) wanted.insert(wanted.end(), extents.begin(), extents.end());
       if (!hot && first_wanted == 0) first_wanted = wanted.size();
       if (hot) {
         waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -204,6 +203,10 @@ void Replica::PumpWrites() {
     if (al_plan_) {
       al_writing_ = true;
       Emit(WriteAl{*al_plan_});
+    } else {
+      // Every slot is held, some maybe by writes waiting for a peer flush: ask for one now
+      // rather than at the next Tick (its ack calls PumpWrites again).
+      SendBarrier();
     }
   }
 }
@@ -309,12 +312,26 @@ void Replica::MaybeComplete(RequestId id) {
     // (a trim's blocks read as whatever each disk makes of it: they stay marked).
     bitmap_.ClearRange(r.offset, r.length);
   }
-  // The extents stay hot until the peer has the write too (or the bitmap marks it): a crash
-  // of this node before that may leave the block different on the two disks.
-  if (r.type == Request::Type::kWrite && r.started != 0) {
-    for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
-  }
+  if (r.type == Request::Type::kWrite && r.started != 0) KeepOrReleaseAl(r);
   Forget(id);
+}
+
+// The extents stay hot until the peer has the write on its disk, not only in its cache (a peer
+// flush covered it), or the bitmap marks the write: a crash of this node (or of both) before
+// that may leave the block different on the two disks, and only the log's extents and the
+// bitmap are resynced after it. A marked write's extents may go at once: WriteAl writes the
+// dirty bitmap pages before a transaction that evicts them.
+void Replica::KeepOrReleaseAl(const Request& r) {
+  if (r.written && !r.peer_failed) {
+    // Its entry is near the back (acks come roughly in order); none: flushed or marked since.
+    for (auto u = peer_unflushed_.rbegin(); u != peer_unflushed_.rend(); ++u) {
+      if (u->seq == r.seq) {
+        u->holds_al = true;
+        return;
+      }
+    }
+  }
+  for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
 }
 
 void Replica::Forget(RequestId id) { requests_.erase(id); }
@@ -387,9 +404,28 @@ void Replica::Tick() {
   RefillResyncBudget();
 }
 
-void Replica::PeerFlushed(uint64_t seq) {
+void Replica::PeerFlushed(uint64_t seq) { SettleUnflushed(seq, /*durable=*/true); }
+
+bool Replica::SettleUnflushed(uint64_t before_seq, bool durable) {
   // Acks arrive in the order the peer's disk finished, not in seq order: filter them all.
-  std::erase_if(peer_unflushed_, [seq](const Unflushed& u) { return u.seq < seq; });
+  bool marked = false;
+  if (!durable) {
+    for (const Unflushed& u : peer_unflushed_) {
+      if (u.seq >= before_seq) continue;
+      bitmap_.SetRange(u.offset, u.length);
+      marked = true;
+    }
+    // On disk before any of their extents leaves the log (and whatever else happens next).
+    if (marked) Emit(PersistBitmap{});
+  }
+  std::erase_if(peer_unflushed_, [&](const Unflushed& u) {
+    if (u.seq >= before_seq) return false;
+    if (u.holds_al) {
+      for (uint32_t e : ExtentsOf(u.offset, u.length)) al_.Unref(e);
+    }
+    return true;
+  });
+  return marked;
 }
 
 void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {

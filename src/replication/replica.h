@@ -458,6 +458,12 @@ class Replica {
   void PumpWrites();
   void SendBarrier();
   void PeerFlushed(uint64_t seq);
+  // The writes the peer confirmed before `before_seq` leave peer_unflushed_: `durable` (a peer
+  // flush covered them), or not (a failed flush, a lost peer: marked, and the bitmap persisted).
+  // Returns whether it persisted the bitmap.
+  bool SettleUnflushed(uint64_t before_seq, bool durable);
+  // A finished write's AL references: handed to its peer_unflushed_ entry, or released.
+  void KeepOrReleaseAl(const Request& r);
   bool PeerWindowFull() const {
     return unconfirmed_.size() + resync_frames_.size() + csum_frames_.size() +
                peer_unflushed_.size() / 4 >=
@@ -514,8 +520,12 @@ class Replica {
   std::map<uint64_t, uint64_t> resync_frames_;  // seq -> resync token, not yet confirmed
   // Written on the peer but not yet covered by a peer flush: if the peer crashes, its disk cache
   // may lose them, so a lost peer marks them out of sync again. Barriers keep the list short.
+  // A client write's entry holds its extents' AL references once its request is done
+  // (`holds_al`): the extents stay hot until a peer flush covers the write, or until the bitmap
+  // marks it and has been persisted (SettleUnflushed).
   struct Unflushed {
     uint64_t seq, offset, length;
+    bool holds_al = false;
   };
   std::deque<Unflushed> peer_unflushed_;
   std::optional<uint64_t> barrier_seq_;  // an internal flush barrier in flight

@@ -210,14 +210,18 @@ void Replica::PeerDown(const std::string& reason) {
   if (!was_connected) return;
   Warn("lost the peer: " + reason);
   // Every write the peer did not confirm may be missing there.
+  bool marked = false;
   for (auto& [seq, id] : unconfirmed_) {
     Request& r = requests_.at(id);
     r.peer_gone = true;
     if (r.type == Request::Type::kWrite) bitmap_.SetRange(r.offset, r.length);
+    marked = marked || r.type == Request::Type::kWrite;
   }
-  // The peer's disk cache may have lost what it confirmed since its last flush.
-  for (const Unflushed& u : peer_unflushed_) bitmap_.SetRange(u.offset, u.length);
-  peer_unflushed_.clear();
+  // The peer's disk cache may have lost what it confirmed since its last flush. The marks reach
+  // the disk before those writes release their extents: a crash of this node (or a power loss
+  // of both) then still resyncs them, from the bitmap once they have left the log.
+  const bool persisted = SettleUnflushed(UINT64_MAX, /*durable=*/false);
+  if (marked && !persisted) Emit(PersistBitmap{});
   barrier_seq_.reset();
   std::vector<RequestId> ids;
   for (auto& [seq, id] : unconfirmed_) ids.push_back(id);
