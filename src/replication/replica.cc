@@ -293,7 +293,9 @@ void Replica::MaybeComplete(RequestId id) {
       done = r.local_done && (peer_counts ? r.written || r.peer_gone : peer_ok);
     } else if (r.type == Request::Type::kFlush) {
       // Under C a flush also waits for the peer's flush; under A and B the peer flushes on
-      // its own time.
+      // its own time. A peer flush that failed still completes it with the local result, as
+      // DRBD does: the writes it covered are marked out of sync (PeerAck) and resynced, and the
+      // data is durable here.
       const bool peer_ok = !r.sent || r.peer_gone || options_.protocol != Protocol::kC || r.written;
       done = r.local_done && (peer_counts ? r.written || r.peer_gone || !r.sent : peer_ok);
     }
@@ -429,7 +431,11 @@ bool Replica::SettleUnflushed(uint64_t before_seq, bool durable) {
 }
 
 void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
+  // A failed flush (a barrier or a client's) may have lost any write it covered on the peer:
+  // those are marked (and the bitmap persisted) and leave the list unflushed, so that no later
+  // flush counts them as durable there.
   if (kind == AckKind::kFlushed && error == 0) PeerFlushed(seq);
+  if (kind == AckKind::kFlushed && error != 0) SettleUnflushed(seq, /*durable=*/false);
   if (barrier_seq_ && *barrier_seq_ == seq) {
     if (kind == AckKind::kReceived) return;
     barrier_seq_.reset();

@@ -5,6 +5,7 @@
 // completion point fails it.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <optional>
 
 #include "replica_actions.h"
@@ -163,6 +164,52 @@ TEST(ReplicaCompletion, ProtocolsAAndBFlushDoesNotWaitForThePeer) {
     r.LocalFlushDone(*f.flush_token, 0);
     EXPECT_EQ(Take(r).completed, 0) << ProtocolLetter(p) << ": the peer flushes on its own time";
   }
+}
+
+// The peer's flush fails under C: the client's flush still completes with the local result
+// (the data is durable here, as DRBD does), but every write the peer confirmed before it is
+// marked out of sync, the bitmap persisted, and a later successful flush does not clear it.
+TEST(ReplicaCompletion, ProtocolCFlushWhosePeerFlushFailedCompletesAndMarksTheWritesItCovered) {
+  Replica r = Connected(Protocol::kC);
+  const uint64_t seq = StartWrite(r);
+  r.LocalWriteDone(1, 0);
+  r.PeerAck(AckKind::kWritten, seq, 0);
+  ASSERT_EQ(Take(r).completed, 0);
+  const Seen f = StartFlush(r);
+  r.LocalFlushDone(*f.flush_token, 0);
+  r.PeerAck(AckKind::kFlushed, *f.flush_seq, EIO);
+  std::vector<Action> actions = r.TakeActions();
+  EXPECT_EQ(All<PersistBitmap>(actions).size(), 1u) << "the marks go to disk";
+  const std::vector<Complete> done = All<Complete>(actions);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].error, 0) << "the local flush succeeded";
+  EXPECT_TRUE(r.bitmap().Test(0)) << "the peer may have lost the write";
+  // A later flush that succeeds covers nothing it could clear.
+  r.ClientFlush(8);
+  const Seen g = Take(r);
+  r.LocalFlushDone(*g.flush_token, 0);
+  r.PeerAck(AckKind::kFlushed, *g.flush_seq, 0);
+  EXPECT_EQ(Take(r).completed, 0);
+  EXPECT_TRUE(r.bitmap().Test(0)) << "still marked: resynced at the next connect";
+}
+
+// A failed barrier (the core's own flush) marks the writes it covered, and their extents leave
+// the log only after the marks are persisted.
+TEST(ReplicaCompletion, AFailedBarrierMarksTheWritesItCovered) {
+  Replica r = Connected(Protocol::kC);
+  const uint64_t seq = StartWrite(r);
+  r.LocalWriteDone(1, 0);
+  r.PeerAck(AckKind::kWritten, seq, 0);
+  ASSERT_EQ(Take(r).completed, 0);
+  r.Tick();
+  const Seen b = Take(r);
+  ASSERT_TRUE(b.flush_seq) << "Tick sends a barrier for the unflushed write";
+  EXPECT_FALSE(b.flush_token) << "a barrier flushes the peer only";
+  r.PeerAck(AckKind::kFlushed, *b.flush_seq, EIO);
+  EXPECT_EQ(All<PersistBitmap>(r.TakeActions()).size(), 1u);
+  EXPECT_TRUE(r.bitmap().Test(0));
+  r.Tick();
+  EXPECT_FALSE(Take(r).flush_seq) << "nothing is left unflushed: no barrier";
 }
 
 }  // namespace
