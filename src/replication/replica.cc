@@ -253,7 +253,7 @@ void Replica::StartWrite(RequestId id, Request& r) {
     if (r.kind == WriteKind::kData) counters_.sent_bytes += r.length;
   } else {
     r.peer_gone = true;
-    bitmap_.SetRange(r.offset, r.length);
+    MarkOutOfSync(r.offset, r.length);
   }
 }
 
@@ -266,7 +266,7 @@ void Replica::LocalWriteDone(RequestId id, int error) {
   local_writes_.erase(r.started);
   if (error != 0) {
     // The local disk failed this write; the peer may have it. The block differs: mark it.
-    bitmap_.SetRange(r.offset, r.length);
+    MarkOutOfSync(r.offset, r.length);
     Warn("local write at " + std::to_string(r.offset) + " failed: error " + std::to_string(error));
   } else {
     counters_.written_bytes += r.length;
@@ -414,7 +414,7 @@ bool Replica::SettleUnflushed(uint64_t before_seq, bool durable) {
   if (!durable) {
     for (const Unflushed& u : peer_unflushed_) {
       if (u.seq >= before_seq) continue;
-      bitmap_.SetRange(u.offset, u.length);
+      MarkOutOfSync(u.offset, u.length);
       marked = true;
     }
     // On disk before any of their extents leaves the log (and whatever else happens next).
@@ -451,7 +451,7 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
     auto block = resync_blocks_.find(token);
     REPLD_CHECK(block != resync_blocks_.end());
     if (error == 0) {
-      bitmap_.ClearRange(block->second.offset, block->second.length);
+      if (!block->second.dirtied) bitmap_.ClearRange(block->second.offset, block->second.length);
       counters_.resync_bytes += block->second.length;
       peer_unflushed_.push_back({seq, block->second.offset, block->second.length});
     } else if (error != EAGAIN) {
@@ -487,7 +487,7 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
       peer_unflushed_.push_back({seq, r.offset, r.length});
     }
     if (error != 0) {
-      if (r.type == Request::Type::kWrite) bitmap_.SetRange(r.offset, r.length);
+      if (r.type == Request::Type::kWrite) MarkOutOfSync(r.offset, r.length);
       Warn("peer failed frame " + std::to_string(seq) + ": error " + std::to_string(error) +
            "; marked out of sync");
     }

@@ -414,6 +414,9 @@ class Replica {
     bool read_done = false;
     bool csums = false;  // digests go first (checksum resync or verify), not the data
     bool verify = false;
+    // Marked out of sync since its read started (MarkOutOfSync): what it read may be older than
+    // the peer's copy, so its reply must not clear the range (the next pass sends it again).
+    bool dirtied = false;
   };
   struct PeerRead {  // a peer's read request on this node
     uint64_t seq = 0;
@@ -476,6 +479,9 @@ class Replica {
   void PumpApplies();
   void PumpPeerFlushes();
   void PumpResync();
+  // Marks the range out of sync (every mark on the Primary or sync source goes through here),
+  // and dirties the resync blocks in flight over it.
+  void MarkOutOfSync(uint64_t offset, uint64_t length);
   void RefillResyncBudget();
   // Bytes per second the resync may send now (0: no limit): the fixed rate, or the dynamic
   // controller's.

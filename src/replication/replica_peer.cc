@@ -214,7 +214,7 @@ void Replica::PeerDown(const std::string& reason) {
   for (auto& [seq, id] : unconfirmed_) {
     Request& r = requests_.at(id);
     r.peer_gone = true;
-    if (r.type == Request::Type::kWrite) bitmap_.SetRange(r.offset, r.length);
+    if (r.type == Request::Type::kWrite) MarkOutOfSync(r.offset, r.length);
     marked = marked || r.type == Request::Type::kWrite;
   }
   // The peer's disk cache may have lost what it confirmed since its last flush. The marks reach

@@ -72,6 +72,15 @@ void Replica::PumpResync() {
   }
 }
 
+void Replica::MarkOutOfSync(uint64_t offset, uint64_t length) {
+  bitmap_.SetRange(offset, length);
+  // A block read before this mark (a write that failed or was lost after the read) must not
+  // clear it when the peer confirms the block or finds it equal.
+  for (auto& [token, b] : resync_blocks_) {
+    if (Overlaps(offset, length, b.offset, b.length)) b.dirtied = true;
+  }
+}
+
 // At the end of a pass with blocks left: true if the peer failed some of this pass's, and the
 // next pass then waits for Tick (1, 2, 4 ... kResyncRetryTicksMax seconds, reset by a pass
 // without failures).
