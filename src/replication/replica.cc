@@ -111,6 +111,7 @@ ReplicaStatus Replica::Report() const {
     s.resync_failed_bytes = resync_failed_bytes_;
     s.resync_retry_seconds = resync_retry_ticks_;
   }
+  s.resync_stopped_reason = resync_stopped_reason_;
   s.verify = verify_;
   return s;
 }

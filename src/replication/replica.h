@@ -235,6 +235,9 @@ struct ReplicaStatus {
   // resync_retry_seconds (0: none waiting).
   uint64_t resync_failed_bytes = 0;
   uint32_t resync_retry_seconds = 0;
+  // Why this node, as sync source, stopped the last resync (local read errors pass after pass;
+  // the peer stays Inconsistent); "" if it did not. Cleared when a resync starts.
+  std::string resync_stopped_reason;
   std::optional<VerifyStatus> verify;  // since the last 'replctl verify' (none before one)
 };
 
@@ -490,6 +493,8 @@ class Replica {
   void StepController();
   bool ResyncWindowFull() const;
   bool EndResyncPass();
+  void ResyncReadFailed(const ResyncBlock& b, int error);
+  void StopResync();
   bool CsumsWindowFull() const;
   bool ResyncReadMustWait(uint64_t offset, uint64_t length) const;
   void StartResyncRead(uint64_t offset, uint64_t length, bool csums, bool verify);
@@ -563,6 +568,14 @@ class Replica {
   uint64_t resync_pass_failed_bytes_ = 0;  // in the pass running
   int resync_pass_error_ = 0;              // the last of them
   uint64_t resync_failed_bytes_ = 0;       // in the last pass that ended with failures
+  // Blocks this node failed to read for the resync (its own disk): they stay marked and the pass
+  // ends like one with peer failures; after kResyncReadFailedPassesMax such passes in a row the
+  // resync stops (StopResync), with resync_stopped_reason_ in the status.
+  static constexpr uint32_t kResyncReadFailedPassesMax = 5;
+  uint64_t resync_pass_read_failed_bytes_ = 0;  // in the pass running
+  std::string resync_pass_read_error_;          // its first: range and errno
+  uint32_t resync_read_failed_passes_ = 0;      // in a row
+  std::string resync_stopped_reason_;
   uint32_t resync_backoff_ticks_ = 0;
   uint32_t resync_retry_ticks_ = 0;  // until the next pass; 0: not waiting
   uint64_t last_resync_seq_ = 0;
