@@ -602,6 +602,10 @@ class Replica {
   std::unordered_map<uint64_t, Apply> applies_;  // key -> frame not yet written locally
   uint64_t apply_counter_ = 0;
   uint64_t epoch_ = 0;
+  // Of applies_, those of connection applies_epoch_ (the current one once it sent a frame):
+  // max_buffers bounds these, not the applies an earlier connection left on a slow disk.
+  uint64_t applies_epoch_ = 0;
+  uint32_t epoch_applies_ = 0;
   SyncDecision last_decision_;  // at the last connect
   // StandAlone on purpose (a refused connect, or Disconnect()): the link is not retrying, and
   // only Connect() (or a restart) changes that.

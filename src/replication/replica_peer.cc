@@ -300,6 +300,19 @@ void Replica::PeerStateChanged(const PeerState& peer) {
 bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t length, WriteKind kind,
                        bool resync) {
   if (!Connected()) return false;
+  if (applies_epoch_ != epoch_) {
+    applies_epoch_ = epoch_;
+    epoch_applies_ = 0;
+  }
+  if (epoch_applies_ >= options_.max_buffers) {
+    // The peer sends at most max_buffers frames before they are confirmed. Only this
+    // connection's count: an earlier one's applies still on a slow disk would otherwise drop
+    // every new connection at once, in a loop of drops and reconnects.
+    Emit(DropPeer{"the peer has more than max_buffers = " + std::to_string(options_.max_buffers) +
+                      " writes in flight to this node; is its max_buffers larger?",
+                  true});
+    return false;
+  }
   // A fast-failback Primary takes the resync's blocks, and only those.
   const bool writable = role_ != Role::kPrimary || (resync && repl_ == ReplState::kSyncTarget);
   if (!writable || offset + length > options_.data_bytes) {
@@ -322,6 +335,7 @@ bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t len
   a.resync = resync;
   REPLD_CHECK(applies_.emplace(key, a).second);
   apply_order_.emplace(a.order, key);
+  ++epoch_applies_;
   if (kind == WriteKind::kData) counters_.received_bytes += length;
   PumpApplies();
   return true;
@@ -360,6 +374,7 @@ void Replica::ApplyDone(uint64_t key, int error) {
   const Apply a = it->second;
   applies_.erase(it);
   apply_order_.erase(a.order);
+  if (a.epoch == applies_epoch_) --epoch_applies_;
   const uint64_t seq = a.seq;
   if (error == 0) {
     counters_.written_bytes += a.length;
