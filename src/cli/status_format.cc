@@ -175,6 +175,10 @@ std::string FormatStatus(const json& status) {
                   : "") +
              "\n";
     }
+    const json& stopped = Field(status, "resync_stopped_reason");
+    if (stopped.is_string()) {
+      out += "    resync stopped: " + stopped.get<std::string>() + "\n";
+    }
     const json& paused = Field(status, "resync_paused");
     if (paused.is_boolean() && paused.get<bool>()) {
       out += "    resync paused here ('replctl resume-sync' resumes it)\n";

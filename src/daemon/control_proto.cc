@@ -194,6 +194,8 @@ json StatusToJson(const StatusSnapshot& s) {
                                : json(s.connection_error)},
       {"sync_decision", r.sync_decision.empty() ? json(nullptr) : json(r.sync_decision)},
       {"resync_paused", r.resync_paused},
+      {"resync_stopped_reason",
+       r.resync_stopped_reason.empty() ? json(nullptr) : json(r.resync_stopped_reason)},
       {"degraded_at_start", s.degraded_at_start},
       {"pid", s.pid},
       {"verify", r.verify ? json{{"running", r.verify->running},

@@ -73,15 +73,8 @@ void ReplicatedDevice::OnDown(const std::string& reason) {
 
 void ReplicatedDevice::OnData(const peer::Data& head, std::span<uint8_t* const> chunks) {
   if ((head.flags & peer::kDataFlagReadReply) != 0) return DeliverReadReply(head, chunks);
-  if (received_.size() >= config_.net.max_buffers) {
-    // Chunks bound plain writes; this bounds the ones without data (zeroes, trims) too.
-    receive_pool_->Release(chunks);
-    link_->Drop(
-        "the peer has more than net.max_buffers = " + std::to_string(config_.net.max_buffers) +
-            " writes in flight to this node; is its max_buffers larger?",
-        true);
-    return;
-  }
+  // The core bounds the frames in flight (max_buffers, this connection's only: PeerData drops
+  // the peer beyond it); chunks bound the memory of plain writes.
   const uint64_t key = next_key_++;
   WriteKind kind = WriteKind::kData;
   if ((head.flags & peer::kDataFlagZeroes) != 0) kind = WriteKind::kZeroes;

@@ -50,7 +50,8 @@ std::optional<AlTransactionPlan> ActivityLog::Plan(std::span<const uint32_t> wan
   // Free slots first, then idle slots from the least recently used.
   std::vector<uint32_t> candidates;
   for (uint32_t slot = 0; slot < table_.size(); ++slot) {
-    if (table_[slot] == kAlEmpty || refs_[slot] == 0) candidates.push_back(slot);
+    const bool keep = std::find(wanted.begin(), wanted.end(), table_[slot]) != wanted.end();
+    if (table_[slot] == kAlEmpty || (refs_[slot] == 0 && !keep)) candidates.push_back(slot);
   }
   std::sort(candidates.begin(), candidates.end(), [this](uint32_t a, uint32_t b) {
     const bool free_a = table_[a] == kAlEmpty, free_b = table_[b] == kAlEmpty;

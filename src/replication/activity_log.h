@@ -44,8 +44,9 @@ class ActivityLog {
   void Unref(uint32_t extent);
 
   // Plans a transaction that makes every extent of `wanted` hot, evicting the least recently
-  // used idle extents. nullopt when not enough slots are idle: retry after an Unref. Only one
-  // plan may be outstanding; Commit or Abandon it.
+  // used idle extents that `wanted` does not name (its hot extents stay). nullopt when not
+  // enough slots are idle, or nothing of `wanted` is cold: retry after an Unref. Only one plan
+  // may be outstanding; Commit or Abandon it.
   std::optional<AlTransactionPlan> Plan(std::span<const uint32_t> wanted);
   // The plan is on disk: its extents are hot.
   void Commit(const AlTransactionPlan& plan);

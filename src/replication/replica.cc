@@ -111,6 +111,7 @@ ReplicaStatus Replica::Report() const {
     s.resync_failed_bytes = resync_failed_bytes_;
     s.resync_retry_seconds = resync_retry_ticks_;
   }
+  s.resync_stopped_reason = resync_stopped_reason_;
   s.verify = verify_;
   return s;
 }
@@ -178,13 +179,12 @@ void Replica::PumpWrites() {
       break;  // backpressure: the peer must confirm before more writes start
     }
     if (!blocked) {
+      const std::vector<uint32_t> extents = ExtentsOf(r.offset, r.length);
       bool hot = true;
-      for (uint32_t e : ExtentsOf(r.offset, r.length)) {
-        if (!al_.IsHot(e)) {
-          hot = false;
-          wanted.push_back(e);
-        }
-      }
+      for (uint32_t e : extents) hot = hot && al_.IsHot(e);
+      // A cold write wants its hot extents too: the plan must not evict one to make room for
+      // another (two writes' plans would then evict each other's extents for ever).
+      if (!hot) wanted.insert(wanted.end(), extents.begin(), extents.end());
       if (!hot && first_wanted == 0) first_wanted = wanted.size();
       if (hot) {
         waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -204,6 +204,10 @@ void Replica::PumpWrites() {
     if (al_plan_) {
       al_writing_ = true;
       Emit(WriteAl{*al_plan_});
+    } else {
+      // Every slot is held, some maybe by writes waiting for a peer flush: ask for one now
+      // rather than at the next Tick (its ack calls PumpWrites again).
+      SendBarrier();
     }
   }
 }
@@ -250,7 +254,7 @@ void Replica::StartWrite(RequestId id, Request& r) {
     if (r.kind == WriteKind::kData) counters_.sent_bytes += r.length;
   } else {
     r.peer_gone = true;
-    bitmap_.SetRange(r.offset, r.length);
+    MarkOutOfSync(r.offset, r.length);
   }
 }
 
@@ -263,7 +267,7 @@ void Replica::LocalWriteDone(RequestId id, int error) {
   local_writes_.erase(r.started);
   if (error != 0) {
     // The local disk failed this write; the peer may have it. The block differs: mark it.
-    bitmap_.SetRange(r.offset, r.length);
+    MarkOutOfSync(r.offset, r.length);
     Warn("local write at " + std::to_string(r.offset) + " failed: error " + std::to_string(error));
   } else {
     counters_.written_bytes += r.length;
@@ -290,7 +294,9 @@ void Replica::MaybeComplete(RequestId id) {
       done = r.local_done && (peer_counts ? r.written || r.peer_gone : peer_ok);
     } else if (r.type == Request::Type::kFlush) {
       // Under C a flush also waits for the peer's flush; under A and B the peer flushes on
-      // its own time.
+      // its own time. A peer flush that failed still completes it with the local result, as
+      // DRBD does: the writes it covered are marked out of sync (PeerAck) and resynced, and the
+      // data is durable here.
       const bool peer_ok = !r.sent || r.peer_gone || options_.protocol != Protocol::kC || r.written;
       done = r.local_done && (peer_counts ? r.written || r.peer_gone || !r.sent : peer_ok);
     }
@@ -309,12 +315,26 @@ void Replica::MaybeComplete(RequestId id) {
     // (a trim's blocks read as whatever each disk makes of it: they stay marked).
     bitmap_.ClearRange(r.offset, r.length);
   }
-  // The extents stay hot until the peer has the write too (or the bitmap marks it): a crash
-  // of this node before that may leave the block different on the two disks.
-  if (r.type == Request::Type::kWrite && r.started != 0) {
-    for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
-  }
+  if (r.type == Request::Type::kWrite && r.started != 0) KeepOrReleaseAl(r);
   Forget(id);
+}
+
+// The extents stay hot until the peer has the write on its disk, not only in its cache (a peer
+// flush covered it), or the bitmap marks the write: a crash of this node (or of both) before
+// that may leave the block different on the two disks, and only the log's extents and the
+// bitmap are resynced after it. A marked write's extents may go at once: WriteAl writes the
+// dirty bitmap pages before a transaction that evicts them.
+void Replica::KeepOrReleaseAl(const Request& r) {
+  if (r.written && !r.peer_failed) {
+    // Its entry is near the back (acks come roughly in order); none: flushed or marked since.
+    for (auto u = peer_unflushed_.rbegin(); u != peer_unflushed_.rend(); ++u) {
+      if (u->seq == r.seq) {
+        u->holds_al = true;
+        return;
+      }
+    }
+  }
+  for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Unref(e);
 }
 
 void Replica::Forget(RequestId id) { requests_.erase(id); }
@@ -387,13 +407,36 @@ void Replica::Tick() {
   RefillResyncBudget();
 }
 
-void Replica::PeerFlushed(uint64_t seq) {
+void Replica::PeerFlushed(uint64_t seq) { SettleUnflushed(seq, /*durable=*/true); }
+
+bool Replica::SettleUnflushed(uint64_t before_seq, bool durable) {
   // Acks arrive in the order the peer's disk finished, not in seq order: filter them all.
-  std::erase_if(peer_unflushed_, [seq](const Unflushed& u) { return u.seq < seq; });
+  bool marked = false;
+  if (!durable) {
+    for (const Unflushed& u : peer_unflushed_) {
+      if (u.seq >= before_seq) continue;
+      MarkOutOfSync(u.offset, u.length);
+      marked = true;
+    }
+    // On disk before any of their extents leaves the log (and whatever else happens next).
+    if (marked) Emit(PersistBitmap{});
+  }
+  std::erase_if(peer_unflushed_, [&](const Unflushed& u) {
+    if (u.seq >= before_seq) return false;
+    if (u.holds_al) {
+      for (uint32_t e : ExtentsOf(u.offset, u.length)) al_.Unref(e);
+    }
+    return true;
+  });
+  return marked;
 }
 
 void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
+  // A failed flush (a barrier or a client's) may have lost any write it covered on the peer:
+  // those are marked (and the bitmap persisted) and leave the list unflushed, so that no later
+  // flush counts them as durable there.
   if (kind == AckKind::kFlushed && error == 0) PeerFlushed(seq);
+  if (kind == AckKind::kFlushed && error != 0) SettleUnflushed(seq, /*durable=*/false);
   if (barrier_seq_ && *barrier_seq_ == seq) {
     if (kind == AckKind::kReceived) return;
     barrier_seq_.reset();
@@ -409,7 +452,7 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
     auto block = resync_blocks_.find(token);
     REPLD_CHECK(block != resync_blocks_.end());
     if (error == 0) {
-      bitmap_.ClearRange(block->second.offset, block->second.length);
+      if (!block->second.dirtied) bitmap_.ClearRange(block->second.offset, block->second.length);
       counters_.resync_bytes += block->second.length;
       peer_unflushed_.push_back({seq, block->second.offset, block->second.length});
     } else if (error != EAGAIN) {
@@ -445,7 +488,7 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
       peer_unflushed_.push_back({seq, r.offset, r.length});
     }
     if (error != 0) {
-      if (r.type == Request::Type::kWrite) bitmap_.SetRange(r.offset, r.length);
+      if (r.type == Request::Type::kWrite) MarkOutOfSync(r.offset, r.length);
       Warn("peer failed frame " + std::to_string(seq) + ": error " + std::to_string(error) +
            "; marked out of sync");
     }

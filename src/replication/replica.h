@@ -250,6 +250,9 @@ struct ReplicaStatus {
   // resync_retry_seconds (0: none waiting).
   uint64_t resync_failed_bytes = 0;
   uint32_t resync_retry_seconds = 0;
+  // Why this node, as sync source, stopped the last resync (local read errors pass after pass;
+  // the peer stays Inconsistent); "" if it did not. Cleared when a resync starts.
+  std::string resync_stopped_reason;
   std::optional<VerifyStatus> verify;  // since the last 'replctl verify' (none before one)
 };
 
@@ -459,6 +462,9 @@ class Replica {
     bool read_done = false;
     bool csums = false;  // digests go first (checksum resync or verify), not the data
     bool verify = false;
+    // Marked out of sync since its read started (MarkOutOfSync): what it read may be older than
+    // the peer's copy, so its reply must not clear the range (the next pass sends it again).
+    bool dirtied = false;
   };
   struct PeerRead {  // a peer's read request on this node
     uint64_t seq = 0;
@@ -508,6 +514,12 @@ class Replica {
   void PumpWrites();
   void SendBarrier();
   void PeerFlushed(uint64_t seq);
+  // The writes the peer confirmed before `before_seq` leave peer_unflushed_: `durable` (a peer
+  // flush covered them), or not (a failed flush, a lost peer: marked, and the bitmap persisted).
+  // Returns whether it persisted the bitmap.
+  bool SettleUnflushed(uint64_t before_seq, bool durable);
+  // A finished write's AL references: handed to its peer_unflushed_ entry, or released.
+  void KeepOrReleaseAl(const Request& r);
   bool PeerWindowFull() const {
     return unconfirmed_.size() + resync_frames_.size() + csum_frames_.size() +
                peer_unflushed_.size() / 4 >=
@@ -520,6 +532,9 @@ class Replica {
   void PumpApplies();
   void PumpPeerFlushes();
   void PumpResync();
+  // Marks the range out of sync (every mark on the Primary or sync source goes through here),
+  // and dirties the resync blocks in flight over it.
+  void MarkOutOfSync(uint64_t offset, uint64_t length);
   void RefillResyncBudget();
   // Bytes per second the resync may send now (0: no limit): the fixed rate, or the dynamic
   // controller's.
@@ -528,6 +543,8 @@ class Replica {
   void StepController();
   bool ResyncWindowFull() const;
   bool EndResyncPass();
+  void ResyncReadFailed(const ResyncBlock& b, int error);
+  void StopResync();
   bool CsumsWindowFull() const;
   bool ResyncReadMustWait(uint64_t offset, uint64_t length) const;
   void StartResyncRead(uint64_t offset, uint64_t length, bool csums, bool verify);
@@ -564,8 +581,12 @@ class Replica {
   std::map<uint64_t, uint64_t> resync_frames_;  // seq -> resync token, not yet confirmed
   // Written on the peer but not yet covered by a peer flush: if the peer crashes, its disk cache
   // may lose them, so a lost peer marks them out of sync again. Barriers keep the list short.
+  // A client write's entry holds its extents' AL references once its request is done
+  // (`holds_al`): the extents stay hot until a peer flush covers the write, or until the bitmap
+  // marks it and has been persisted (SettleUnflushed).
   struct Unflushed {
     uint64_t seq, offset, length;
+    bool holds_al = false;
   };
   std::deque<Unflushed> peer_unflushed_;
   std::optional<uint64_t> barrier_seq_;  // an internal flush barrier in flight
@@ -597,6 +618,14 @@ class Replica {
   uint64_t resync_pass_failed_bytes_ = 0;  // in the pass running
   int resync_pass_error_ = 0;              // the last of them
   uint64_t resync_failed_bytes_ = 0;       // in the last pass that ended with failures
+  // Blocks this node failed to read for the resync (its own disk): they stay marked and the pass
+  // ends like one with peer failures; after kResyncReadFailedPassesMax such passes in a row the
+  // resync stops (StopResync), with resync_stopped_reason_ in the status.
+  static constexpr uint32_t kResyncReadFailedPassesMax = 5;
+  uint64_t resync_pass_read_failed_bytes_ = 0;  // in the pass running
+  std::string resync_pass_read_error_;          // its first: range and errno
+  uint32_t resync_read_failed_passes_ = 0;      // in a row
+  std::string resync_stopped_reason_;
   uint32_t resync_backoff_ticks_ = 0;
   uint32_t resync_retry_ticks_ = 0;  // until the next pass; 0: not waiting
   uint64_t last_resync_seq_ = 0;
@@ -623,6 +652,10 @@ class Replica {
   std::unordered_map<uint64_t, Apply> applies_;  // key -> frame not yet written locally
   uint64_t apply_counter_ = 0;
   uint64_t epoch_ = 0;
+  // Of applies_, those of connection applies_epoch_ (the current one once it sent a frame):
+  // max_buffers bounds these, not the applies an earlier connection left on a slow disk.
+  uint64_t applies_epoch_ = 0;
+  uint32_t epoch_applies_ = 0;
   SyncDecision last_decision_;  // at the last connect
   // StandAlone on purpose (a refused connect, or Disconnect()): the link is not retrying, and
   // only Connect() (or a restart) changes that.

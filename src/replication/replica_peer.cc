@@ -246,14 +246,18 @@ void Replica::PeerDown(const std::string& reason) {
                   "the connection to the peer was lost before it answered; a disconnected node "
                   "is promoted on its own: run 'replctl primary' again");
   // Every write the peer did not confirm may be missing there.
+  bool marked = false;
   for (auto& [seq, id] : unconfirmed_) {
     Request& r = requests_.at(id);
     r.peer_gone = true;
-    if (r.type == Request::Type::kWrite) bitmap_.SetRange(r.offset, r.length);
+    if (r.type == Request::Type::kWrite) MarkOutOfSync(r.offset, r.length);
+    marked = marked || r.type == Request::Type::kWrite;
   }
-  // The peer's disk cache may have lost what it confirmed since its last flush.
-  for (const Unflushed& u : peer_unflushed_) bitmap_.SetRange(u.offset, u.length);
-  peer_unflushed_.clear();
+  // The peer's disk cache may have lost what it confirmed since its last flush. The marks reach
+  // the disk before those writes release their extents: a crash of this node (or a power loss
+  // of both) then still resyncs them, from the bitmap once they have left the log.
+  const bool persisted = SettleUnflushed(UINT64_MAX, /*durable=*/false);
+  if (marked && !persisted) Emit(PersistBitmap{});
   barrier_seq_.reset();
   std::vector<RequestId> ids;
   for (auto& [seq, id] : unconfirmed_) ids.push_back(id);
@@ -335,6 +339,19 @@ void Replica::PeerStateChanged(const PeerState& peer) {
 bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t length, WriteKind kind,
                        bool resync) {
   if (!Connected()) return false;
+  if (applies_epoch_ != epoch_) {
+    applies_epoch_ = epoch_;
+    epoch_applies_ = 0;
+  }
+  if (epoch_applies_ >= options_.max_buffers) {
+    // The peer sends at most max_buffers frames before they are confirmed. Only this
+    // connection's count: an earlier one's applies still on a slow disk would otherwise drop
+    // every new connection at once, in a loop of drops and reconnects.
+    Emit(DropPeer{"the peer has more than max_buffers = " + std::to_string(options_.max_buffers) +
+                      " writes in flight to this node; is its max_buffers larger?",
+                  true});
+    return false;
+  }
   // A fast-failback Primary takes the resync's blocks, and only those.
   const bool writable = role_ != Role::kPrimary || (resync && repl_ == ReplState::kSyncTarget);
   if (!writable || offset + length > options_.data_bytes) {
@@ -357,6 +374,7 @@ bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t len
   a.resync = resync;
   REPLD_CHECK(applies_.emplace(key, a).second);
   apply_order_.emplace(a.order, key);
+  ++epoch_applies_;
   if (kind == WriteKind::kData) counters_.received_bytes += length;
   PumpApplies();
   return true;
@@ -395,6 +413,7 @@ void Replica::ApplyDone(uint64_t key, int error) {
   const Apply a = it->second;
   applies_.erase(it);
   apply_order_.erase(a.order);
+  if (a.epoch == applies_epoch_) --epoch_applies_;
   const uint64_t seq = a.seq;
   if (error == 0) {
     counters_.written_bytes += a.length;

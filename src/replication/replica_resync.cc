@@ -16,7 +16,9 @@ void Replica::StartResyncAsSource(bool full) {
   if (options_.resync_checksums) differs_.emplace(options_.data_bytes);
   repl_ = ReplState::kSyncSource;
   resync_cursor_bit_ = 0;
-  resync_pass_failed_bytes_ = resync_failed_bytes_ = 0;
+  resync_pass_failed_bytes_ = resync_failed_bytes_ = resync_pass_read_failed_bytes_ = 0;
+  resync_read_failed_passes_ = 0;
+  resync_stopped_reason_.clear();
   resync_backoff_ticks_ = resync_retry_ticks_ = 0;
   resync_total_bytes_ = bitmap_.OutOfSyncBytes();
   Emit(PersistBitmap{});
@@ -72,25 +74,77 @@ void Replica::PumpResync() {
   }
 }
 
-// At the end of a pass with blocks left: true if the peer failed some of this pass's, and the
-// next pass then waits for Tick (1, 2, 4 ... kResyncRetryTicksMax seconds, reset by a pass
-// without failures).
+void Replica::MarkOutOfSync(uint64_t offset, uint64_t length) {
+  bitmap_.SetRange(offset, length);
+  // A block read before this mark (a write that failed or was lost after the read) must not
+  // clear it when the peer confirms the block or finds it equal.
+  for (auto& [token, b] : resync_blocks_) {
+    if (Overlaps(offset, length, b.offset, b.length)) b.dirtied = true;
+  }
+}
+
+// At the end of a pass with blocks left: true if the peer failed some of this pass's, or this
+// node failed to read some, and the next pass then waits for Tick (1, 2, 4 ...
+// kResyncRetryTicksMax seconds, reset by a pass without failures); true too when read errors
+// stopped the resync.
 bool Replica::EndResyncPass() {
-  if (resync_pass_failed_bytes_ == 0) {
+  const bool read_failed = resync_pass_read_failed_bytes_ > 0;
+  resync_read_failed_passes_ = read_failed ? resync_read_failed_passes_ + 1 : 0;
+  if (resync_pass_failed_bytes_ == 0 && !read_failed) {
     resync_backoff_ticks_ = 0;
     resync_failed_bytes_ = 0;
     return false;
+  }
+  if (resync_read_failed_passes_ >= kResyncReadFailedPassesMax) {
+    StopResync();
+    return true;
   }
   resync_backoff_ticks_ =
       std::min(resync_backoff_ticks_ == 0 ? 1 : resync_backoff_ticks_ * 2, kResyncRetryTicksMax);
   resync_retry_ticks_ = resync_backoff_ticks_;
   resync_failed_bytes_ = resync_pass_failed_bytes_;
-  Warn("the peer failed to write " + FormatSizeBytes(resync_pass_failed_bytes_) +
-       " of resync blocks in this pass (error " + std::to_string(resync_pass_error_) + ": " +
-       ErrnoText(resync_pass_error_) + "); they stay out of sync, and the next pass starts in " +
-       std::to_string(resync_retry_ticks_) + " s");
-  resync_pass_failed_bytes_ = 0;
+  const std::string next = "the next pass starts in " + std::to_string(resync_retry_ticks_) + " s";
+  if (resync_pass_failed_bytes_ > 0) {
+    Warn("the peer failed to write " + FormatSizeBytes(resync_pass_failed_bytes_) +
+         " of resync blocks in this pass (error " + std::to_string(resync_pass_error_) + ": " +
+         ErrnoText(resync_pass_error_) + "); they stay out of sync, and " + next);
+  }
+  if (read_failed) {
+    Warn("reading " + FormatSizeBytes(resync_pass_read_failed_bytes_) +
+         " of resync blocks failed on this node in this pass (first: " + resync_pass_read_error_ +
+         "); " + next + " (failed pass " + std::to_string(resync_read_failed_passes_) + " of " +
+         std::to_string(kResyncReadFailedPassesMax) + " before the resync stops)");
+  }
+  resync_pass_failed_bytes_ = resync_pass_read_failed_bytes_ = 0;
   return true;
+}
+
+// A local read error on the sync source: the block stays marked and the pass goes on (the other
+// blocks may read fine); EndResyncPass counts the pass as failed.
+void Replica::ResyncReadFailed(const ResyncBlock& b, int error) {
+  if (resync_pass_read_failed_bytes_ == 0) {
+    resync_pass_read_error_ = "[" + std::to_string(b.offset) + ", +" + std::to_string(b.length) +
+                              "): error " + std::to_string(error) + " (" + ErrnoText(error) + ")";
+    Warn("reading block " + resync_pass_read_error_ +
+         " for the resync failed; it stays out of sync and the pass goes on");
+  }
+  resync_pass_read_failed_bytes_ += b.length;
+}
+
+// Read errors pass after pass: retrying for ever would only fill the log. The peer stays
+// Inconsistent (it never gets resync_done); the operator repairs or replaces this disk, then a
+// disconnect and connect starts the resync again.
+void Replica::StopResync() {
+  resync_stopped_reason_ =
+      "reading this node's disk failed in " + std::to_string(resync_read_failed_passes_) +
+      " resync passes in a row (the last pass's first failure: " + resync_pass_read_error_ + ")";
+  Emit(Log{2, "resync stopped: " + resync_stopped_reason_ +
+                  "; the peer stays Inconsistent. Check this disk, then 'replctl disconnect' and "
+                  "'replctl connect' start the resync again"});
+  repl_ = ReplState::kEstablished;
+  differs_.reset();
+  resync_pass_failed_bytes_ = resync_pass_read_failed_bytes_ = resync_failed_bytes_ = 0;
+  resync_backoff_ticks_ = resync_retry_ticks_ = 0;
 }
 
 void Replica::SetResyncTunables(uint64_t rate_bytes, const ResyncController& controller,
@@ -210,16 +264,18 @@ void Replica::SendResyncBlock(uint64_t token, int error) {
   auto it = resync_blocks_.find(token);
   REPLD_CHECK(it != resync_blocks_.end());
   if (error != 0 || !Connected()) {
-    if (error != 0) {
-      const bool verify = it->second.verify;
-      Warn("reading block at " + std::to_string(it->second.offset) + " for the " +
-           (verify ? "verify" : "resync") + " failed: error " + std::to_string(error) + "; the " +
-           (verify ? "verify" : "resync") + " stops");
-      if (verify && verify_) verify_->running = false;
+    const bool resync = error != 0 && !it->second.verify && repl_ == ReplState::kSyncSource;
+    if (error != 0 && it->second.verify) {
+      Warn("reading block at " + std::to_string(it->second.offset) +
+           " for the verify failed: error " + std::to_string(error) + "; the verify stops");
+      if (verify_) verify_->running = false;
       repl_ = ReplState::kEstablished;
+    } else if (resync) {
+      ResyncReadFailed(it->second, error);
     }
     resync_blocks_.erase(it);
     PumpWrites();
+    if (resync) PumpResync();  // the next blocks, or the end of the pass
     return;
   }
   it->second.read_done = true;

@@ -103,7 +103,7 @@ void Replica::PeerCsumReply(uint64_t seq, const std::vector<OutOfSyncRun>& diffe
     differs_->SetRange(b.offset, b.length);
   } else {
     uint64_t differing_bytes = 0;
-    bitmap_.ClearRange(b.offset, b.length);
+    if (!b.dirtied) bitmap_.ClearRange(b.offset, b.length);  // else marked since the read
     for (const OutOfSyncRun& run : differing) {
       bitmap_.SetRange(run.offset_bytes, run.length_bytes);
       differs_->SetRange(run.offset_bytes, run.length_bytes);

@@ -144,6 +144,7 @@ class World {
   // The link goes down at `when` and comes back `down_for` later (a reconnect follows).
   void CutLink(Clock when, Clock down_for, const std::string& why);
   void CrashNode(int node);
+  void PowerLoss();  // phase 2b
   void RestartNode(int node);
   void ClientIssue();
   void ScheduleClient();

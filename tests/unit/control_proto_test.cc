@@ -188,6 +188,10 @@ TEST(ControlProto, StatusObjectFollowsTheSchema) {
   EXPECT_EQ(j["generation"]["current"], "0123456789ABCDEF");
   EXPECT_EQ(j["generation"]["history"], (json{"000000000000000F", "0000000000000000"}));
   EXPECT_EQ(j["size_bytes"], kGiB);
+  EXPECT_TRUE(j["resync_stopped_reason"].is_null());
+  StatusSnapshot stopped = Snapshot();
+  stopped.replica.resync_stopped_reason = "reading this node's disk failed";
+  EXPECT_EQ(StatusToJson(stopped)["resync_stopped_reason"], "reading this node's disk failed");
 
   StatusSnapshot down = Snapshot();
   down.replica.conn = ConnState::kConnecting;

@@ -101,6 +101,16 @@ TEST(StatusFormat, ResyncBlocksThePeerFailedAndTheNextPass) {
             std::string::npos);
 }
 
+TEST(StatusFormat, AStoppedResyncSaysWhy) {
+  const std::string out = FormatStatus(Status(R"({"out_of_sync_bytes":1048576,
+      "peer":{"node":"beta","role":"Secondary","disk":"Inconsistent"},
+      "resync_stopped_reason":"reading this node's disk failed"})"));
+  EXPECT_NE(out.find("\n    resync stopped: reading this node's disk failed\n"), std::string::npos)
+      << out;
+  EXPECT_EQ(FormatStatus(Status(R"({"resync_stopped_reason":null})")).find("stopped"),
+            std::string::npos);
+}
+
 TEST(StatusFormat, VerifyRunningAndFinished) {
   std::string out = FormatStatus(Status(R"({"connection":"Connected","replication":"VerifyS",
       "peer":{"node":"beta","role":"Secondary","disk":"UpToDate"},
