@@ -603,7 +603,7 @@ TEST(PeerProto, PromoteReplyDecodeErrors) {
   EXPECT_EQ(reply(0, 3, "abc"), "decoded");
   EXPECT_THAT(reply(2, 0, ""), HasSubstr("not 0 or 1"));
   EXPECT_THAT(reply(0, 4, "abc"), HasSubstr("does not match"));
-  EXPECT_THAT(reply(0, 3, "a\x01c"), HasSubstr("control character"));
+  EXPECT_THAT(reply(0, 3, "a\x01" "c"), HasSubstr("control character"));
   EXPECT_FALSE(PromoteRequest::Decode(std::vector<uint8_t>(9)).ok());
   EXPECT_FALSE(PromoteReply::Decode(std::vector<uint8_t>(13)).ok());
 }
