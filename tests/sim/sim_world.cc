@@ -22,6 +22,7 @@ void SimDisk::Crash(std::mt19937_64& rng) {
 World::World(SimOptions options) : options_(options), rng_(options.seed) {
   blocks_ = options_.data_bytes / kBlock;
   acked_.assign(blocks_, 0);
+  durable_.assign(blocks_, 0);
   for (int i = 0; i < 2; ++i) {
     auto n = std::make_unique<Node>(blocks_);
     n->index = i;
@@ -235,6 +236,14 @@ void World::Execute(Node& n, Action& action) {
           if (it != n.peer_reads.end()) n.peer_reads.erase(it);
           r.ReadReplySent(a.key);  // the frame owns its copy: the buffer is free at once
         } else if constexpr (std::is_same_v<T, Complete>) {
+          if (auto f = flushes_.find(a.id); f != flushes_.end()) {
+            if (a.error == 0) {
+              for (uint64_t b = 0; b < blocks_; ++b) {
+                durable_[b] = std::max(durable_[b], f->second[b]);
+              }
+            }
+            flushes_.erase(f);
+          }
           if (n.client_reads.count(a.id) != 0) {
             CheckRead(i, a.id, a.error);
             --client_inflight_;
@@ -248,6 +257,7 @@ void World::Execute(Node& n, Action& action) {
               for (uint64_t b = it->second.offset / kBlock;
                    b < (it->second.offset + it->second.length) / kBlock; ++b) {
                 acked_[b] = std::max(acked_[b], it->second.version);
+                if (it->second.fua) durable_[b] = std::max(durable_[b], it->second.version);
               }
               ++acked_writes_;
             }
@@ -533,6 +543,7 @@ void World::ClientIssue() {
     const RequestId id = next_request_++;
     ++client_inflight_;
     if (Chance(0.05)) {
+      flushes_[id] = acked_;
       p.replica->ClientFlush(id);
     } else {
       // Half the writes go to a small hot area, so that writes overlap.
@@ -627,7 +638,14 @@ std::string World::Run() {
   ClientIssue();
   RunUntil(now_ + Rand(1'000, 50'000));
   if (!failure_.empty()) return failure_;
-  if (options_.protocol == Protocol::kC) {
+  if (options_.protocol != Protocol::kC) {
+    // Under A and B the Secondary may lack acknowledged writes: it must still take over.
+    CrashNode(0);
+    if (Status st = PromoteNow(1, false); !st.ok()) {
+      Fail("promoting the surviving UpToDate Secondary failed: " + st.message());
+      return failure_;
+    }
+  } else {
     CrashNode(0);
     for (uint64_t b = 0; b < blocks_; ++b) {
       if (s.disk.cache[b] < acked_[b]) {
@@ -662,7 +680,22 @@ void World::PowerLoss() {
   CrashNode(0);
   CrashNode(1);
   client_inflight_ = 0;  // the requests in flight died with the Primary
+  flushes_.clear();
   log_.push_back(std::to_string(now_) + " power loss of both nodes");
+  // What a completed FLUSH or FUA covered is on the Primary's disk; under C on the
+  // Secondary's too (the flush waited for the peer's, and FUA travels with the write).
+  for (int i = 0; i < 2; ++i) {
+    if (i == 1 && options_.protocol != Protocol::kC) continue;
+    const Node& n = *nodes_[static_cast<size_t>(i)];
+    for (uint64_t b = 0; b < blocks_; ++b) {
+      if (n.disk.cache[b] < durable_[b]) {
+        return Fail("after a power loss of both nodes, block " + std::to_string(b) + " of node" +
+                    std::to_string(i) + " has version " + std::to_string(n.disk.cache[b]) +
+                    ", but a completed FLUSH or FUA covered version " +
+                    std::to_string(durable_[b]));
+      }
+    }
+  }
   RestartNode(0);
   RestartNode(1);
   if (Status st = nodes_[0]->replica->Promote(false); !st.ok()) {

@@ -194,6 +194,10 @@ class World {
   uint64_t next_version_ = 1;
   uint64_t next_key_ = 1;
   std::vector<uint64_t> acked_;  // per block: the highest acknowledged version
+  // Per block: the highest version that a completed FLUSH (issued after the write completed)
+  // or a completed FUA write made durable; and, per flush in flight, acked_ when it was issued.
+  std::vector<uint64_t> durable_;
+  std::unordered_map<RequestId, std::vector<uint64_t>> flushes_;
   uint64_t acked_writes_ = 0;
 
   // Phase 4: refusals are expected, and counted instead of failing the run.
