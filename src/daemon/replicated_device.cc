@@ -611,6 +611,18 @@ void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
   }
   const Superblock next = WithMdState(superblock_, md);
   if (next == superblock_) return;
+  if ((superblock_.flags & kMdCrashedPrimary) != 0 && (next.flags & kMdCrashedPrimary) == 0) {
+    // The flag that makes a crash resync the activity log goes only once every completed data
+    // write is durable (the metadata may be on another device than the data).
+    if (Status s = store_.SyncNow(); !s.ok()) {
+      spdlog::error(
+          "resource {}: flushing the data disk failed: {}; the superblock keeps saying this "
+          "node was Primary, so a restart resyncs its activity log",
+          config_.name, s.message());
+      md_failed_ = true;
+      return;
+    }
+  }
   if (Status s = md_->WriteSuperblock(next); !s.ok()) {
     spdlog::error(
         "resource {}: writing the superblock failed: {}; the state on disk is stale "

@@ -428,6 +428,10 @@ bool Replica::SettleUnflushed(uint64_t before_seq, bool durable) {
     }
     return true;
   });
+  if (role_ != Role::kPrimary && md_.primary && peer_unflushed_.empty()) {
+    md_.primary = false;  // demoted, and the peer has (or the bitmap marks) every write of ours
+    PersistMdNow();
+  }
   return marked;
 }
 
@@ -509,7 +513,14 @@ Status Replica::Demote(uint32_t open_clients) {
     return Status::Invalid("requests are still in flight; try again");
   }
   role_ = Role::kSecondary;
-  md_.primary = false;
+  // The metadata's "Primary" flag makes a crash resync the log's extents. While the peer's cache
+  // may still lose writes of ours (no flush covered them yet), a power loss of both nodes must
+  // still do so: the flag stays until a barrier covers them or the bitmap marks them.
+  if (Connected() && !peer_unflushed_.empty()) {
+    SendBarrier();
+  } else {
+    md_.primary = false;
+  }
   Emit(PersistBitmap{});
   PersistMdNow();
   Info("role Primary -> Secondary");

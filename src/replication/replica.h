@@ -146,7 +146,9 @@ struct Complete {  // answer the client
 struct WriteAl {
   AlTransactionPlan plan;
 };
-struct PersistMd {  // write the superblock now, synchronously and durably
+// Write the superblock now, synchronously and durably. When it clears `primary` (the flag that
+// makes a crash resync the activity log), every completed data write must be durable first.
+struct PersistMd {
   MdState md;
 };
 struct PersistBitmap {};  // write every dirty bitmap page, synchronously and durably

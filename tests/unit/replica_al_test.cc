@@ -169,5 +169,37 @@ TEST(ReplicaActivityLog, APlanKeepsTheHotExtentsOfTheWriteThatWantsIt) {
   EXPECT_EQ(plan->evicted, std::vector<uint32_t>{6});
 }
 
+// A Primary demoted while the peer has not yet flushed its last writes keeps its metadata's
+// Primary flag until a barrier covers them: a power loss of both nodes meanwhile must still
+// resync the activity log's extents (the peer's cache may have lost those writes).
+TEST(ReplicaActivityLog, ADemotedPrimaryStaysMarkedPrimaryOnDiskUntilThePeerFlushed) {
+  Replica r = ConnectedPrimary(Protocol::kC, 4);
+  const uint64_t seq = StartedWrite(r, 1, 0);
+  r.PeerSent(seq);
+  r.PeerAck(AckKind::kWritten, seq, 0);
+  EXPECT_EQ(RunToQuiet(r), (std::set<RequestId>{1}));
+  ASSERT_TRUE(r.Demote(0).ok());
+  EXPECT_EQ(r.role(), Role::kSecondary);
+  std::vector<Action> actions = r.TakeActions();
+  const std::vector<SendFlush> barriers = All<SendFlush>(actions);
+  ASSERT_EQ(barriers.size(), 1u) << "the demotion asks the peer to flush at once";
+  for (const PersistMd& md : All<PersistMd>(actions)) EXPECT_TRUE(md.md.primary);
+  EXPECT_TRUE(r.md().primary) << "a crash now must still resync the log's extents";
+  r.PeerAck(AckKind::kFlushed, barriers[0].seq, 0);
+  actions = r.TakeActions();
+  EXPECT_FALSE(r.md().primary);
+  const std::vector<PersistMd> persisted = All<PersistMd>(actions);
+  ASSERT_EQ(persisted.size(), 1u);
+  EXPECT_FALSE(persisted[0].md.primary);
+}
+
+// Nothing unflushed on the peer: the flag goes at once.
+TEST(ReplicaActivityLog, ADemotedPrimaryWithEverythingFlushedClearsItsFlagAtOnce) {
+  Replica r = ConnectedPrimary(Protocol::kC, 4);
+  ASSERT_TRUE(r.Demote(0).ok());
+  EXPECT_FALSE(r.md().primary);
+  EXPECT_TRUE(All<SendFlush>(r.TakeActions()).empty());
+}
+
 }  // namespace
 }  // namespace repld
