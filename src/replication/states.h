@@ -15,6 +15,13 @@ enum class DiskState : uint8_t {
   kUpToDate = 3,      // the latest data
 };
 
+// What a node does when its backing disk fails a write or a flush ([disk] on_io_error).
+enum class OnIoError : uint8_t {
+  kDetach = 0,  // the disk is Failed, then detached: Diskless until 'replctl attach'
+  kPassOn = 1,  // the error goes to the Primary (and its client); a Secondary becomes
+                // Inconsistent and reconnects, so that a resync repairs it
+};
+
 enum class ConnState : uint8_t {
   kStandAlone = 0,  // not trying: no peer configured, or refused (split brain, wrong secret...)
   kConnecting = 1,  // trying to reach the peer
@@ -82,6 +89,11 @@ constexpr const char* ReplStateName(ReplState r) {
       return "VerifyS";
   }
   return "?";
+}
+
+// The config's spelling: "detach", "pass_on".
+constexpr const char* OnIoErrorName(OnIoError o) {
+  return o == OnIoError::kPassOn ? "pass_on" : "detach";
 }
 
 constexpr char ProtocolLetter(Protocol p) {
