@@ -206,7 +206,8 @@ std::string MdFlagNames(uint32_t flags) {
       {kMdConsistent, "Consistent"},     {kMdWasUpToDate, "WasUpToDate"},
       {kMdWasPrimary, "WasPrimary"},     {kMdCrashedPrimary, "CrashedPrimary"},
       {kMdPeerOutdated, "PeerOutdated"}, {kMdFullSync, "FullSync"},
-      {kMdAlClean, "AlClean"},           {kMdPrimaryAtSplit, "PrimaryAtSplit"}};
+      {kMdAlClean, "AlClean"},           {kMdPrimaryAtSplit, "PrimaryAtSplit"},
+      {kMdIoError, "IoError"}};
   std::string out;
   for (const auto& [bit, name] : kNames) {
     if ((flags & bit) == 0) continue;

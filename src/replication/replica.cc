@@ -17,6 +17,12 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
       rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL),
       dynamic_rate_(options_.controller.max_rate_bytes),
       resync_budget_(RateSliceBytes()) {
+  if (md_.io_error) {
+    disk_failure_ = DiskFailure{"an I/O, before this start (the metadata records it)", 0};
+    if (md_.disk == DiskState::kUpToDate || md_.disk == DiskState::kFailed) {
+      md_.disk = DiskState::kInconsistent;  // never trusted until a resync
+    }
+  }
   if (md_.primary) {
     // It was Primary and did not demote cleanly: the peer may lack any write of a hot extent.
     uint64_t marked = 0;
@@ -68,6 +74,10 @@ void Replica::SetDisk(DiskState d) {
   if (md_.disk == d) return;
   Info(std::string("disk ") + DiskStateName(md_.disk) + " -> " + DiskStateName(d));
   md_.disk = d;
+  if (d == DiskState::kUpToDate) {  // a resync repaired it (or the operator forced it)
+    md_.io_error = false;
+    disk_failure_.reset();
+  }
   PersistMdNow();
 }
 
@@ -112,6 +122,7 @@ ReplicaStatus Replica::Report() const {
     s.resync_retry_seconds = resync_retry_ticks_;
   }
   s.verify = verify_;
+  s.disk_failure = disk_failure_;
   return s;
 }
 
@@ -344,6 +355,8 @@ void Replica::LocalFlushDone(uint64_t token, int error) {
     peer_flush_tokens_.erase(pf);
     peer_flush_running_ = false;
     if (Connected() && epoch == epoch_) Emit(SendAck{AckKind::kFlushed, seq, error});
+    // The writes the flush was to make durable may be lost: this disk is not UpToDate.
+    if (error != 0) LocalDiskFailed("flushing the peer's writes", error);
     PumpPeerFlushes();
     return;
   }
@@ -377,6 +390,7 @@ void Replica::Tick() {
   // A resync's blocks need no flush per second: a barrier in mid-stream costs the target a
   // journal commit while its writes wait. One every kResyncBarrierTicks, or once
   // kResyncUnflushedBytesMax are unflushed (what a target crash would send again), is enough.
+  PassOnReconnect();
   ++ticks_since_barrier_;
   if (repl_ != ReplState::kSyncSource || ticks_since_barrier_ >= kResyncBarrierTicks ||
       UnflushedBytes() >= kResyncUnflushedBytesMax) {
@@ -458,6 +472,23 @@ void Replica::PeerAck(AckKind kind, uint64_t seq, int error) {
 
 Status Replica::Promote(bool force) {
   if (role_ == Role::kPrimary) return Status::Ok();
+  if (md_.disk == DiskState::kFailed) {
+    return Status::Invalid("the disk failed " + disk_failure_->what + " (error " +
+                           std::to_string(disk_failure_->error) + ", " +
+                           ErrnoText(disk_failure_->error) +
+                           "): it is being detached, and this node is not promoted with it; "
+                           "replace the disk and run 'replctl attach'");
+  }
+  if (md_.io_error && !force) {
+    return Status::Invalid(
+        std::string("the disk failed ") +
+        (disk_failure_ ? disk_failure_->what : std::string("an I/O")) +
+        " and has not been repaired by a resync since: this node is not promoted with it (its "
+        "disk is " +
+        DiskStateName(md_.disk) +
+        "); connect it to the UpToDate peer to resync, or replace the disk and run 'replctl "
+        "attach'. 'primary --force' makes its data the one that counts anyway");
+  }
   if (Connected() && peer_ && peer_->role == Role::kPrimary) {
     return Status::Invalid("the peer is Primary; demote it first (replctl secondary on the peer)");
   }
@@ -501,6 +532,7 @@ Status Replica::Promote(bool force) {
   role_ = Role::kPrimary;
   md_.primary = true;
   md_.disk = DiskState::kUpToDate;
+  md_.io_error = false;  // forced: the operator's word
   PersistMdNow();
   Info(std::string("role Secondary -> Primary") + (forced_over_data ? " (forced)" : ""));
   if (Connected()) {

@@ -13,6 +13,9 @@ enum class DiskState : uint8_t {
   kInconsistent = 1,  // partly written (fresh, or a resync target): never read from it
   kOutdated = 2,      // consistent, but the peer is known to have newer data
   kUpToDate = 3,      // the latest data
+  // The disk failed an I/O and is being detached ([disk] on_io_error = "detach"): never read
+  // from it, never promoted with it. Diskless once the detach finished.
+  kFailed = 4,
 };
 
 // What a node does when its backing disk fails a write or a flush ([disk] on_io_error).
@@ -57,6 +60,8 @@ constexpr const char* DiskStateName(DiskState d) {
       return "Outdated";
     case DiskState::kUpToDate:
       return "UpToDate";
+    case DiskState::kFailed:
+      return "Failed";
   }
   return "?";
 }
