@@ -9,8 +9,8 @@ MdState MdStateFromSuperblock(const Superblock& sb) {
   md.ids.history[0] = sb.history_uuid[0];
   md.ids.history[1] = sb.history_uuid[1];
   md.io_error = (sb.flags & kMdIoError) != 0;
-  const bool consistent = (sb.flags & kMdConsistent) != 0 && (sb.flags & kMdFullSync) == 0 &&
-                          !md.io_error;
+  const bool consistent =
+      (sb.flags & kMdConsistent) != 0 && (sb.flags & kMdFullSync) == 0 && !md.io_error;
   if (!consistent) {
     md.disk = DiskState::kInconsistent;
   } else if ((sb.flags & kMdWasUpToDate) != 0) {

@@ -215,7 +215,7 @@ struct ReplicaOptions {
   uint32_t remote_reads_window = 32;
   uint32_t peer_reads_max = 64;
   uint64_t peer_read_bytes_max = 64ULL << 20;  // of the peer's reads read here, until sent
-  OnIoError on_io_error = OnIoError::kDetach;   // [disk] on_io_error
+  OnIoError on_io_error = OnIoError::kDetach;  // [disk] on_io_error
 };
 
 struct ReplicaCounters {

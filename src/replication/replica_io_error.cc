@@ -13,8 +13,8 @@ void Replica::LocalDiskFailed(const std::string& what, int error) {
   if (role_ == Role::kPrimary) return;
   // Detaching already: the I/O still in flight may fail too.
   if (md_.disk == DiskState::kFailed || md_.disk == DiskState::kDiskless) return;
-  const std::string failed = "the disk failed " + what + ": error " + std::to_string(error) +
-                             " (" + ErrnoText(error) + ")";
+  const std::string failed = "the disk failed " + what + ": error " + std::to_string(error) + " (" +
+                             ErrnoText(error) + ")";
   if (!disk_failure_ || disk_failure_->error == 0) disk_failure_ = DiskFailure{what, error};
   md_.io_error = true;
   Emit(PersistBitmap{});  // the marked blocks, where the disk still takes a write
@@ -34,9 +34,8 @@ void Replica::LocalDiskFailed(const std::string& what, int error) {
   Emit(DiskFailed{DiskFailure{what, error}, false});
   if (!Connected() || pass_on_drop_epoch_ == epoch_) return;  // one reconnect per connection
   pass_on_drop_epoch_ = epoch_;
-  Emit(Log{2, failed +
-                  "; on_io_error = pass_on: the Primary gets the error; this disk is "
-                  "Inconsistent until a resync from the peer repairs it: reconnecting"});
+  Emit(Log{2, failed + "; on_io_error = pass_on: the Primary gets the error; this disk is "
+                       "Inconsistent until a resync from the peer repairs it: reconnecting"});
   // At the next Tick, not now: a connection dropped at once loses the error acks still queued
   // on it, and the Primary would not hear of the error (only of writes left unconfirmed).
   pass_on_drop_reason_ = "node '" + options_.node_name + "': " + failed +

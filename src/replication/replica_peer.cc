@@ -384,8 +384,8 @@ void Replica::ApplyDone(uint64_t key, int error) {
   const bool full = error == ENOSPC || error == EDQUOT;
   if (error != 0 && !(a.resync && (full || options_.on_io_error == OnIoError::kPassOn))) {
     LocalDiskFailed(std::string(a.resync ? "a resync write" : "a write of the peer's") +
-                        " at byte " + std::to_string(a.offset) + " (" +
-                        std::to_string(a.length) + " bytes)",
+                        " at byte " + std::to_string(a.offset) + " (" + std::to_string(a.length) +
+                        " bytes)",
                     error);
   }
   PumpApplies();

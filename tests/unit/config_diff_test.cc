@@ -116,7 +116,8 @@ TEST(ConfigDiff, OnlyTheKeysInForceOnThisNodeCount) {
 
 TEST(ConfigDiff, WithLiveKeysTakesTheLiveOnesOnly) {
   std::string next = Replace(kBase, "rate = \"10M\"", "rate = \"40M\"");
-  next = Replace(next, "[resync]", "[nbd]\ninflight_max = 128\n\n[disk]\non_io_error = \"pass_on\"\n\n[resync]");
+  next = Replace(next, "[resync]",
+                 "[nbd]\ninflight_max = 128\n\n[disk]\non_io_error = \"pass_on\"\n\n[resync]");
   next = Replace(next, "[node.lb1]", "[node.lb1]\nmetrics_listen = \"127.0.0.1:9942\"");
   const ResourceConfig a = Parse(kBase);
   const ResourceConfig b = Parse(next);

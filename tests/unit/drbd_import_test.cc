@@ -322,8 +322,7 @@ TEST(DrbdImport, OnIoErrorBecomesTheDiskKey) {
     auto imported = Import(Pair(std::string("  disk { on-io-error ") + policy + "; }\n"));
     ASSERT_TRUE(imported.ok()) << imported.status().message();
     const ImportedResource& res = imported->resources[0];
-    EXPECT_NE(res.toml.find("# on-io-error " + std::string(policy) + ", line 4"),
-              std::string::npos)
+    EXPECT_NE(res.toml.find("# on-io-error " + std::string(policy) + ", line 4"), std::string::npos)
         << res.toml;
     EXPECT_FALSE(HasWarning(imported.value(), 4, "on-io-error"));
     EXPECT_EQ(Load(res).on_io_error,

@@ -164,8 +164,8 @@ TEST(MetricsText, ResyncProgressAndVerify) {
 }
 
 TEST(MetricsText, AFailedDiskIsAGaugeAndAState) {
-  EXPECT_TRUE(HasLine(FormatMetrics(InSyncStatus()),
-                      R"(repld_device_disk_failed{resource="r0"} 0)"));
+  EXPECT_TRUE(
+      HasLine(FormatMetrics(InSyncStatus()), R"(repld_device_disk_failed{resource="r0"} 0)"));
   json s = InSyncStatus();
   s["role"] = "Secondary";
   s["disk"] = "Failed";
