@@ -143,9 +143,11 @@ Status ReplicatedDevice::Load() {
 }
 
 Status ReplicatedDevice::Promote(bool force) {
-  // A Failed disk is refused for what it is, before any other reason (a metadata write that
+  // A failed disk is refused for what it is, before any other reason (a metadata write that
   // failed on it, too).
-  if (replica_->disk() == DiskState::kFailed) return replica_->Promote(force);
+  if (replica_->disk() == DiskState::kFailed || (replica_->md().io_error && !force)) {
+    return replica_->Promote(force);
+  }
   return ChangeMd([&] { return replica_->Promote(force); },
                   "promoted, but writing the metadata failed (see the log)");
 }

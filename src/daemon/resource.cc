@@ -153,9 +153,10 @@ asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
   if (detached() && disk_error_) {
     const DiskErrorRecord& e = *disk_error_;
     co_return Status::Invalid(
-        "the disk failed " + e.what + (e.at.empty() ? "" : " at " + e.at) + " (error " +
-        std::to_string(e.error) + ": " + ErrnoText(e.error) +
-        "): detached (on_io_error = detach), and this node is not promoted without a disk; "
+        "the disk failed " + e.what + (e.at.empty() ? "" : " at " + e.at) +
+        (e.error == 0 ? ""
+                      : " (error " + std::to_string(e.error) + ": " + ErrnoText(e.error) + ")") +
+        ": it is detached, and this node is not promoted without a disk; "
         "replace it and run 'replctl attach " +
         config_.name + "' (a resync from the peer follows)");
   }

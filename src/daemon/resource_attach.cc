@@ -42,7 +42,6 @@ void Resource::WireDevice(ReplicatedDevice& device) {
 
 asio::awaitable<void> Resource::DetachFailedDisk(std::string why) {
   if (detached() || detaching_ || stopping_ || device_ == nullptr) co_return;
-  disk_error_ = device_->disk_error();
   std::string message;
   Status s = co_await Detach(message, why);
   if (!s.ok()) {
@@ -77,6 +76,9 @@ asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) 
   }
   Status synced = store_->SyncNow();
   if (synced.ok()) device_->Shutdown();  // the bitmap, and a clean superblock
+  // A failure of the disk stays in the status, and in the refusal of a promotion, until attach
+  // (also when the operator detached it before on_io_error's detach ran).
+  disk_error_ = device_->disk_error();
   switch_->set(nullptr);
   device_.reset();
   store_.reset();
