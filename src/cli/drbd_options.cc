@@ -12,13 +12,6 @@ namespace {
 
 using cli::TomlText;
 
-// What repld does when its backing disk fails an I/O: it never detaches (replica.cc,
-// LocalWriteDone and LocalReadDone; docs/replication.md "Known gaps").
-constexpr const char* kLocalIoErrorBehaviour =
-    "never detaches a failing disk: a local read or write that fails returns the error to the "
-    "application (a failed write even if the peer wrote it), and a failed write's blocks are "
-    "marked out of sync for the next resync to repair; closest to DRBD's pass_on";
-
 Status MapSecret(ResourceImport& r, const Statement& resource, bool pair,
                  const ImportOptions& options) {
   if (Option* o = r.Take("shared-secret")) {
@@ -185,13 +178,26 @@ Status MapDiskOptions(ResourceImport& r) {
     r.Mapped(kDisk, "al_extents", std::to_string(extents), *o->st,
              "4 MiB extents as DRBD's; repld needs >= 18");
   }
+  // [disk] on_io_error (docs/replication.md, "When the disk fails"): DRBD's detach and pass_on
+  // as they are. call-local-io-error runs a handler repld does not have (it usually halts the
+  // node): the disk is detached instead, with a warning.
   if (Option* o = r.Take("on-io-error")) {
     auto v = r.Single(*o->st);
     if (!v.ok()) return v.status();
-    const bool handler = v.value() == "call-local-io-error";
-    const std::string what = o->st->Shown() + ": dropped; repld " +
-                             (handler ? "runs no local-io-error handler, and " : "");
-    r.Warn(kDisk, o->st->keyword.where, what + kLocalIoErrorBehaviour);
+    if (v.value() == "detach" || v.value() == "pass_on") {
+      r.Mapped(kDisk, "on_io_error", TomlText::Quote(v.value()), *o->st);
+    } else if (v.value() == "call-local-io-error") {
+      r.Warn(kDisk, o->st->keyword.where,
+             o->st->Shown() +
+                 ": repld runs no local-io-error handler (DRBD's usually halts the node); the "
+                 "failing disk is detached instead (on_io_error = \"detach\"): put what the "
+                 "handler did in your monitoring of 'replctl events'");
+      r.toml().Key(kDisk, "on_io_error", TomlText::Quote("detach"));
+    } else {
+      return r.Error(o->st->args[0].where,
+                     "on-io-error " + v.value() +
+                         ": not a DRBD policy; allowed: detach, pass_on, call-local-io-error");
+    }
   }
   return Status::Ok();
 }

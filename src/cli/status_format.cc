@@ -121,6 +121,19 @@ std::string FormatResyncSpeed(std::optional<uint64_t> eta_seconds,
 std::string FormatStatus(const json& status) {
   std::string out = Text(status, "resource") + " role:" + Text(status, "role") + "\n";
   out += "  disk:" + Text(status, "disk") + "\n";
+  // "    failed: a write of the peer's at byte 0 (65536 bytes): Input/output error (errno 5) at
+  //  2026-12-07T07:10:00.123Z; on_io_error = detach"
+  const json& disk_error = Field(status, "disk_error");
+  if (disk_error.is_object()) {
+    const json& error = Field(disk_error, "error");
+    const json& at = Field(disk_error, "at");
+    out += "    failed: " + Text(disk_error, "what") +
+           (error.is_string() ? ": " + error.get<std::string>() + " (errno " +
+                                    std::to_string(Count(disk_error, "errno")) + ")"
+                              : std::string()) +
+           (at.is_string() ? " at " + at.get<std::string>() : std::string()) +
+           "; on_io_error = " + Text(disk_error, "on_io_error") + "\n";
+  }
 
   const json& peer = Field(status, "peer");
   const std::string connection = Text(status, "connection");

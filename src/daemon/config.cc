@@ -487,7 +487,7 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
     if (auto v = r.Bool(*resync, "resync", "checksums")) config.resync.checksums = *v;
   }
   if (const toml::table* disk = r.Table(root, "", "disk")) {
-    r.CheckKeys(*disk, "disk", {"direct_io", "meta_disk", "al_extents"});
+    r.CheckKeys(*disk, "disk", {"direct_io", "meta_disk", "al_extents", "on_io_error"});
     if (auto v = r.String(*disk, "disk", "meta_disk", false)) {
       config.meta.meta_disk = *v;
       if (v->empty()) {
@@ -508,6 +508,16 @@ Result<ResourceConfig> ParseConfig(std::string_view text, const std::string& pat
       } else {
         r.Fail(disk->get("direct_io")->source(), "disk.direct_io",
                "'" + *v + "' is not allowed; allowed: \"auto\", \"on\", \"off\"");
+      }
+    }
+    if (auto v = r.String(*disk, "disk", "on_io_error", false)) {
+      if (*v == "detach") {
+        config.on_io_error = OnIoError::kDetach;
+      } else if (*v == "pass_on") {
+        config.on_io_error = OnIoError::kPassOn;
+      } else {
+        r.Fail(disk->get("on_io_error")->source(), "disk.on_io_error",
+               "'" + *v + "' is not allowed; allowed: \"detach\", \"pass_on\"");
       }
     }
   }

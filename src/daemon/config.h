@@ -100,6 +100,7 @@ struct ResourceConfig {
   Frontend frontend = Frontend::kNbd;
   UblkConfig ublk;
   DirectIoMode direct_io = DirectIoMode::kAuto;
+  OnIoError on_io_error = OnIoError::kDetach;  // [disk] on_io_error
   Protocol protocol = Protocol::kC;
   NetConfig net;
   MetaConfig meta;

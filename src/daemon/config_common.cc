@@ -21,7 +21,7 @@ const std::vector<CommonTable>& CommonTables() {
         "max_buffers", "after_sb_0pri", "after_sb_1pri", "after_sb_2pri"}},
       {"nbd", {"connections_max", "inflight_max", "request_bytes_max", "buffer_pool_bytes"}},
       {"ublk", {"queues", "queue_depth", "io_bytes_max"}},
-      {"disk", {"direct_io", "al_extents"}},
+      {"disk", {"direct_io", "al_extents", "on_io_error"}},
       {"resync",
        {"rate", "checksums", "c_plan_ahead", "c_fill_target", "c_min_rate", "c_max_rate"}},
       {"startup", {"wfc_timeout", "degr_wfc_timeout"}},

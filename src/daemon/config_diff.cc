@@ -71,6 +71,7 @@ std::vector<ConfigSetting> FlattenConfig(const ResourceConfig& c, const NodeConf
   add("disk.meta_disk", Text(EffectiveMetaDisk(c, node)), W::kRestart);
   add("disk.al_extents", std::to_string(c.meta.al_extents), W::kRestart);
   add("disk.direct_io", DirectIo(c.direct_io), W::kRestart);
+  add("disk.on_io_error", OnIoErrorName(c.on_io_error), W::kNow);
 
   const NbdConfig nbd = EffectiveNbd(c, node);
   add("nbd.socket", Text(nbd.socket), W::kRestart);
@@ -156,6 +157,7 @@ ResourceConfig WithLiveKeys(const ResourceConfig& running, const NodeConfig& nod
   out.net.reconnect_max = next.net.reconnect_max;
   out.net.split_brain = next.net.split_brain;
   out.resync = next.resync;
+  out.on_io_error = next.on_io_error;
   out.startup = next.startup;
   out.metrics = next.metrics;
   node_out = node;

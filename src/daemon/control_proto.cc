@@ -197,6 +197,15 @@ json StatusToJson(const StatusSnapshot& s) {
       {"resync_stopped_reason",
        r.resync_stopped_reason.empty() ? json(nullptr) : json(r.resync_stopped_reason)},
       {"degraded_at_start", s.degraded_at_start},
+      {"disk_error",
+       s.disk_error
+           ? json{{"what", s.disk_error->what},
+                  {"errno", s.disk_error->error != 0 ? json(s.disk_error->error) : json(nullptr)},
+                  {"error",
+                   s.disk_error->error != 0 ? json(ErrnoText(s.disk_error->error)) : json(nullptr)},
+                  {"on_io_error", s.disk_error->on_io_error},
+                  {"at", s.disk_error->at.empty() ? json(nullptr) : json(s.disk_error->at)}}
+           : json(nullptr)},
       {"pid", s.pid},
       {"verify", r.verify ? json{{"running", r.verify->running},
                                  {"total_bytes", r.verify->total_bytes},

@@ -60,6 +60,14 @@ Result<nlohmann::json> CallControl(const std::string& path, const std::string& r
                                    std::chrono::milliseconds timeout);
 
 // What the status object (docs/control.md) is made of.
+// The local disk's failure ([disk] on_io_error), as status shows it in "disk_error".
+struct DiskErrorRecord {
+  std::string what;         // "a write of the peer's at byte 4194304 (65536 bytes)"
+  int error = 0;            // errno value; 0: not known (an earlier run's, from the metadata)
+  std::string on_io_error;  // "detach" or "pass_on": what this node did about it
+  std::string at;           // when, "2026-12-07T07:10:00.123Z"; empty: not known
+};
+
 struct StatusSnapshot {
   std::string resource;
   std::string node;
@@ -77,6 +85,8 @@ struct StatusSnapshot {
   int64_t pid = 0;  // the daemon's process (replctl down signals it)
   // The last keepalive ping's round trip while connected ("peer": {"rtt_seconds"}).
   std::optional<double> peer_rtt_seconds;
+  // The first I/O the local disk failed since it was attached (kept while it is detached).
+  std::optional<DiskErrorRecord> disk_error;
 };
 nlohmann::json StatusToJson(const StatusSnapshot& snapshot);
 

@@ -135,8 +135,13 @@ void DeviceFamilies(Exposition& out, const json& s, const std::string& labels) {
                "State of this node's data: 1 for the current disk state, 0 for the others", labels,
                "disk",
                {DiskStateName(DiskState::kDiskless), DiskStateName(DiskState::kInconsistent),
-                DiskStateName(DiskState::kOutdated), DiskStateName(DiskState::kUpToDate)},
+                DiskStateName(DiskState::kOutdated), DiskStateName(DiskState::kUpToDate),
+                DiskStateName(DiskState::kFailed)},
                Field(&s, "disk"));
+  out.Single("repld_device_disk_failed", "gauge",
+             "1 when the local disk failed a write or a flush ([disk] on_io_error; the status's "
+             "disk_error says what and when), 0 otherwise",
+             labels, Field(&s, "disk_error") != nullptr ? "1" : "0");
   out.Single("repld_device_size_bytes", "gauge", "Size of the replicated device in bytes", labels,
              NumberText(Field(&s, "size_bytes")));
   const json* c = Field(&s, "counters");

@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "common/units.h"
+#include "daemon/event_feed.h"
 #include "replication/block_digest.h"
 #include "replication/md_state.h"
 #include "replication/peer_auth.h"
@@ -113,6 +114,7 @@ Status ReplicatedDevice::Load() {
   ro.controller = config_.resync.controller;
   ro.out_of_sync_runs_max = peer::kOutOfSyncRunsMax;
   ro.seed = seed;
+  ro.on_io_error = config_.on_io_error;
   replica_ = std::make_unique<Replica>(ro, MdStateFromSuperblock(superblock_),
                                        ActivityLog(contents->al.table, contents->al.seq),
                                        std::move(contents->bitmap));
@@ -230,6 +232,8 @@ void ReplicatedDevice::Retune(const ResourceConfig& live) {
   config_.net = live.net;
   config_.resync = live.resync;
   config_.startup = live.startup;
+  config_.on_io_error = live.on_io_error;
+  replica_->SetOnIoError(config_.on_io_error);
   replica_->SetResyncTunables(config_.resync.rate_bytes, config_.resync.controller,
                               config_.resync.checksums);
   replica_->SetSplitBrainPolicy(config_.net.split_brain);
@@ -512,6 +516,8 @@ void ReplicatedDevice::Execute(Action& action) {
         } else if constexpr (std::is_same_v<T, PromotionDone>) {
           promotion_done_ = std::move(a);
           if (promotion_wait_ != nullptr) promotion_wait_->cancel();
+        } else if constexpr (std::is_same_v<T, DiskFailed>) {
+          ExecuteDiskFailed(a);
         } else if constexpr (std::is_same_v<T, Log>) {
           if (a.level == 0) spdlog::info("resource {}: {}", config_.name, a.text);
           if (a.level == 1) spdlog::warn("resource {}: {}", config_.name, a.text);
@@ -632,6 +638,28 @@ void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
     return;
   }
   superblock_ = next;
+}
+
+void ReplicatedDevice::ExecuteDiskFailed(const DiskFailed& a) {
+  // The first failure since the disk was attached or last repaired is the one status shows.
+  const std::optional<DiskFailure> first = replica_->Report().disk_failure;
+  const DiskFailure& f = first ? *first : a.failure;
+  if (!disk_error_ || disk_error_->what != f.what || disk_error_->error != f.error) {
+    disk_error_ = DiskErrorRecord{f.what, f.error, a.detach ? "detach" : "pass_on", EventTimeNow()};
+  }
+  if (!a.detach || !on_detach_needed_) return;
+  const std::string why = "node '" + node_.name + "': the disk failed " + a.failure.what +
+                          " (error " + std::to_string(a.failure.error) + ": " +
+                          ErrnoText(a.failure.error) + "); on_io_error = detach: it detaches";
+  on_detach_needed_(why);
+}
+
+std::optional<DiskErrorRecord> ReplicatedDevice::disk_error() const {
+  const ReplicaStatus st = replica_->Report();
+  if (!st.disk_failure) return std::nullopt;  // none, or repaired by a resync
+  if (disk_error_) return disk_error_;
+  return DiskErrorRecord{st.disk_failure->what, st.disk_failure->error,
+                         OnIoErrorName(config_.on_io_error), ""};
 }
 
 void ReplicatedDevice::ExecutePersistBitmap() {

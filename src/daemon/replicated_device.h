@@ -38,6 +38,7 @@
 #include "blockdev/md_device.h"
 #include "common/status.h"
 #include "daemon/config.h"
+#include "daemon/control_proto.h"
 #include "daemon/peer_link.h"
 #include "daemon/resync_progress.h"
 #include "replication/block_digest.h"
@@ -105,6 +106,14 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::optional<std::chrono::microseconds> peer_rtt() const { return link_->peer_rtt(); }
   // Called (on the loop thread) after a batch of work changed a state events report.
   void set_on_state_change(std::function<void()> fn) { on_state_change_ = std::move(fn); }
+  // Called (on the loop thread, inside the core's work: the owner posts what it does) when the
+  // disk failed an I/O under [disk] on_io_error = "detach": the owner detaches the disk
+  // (Resource::Detach), with `why` for the peer and the log.
+  void set_on_detach_needed(std::function<void(const std::string& why)> fn) {
+    on_detach_needed_ = std::move(fn);
+  }
+  // The first I/O the disk failed since it was opened (or the failure its metadata records).
+  std::optional<DiskErrorRecord> disk_error() const;
 
  private:
   struct ClientSlot {
@@ -195,6 +204,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void ExecuteWriteAl(const WriteAl& a);
   void ExecutePersistMd(const MdState& md);
   void ExecutePersistBitmap();
+  void ExecuteDiskFailed(const DiskFailed& a);
   Status ChangeMd(const std::function<Status()>& change, const std::string& done_but_failed);
   // Writes the bitmap pages the core dirtied (synchronously) and marks them clean.
   Status WriteDirtyBitmap();
@@ -253,6 +263,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Superblock superblock_;  // as on disk
   bool degraded_at_start_ = false;
   std::function<void()> on_state_change_;
+  std::function<void(const std::string&)> on_detach_needed_;
+  std::optional<DiskErrorRecord> disk_error_;  // from the core's DiskFailed, stamped here
   std::optional<Replica::StateKey> state_key_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<BufferPool> receive_pool_;

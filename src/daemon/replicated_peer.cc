@@ -33,6 +33,11 @@ void ReplicatedDevice::OnUp(const PeerState& peer, uint64_t features, const Peer
 
 asio::awaitable<Status> ReplicatedDevice::Promote(bool force) {
   promotion_done_.reset();
+  // A failed disk is refused for what it is, before any other reason (a metadata write that
+  // failed on it, too).
+  if (replica_->disk() == DiskState::kFailed || (replica_->md().io_error && !force)) {
+    co_return replica_->Promote(force);
+  }
   Status s = ChangeMd([&] { return replica_->Promote(force); },
                       "promoted, but writing the metadata failed (see the log)");
   if (!s.ok() || !replica_->promotion_pending()) co_return s;

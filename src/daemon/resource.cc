@@ -58,7 +58,7 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
     auto device = ReplicatedDevice::Open(io, config, node, *r->store_, r->device_options_);
     if (!device.ok()) return device.status();
     r->device_ = std::move(device).value();
-    r->device_->set_on_state_change([raw = r.get()] { raw->PublishEvents(); });
+    r->WireDevice(*r->device_);
     r->switch_ = std::make_unique<SinkSwitch>(io);
     r->switch_->set(r->device_.get());
     sink = r->switch_.get();
@@ -110,6 +110,7 @@ nlohmann::json Resource::StatusJson() const {
     if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;
     snapshot.replica = DetachedReport();
     snapshot.size_bytes = server_->exported().size_bytes;
+    snapshot.disk_error = disk_error_;
   } else if (device_ != nullptr) {
     if (auto peer = PeerOf(config_, node_)) snapshot.peer_node = peer->name;
     snapshot.replica = device_->Report();
@@ -117,6 +118,7 @@ nlohmann::json Resource::StatusJson() const {
     snapshot.connection_error = device_->link_error();
     snapshot.resync_rate = device_->resync_rate();
     snapshot.degraded_at_start = device_->degraded_at_start();
+    snapshot.disk_error = device_->disk_error();
     if (auto rtt = device_->peer_rtt()) snapshot.peer_rtt_seconds = rtt->count() / 1e6;
   } else {
     // Served alone: always the Primary of its own data.
@@ -148,6 +150,16 @@ uint32_t Resource::OpenClients() const {
 }
 
 asio::awaitable<Status> Resource::PromoteWithDevice(bool force) {
+  if (detached() && disk_error_) {
+    const DiskErrorRecord& e = *disk_error_;
+    co_return Status::Invalid(
+        "the disk failed " + e.what + (e.at.empty() ? "" : " at " + e.at) +
+        (e.error == 0 ? ""
+                      : " (error " + std::to_string(e.error) + ": " + ErrnoText(e.error) + ")") +
+        ": it is detached, and this node is not promoted without a disk; "
+        "replace it and run 'replctl attach " +
+        config_.name + "' (a resync from the peer follows)");
+  }
   if (detached()) {
     co_return Status::Invalid(
         "this node has no disk (Diskless, detached): repld has no diskless "

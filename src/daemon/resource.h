@@ -43,7 +43,13 @@ class Resource {
   // replctl detach / attach (resource_attach.cc): a Secondary lets go of its disk and goes
   // Diskless (the peer link drops, the Primary records what it misses), then takes a disk
   // again: the same one, or a replacement with fresh metadata, and reconnects to resync.
-  asio::awaitable<Status> Detach(std::string& message);
+  // `why`: what the peer hears and the log says (the operator's detach when empty).
+  asio::awaitable<Status> Detach(std::string& message, std::string why = {});
+  // [disk] on_io_error = "detach": the disk failed an I/O; detach it as the operator would.
+  void OnDetachNeeded(const std::string& why);
+  asio::awaitable<void> DetachFailedDisk(std::string why);
+  // Hooks a device just opened up to this resource (events, the failed disk's detach).
+  void WireDevice(ReplicatedDevice& device);
   Status Attach(std::string& message);
   // The status of a detached node: Secondary, Diskless, StandAlone.
   ReplicaStatus DetachedReport() const;
@@ -86,6 +92,8 @@ class Resource {
   ReplicatedDevice::Options device_options_;
   std::unique_ptr<SinkSwitch> switch_;  // replicated: the frontends' sink, device_ or none
   bool detaching_ = false;              // Detach() is waiting for the device to go idle
+  // The disk's failure that detached it (on_io_error = "detach"), until 'replctl attach'.
+  std::optional<DiskErrorRecord> disk_error_;
   std::unique_ptr<NbdServer> server_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;  // [metrics] listen set

@@ -9,6 +9,10 @@
 // for a replacement with fresh metadata). A Primary cannot detach: repld has no diskless Primary.
 #include <spdlog/spdlog.h>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/post.hpp>
+
 #include "common/units.h"
 #include "daemon/resource.h"
 
@@ -28,7 +32,26 @@ ReplicaStatus Resource::DetachedReport() const {
   return r;
 }
 
-asio::awaitable<Status> Resource::Detach(std::string& message) {
+void Resource::WireDevice(ReplicatedDevice& device) {
+  device.set_on_state_change([this] { PublishEvents(); });
+  device.set_on_detach_needed([this](const std::string& why) {
+    // Out of the device's work: the detach waits for its I/O.
+    asio::post(io_, [this, why] { asio::co_spawn(io_, DetachFailedDisk(why), asio::detached); });
+  });
+}
+
+asio::awaitable<void> Resource::DetachFailedDisk(std::string why) {
+  if (detached() || detaching_ || stopping_ || device_ == nullptr) co_return;
+  std::string message;
+  Status s = co_await Detach(message, why);
+  if (!s.ok()) {
+    spdlog::error("resource {}: detaching the failed disk {}: {}", config_.name, node_.disk,
+                  s.message());
+  }
+  PublishEvents();
+}
+
+asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) {
   if (detached()) {
     message = "already Diskless: the disk is detached";
     co_return Status::Ok();
@@ -41,7 +64,9 @@ asio::awaitable<Status> Resource::Detach(std::string& message) {
         config_.name + "' first, after moving the service to the peer");
   }
   detaching_ = true;
-  device_->DisconnectFor("node " + node_.name + " detaches its disk (replctl detach)");
+  const bool failed = !why.empty();
+  if (!failed) why = "node " + node_.name + " detaches its disk (replctl detach)";
+  device_->DisconnectFor(why);
   if (!co_await StopDevice(kDetachDrainMax)) {
     detaching_ = false;
     co_return Status::Invalid("the disk did not finish its I/O in " +
@@ -51,12 +76,15 @@ asio::awaitable<Status> Resource::Detach(std::string& message) {
   }
   Status synced = store_->SyncNow();
   if (synced.ok()) device_->Shutdown();  // the bitmap, and a clean superblock
+  // A failure of the disk stays in the status, and in the refusal of a promotion, until attach
+  // (also when the operator detached it before on_io_error's detach ran).
+  disk_error_ = device_->disk_error();
   switch_->set(nullptr);
   device_.reset();
   store_.reset();
   detaching_ = false;
-  spdlog::warn("resource {}: disk {} detached: this node is Diskless until 'replctl attach {}'",
-               config_.name, node_.disk, config_.name);
+  spdlog::warn("resource {}: disk {} detached{}: this node is Diskless until 'replctl attach {}'",
+               config_.name, node_.disk, failed ? " after it failed an I/O" : "", config_.name);
   if (!synced.ok()) {
     co_return Status::Error(synced.code(), "detached, but syncing the disk failed first (" +
                                                synced.message() +
@@ -88,10 +116,11 @@ Status Resource::Attach(std::string& message) {
                            ": a disk of another size needs a restart of the daemon (replctl "
                            "down, up)");
   }
-  device.value()->set_on_state_change([this] { PublishEvents(); });
+  WireDevice(*device.value());
   if (Status s = device.value()->Start(); !s.ok()) return Status::Invalid(context + s.message());
   store_ = std::move(store).value();
   device_ = std::move(device).value();
+  disk_error_.reset();  // a new record, if the disk (its metadata) still names a failure
   switch_->set(device_.get());
   const ReplicaStatus st = device_->Report();
   spdlog::info("resource {}: disk {} attached ({}, {} out of sync)", config_.name, node_.disk,

@@ -203,10 +203,15 @@ bool SuperblockOffset(uint64_t md_device_bytes, bool internal, uint64_t* offset)
 
 std::string MdFlagNames(uint32_t flags) {
   static constexpr std::pair<uint32_t, const char*> kNames[] = {
-      {kMdConsistent, "Consistent"},     {kMdWasUpToDate, "WasUpToDate"},
-      {kMdWasPrimary, "WasPrimary"},     {kMdCrashedPrimary, "CrashedPrimary"},
-      {kMdPeerOutdated, "PeerOutdated"}, {kMdFullSync, "FullSync"},
-      {kMdAlClean, "AlClean"},           {kMdPrimaryAtSplit, "PrimaryAtSplit"}};
+      {kMdConsistent, "Consistent"},
+      {kMdWasUpToDate, "WasUpToDate"},
+      {kMdWasPrimary, "WasPrimary"},
+      {kMdCrashedPrimary, "CrashedPrimary"},
+      {kMdPeerOutdated, "PeerOutdated"},
+      {kMdFullSync, "FullSync"},
+      {kMdAlClean, "AlClean"},
+      {kMdPrimaryAtSplit, "PrimaryAtSplit"},
+      {kMdIoError, "IoError"}};
   std::string out;
   for (const auto& [bit, name] : kNames) {
     if ((flags & bit) == 0) continue;

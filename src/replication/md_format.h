@@ -76,8 +76,9 @@ enum MdFlag : uint32_t {
   kMdFullSync = 1u << 5,        // the bitmap cannot be trusted: resync everything
   kMdAlClean = 1u << 6,         // clean shutdown: the AL's extents need no resync
   kMdPrimaryAtSplit = 1u << 7,  // the bitmap id was taken as Primary losing the peer
+  kMdIoError = 1u << 8,         // the disk failed an I/O: not consistent until a resync
 };
-inline constexpr uint32_t kMdKnownFlags = (1u << 8) - 1;
+inline constexpr uint32_t kMdKnownFlags = (1u << 9) - 1;
 // "Consistent|WasPrimary", or "none".
 std::string MdFlagNames(uint32_t flags);
 

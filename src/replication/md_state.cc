@@ -8,7 +8,9 @@ MdState MdStateFromSuperblock(const Superblock& sb) {
   md.ids.bitmap = sb.bitmap_uuid;
   md.ids.history[0] = sb.history_uuid[0];
   md.ids.history[1] = sb.history_uuid[1];
-  const bool consistent = (sb.flags & kMdConsistent) != 0 && (sb.flags & kMdFullSync) == 0;
+  md.io_error = (sb.flags & kMdIoError) != 0;
+  const bool consistent =
+      (sb.flags & kMdConsistent) != 0 && (sb.flags & kMdFullSync) == 0 && !md.io_error;
   if (!consistent) {
     md.disk = DiskState::kInconsistent;
   } else if ((sb.flags & kMdWasUpToDate) != 0) {
@@ -27,7 +29,7 @@ Superblock WithMdState(Superblock sb, const MdState& md) {
   sb.bitmap_uuid = md.ids.bitmap;
   sb.history_uuid = {md.ids.history[0], md.ids.history[1]};
   uint32_t flags = sb.flags & ~(kMdConsistent | kMdWasUpToDate | kMdWasPrimary | kMdCrashedPrimary |
-                                kMdPeerOutdated | kMdAlClean | kMdPrimaryAtSplit);
+                                kMdPeerOutdated | kMdAlClean | kMdPrimaryAtSplit | kMdIoError);
   if (md.disk == DiskState::kUpToDate || md.disk == DiskState::kOutdated) {
     flags |= kMdConsistent;
     flags &= ~kMdFullSync;
@@ -35,6 +37,8 @@ Superblock WithMdState(Superblock sb, const MdState& md) {
   if (md.disk == DiskState::kUpToDate) flags |= kMdWasUpToDate;
   flags |= md.primary ? (kMdWasPrimary | kMdCrashedPrimary) : kMdAlClean;
   if (md.peer_outdated) flags |= kMdPeerOutdated;
+  // A Failed disk is neither Consistent nor WasUpToDate (above): read back, it is Inconsistent.
+  if (md.io_error) flags |= kMdIoError;
   if (md.primary_at_split && md.ids.bitmap != 0) flags |= kMdPrimaryAtSplit;
   sb.flags = flags;
   return sb;

@@ -9,7 +9,8 @@
 namespace repld {
 
 // Disk state from the flags: FullSync or not Consistent -> Inconsistent; Consistent and
-// WasUpToDate -> UpToDate; Consistent only -> Outdated. A node that was Primary (WasPrimary or
+// WasUpToDate -> UpToDate; Consistent only -> Outdated; IoError (the disk failed an I/O) ->
+// Inconsistent, whatever the other flags say. A node that was Primary (WasPrimary or
 // CrashedPrimary still set at start) did not stop cleanly.
 MdState MdStateFromSuperblock(const Superblock& sb);
 

@@ -152,6 +152,8 @@ uint8_t WireDiskState(DiskState d) {
       return 2;
     case DiskState::kUpToDate:
       return 3;
+    case DiskState::kFailed:
+      return 1;  // being detached: the peer reads it as Inconsistent (no data to take)
   }
   REPLD_CHECK(false);
 }

@@ -17,6 +17,12 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
       rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL),
       dynamic_rate_(options_.controller.max_rate_bytes),
       resync_budget_(RateSliceBytes()) {
+  if (md_.io_error) {
+    disk_failure_ = DiskFailure{"an I/O, before this start (the metadata records it)", 0};
+    if (md_.disk == DiskState::kUpToDate || md_.disk == DiskState::kFailed) {
+      md_.disk = DiskState::kInconsistent;  // never trusted until a resync
+    }
+  }
   if (md_.primary) {
     // It was Primary and did not demote cleanly: the peer may lack any write of a hot extent.
     uint64_t marked = 0;
@@ -68,6 +74,10 @@ void Replica::SetDisk(DiskState d) {
   if (md_.disk == d) return;
   Info(std::string("disk ") + DiskStateName(md_.disk) + " -> " + DiskStateName(d));
   md_.disk = d;
+  if (d == DiskState::kUpToDate) {  // a resync repaired it (or the operator forced it)
+    md_.io_error = false;
+    disk_failure_.reset();
+  }
   PersistMdNow();
 }
 
@@ -113,6 +123,7 @@ ReplicaStatus Replica::Report() const {
   }
   s.resync_stopped_reason = resync_stopped_reason_;
   s.verify = verify_;
+  s.disk_failure = disk_failure_;
   return s;
 }
 
@@ -364,6 +375,8 @@ void Replica::LocalFlushDone(uint64_t token, int error) {
     peer_flush_tokens_.erase(pf);
     peer_flush_running_ = false;
     if (Connected() && epoch == epoch_) Emit(SendAck{AckKind::kFlushed, seq, error});
+    // The writes the flush was to make durable may be lost: this disk is not UpToDate.
+    if (error != 0) LocalDiskFailed("flushing the peer's writes", error);
     PumpPeerFlushes();
     return;
   }
@@ -397,6 +410,7 @@ void Replica::Tick() {
   // A resync's blocks need no flush per second: a barrier in mid-stream costs the target a
   // journal commit while its writes wait. One every kResyncBarrierTicks, or once
   // kResyncUnflushedBytesMax are unflushed (what a target crash would send again), is enough.
+  PassOnReconnect();
   ++ticks_since_barrier_;
   if (repl_ != ReplState::kSyncSource || ticks_since_barrier_ >= kResyncBarrierTicks ||
       UnflushedBytes() >= kResyncUnflushedBytesMax) {

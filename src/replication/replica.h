@@ -40,6 +40,15 @@ struct MdState {
   // The bitmap id was taken when this node, as Primary, lost the peer (not at a later
   // promotion). Meaningful only while ids.bitmap != 0.
   bool primary_at_split = false;
+  // The disk failed a write or a flush ([disk] on_io_error): its data is not a consistent image
+  // until a resync from the peer makes it UpToDate, and it is not promoted without --force.
+  bool io_error = false;
+};
+
+// What the local disk failed, for status and for the refusal of a promotion.
+struct DiskFailure {
+  std::string what;  // "writing the peer's block at 4194304 (+65536)"
+  int error = 0;     // errno value
 };
 
 // What the peer says about itself, at connect and whenever it changes.
@@ -180,6 +189,14 @@ struct PromotionDone {
   int error;
   std::string message;
 };
+// The local disk failed an I/O (failure.what): the caller records it, and when, for status.
+// With `detach` ([disk] on_io_error = "detach"; the disk is Failed), the caller detaches the disk
+// as 'replctl detach' does: it drops the peer (which hears why), lets the I/O in flight finish,
+// writes the bitmap and superblock where it still can, and closes the disk: Diskless, StandAlone.
+struct DiskFailed {
+  DiskFailure failure;
+  bool detach = false;
+};
 struct Log {  // a line for the log
   int level;  // 0 info, 1 warning, 2 error
   std::string text;
@@ -188,7 +205,8 @@ using Action =
     std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush, ApplyPeerWrite, SendAck,
                  ResyncRead, SendResync, SendCsums, CompareCsums, SendCsumReply, SendReadRequest,
                  ReadForPeer, SendReadReply, Complete, WriteAl, PersistMd, PersistBitmap, SendState,
-                 SendOutOfSync, DropPeer, SendPromoteRequest, SendPromoteReply, PromotionDone, Log>;
+                 SendOutOfSync, DropPeer, SendPromoteRequest, SendPromoteReply, PromotionDone,
+                 DiskFailed, Log>;
 
 struct ReplicaOptions {
   std::string node_name;
@@ -215,6 +233,7 @@ struct ReplicaOptions {
   uint32_t remote_reads_window = 32;
   uint32_t peer_reads_max = 64;
   uint64_t peer_read_bytes_max = 64ULL << 20;  // of the peer's reads read here, until sent
+  OnIoError on_io_error = OnIoError::kDetach;  // [disk] on_io_error
 };
 
 struct ReplicaCounters {
@@ -256,6 +275,10 @@ struct ReplicaStatus {
   // the peer stays Inconsistent); "" if it did not. Cleared when a resync starts.
   std::string resync_stopped_reason;
   std::optional<VerifyStatus> verify;  // since the last 'replctl verify' (none before one)
+  // The first I/O the local disk failed since it was attached, until a resync repairs the disk
+  // (none: no failure waits for one). A disk whose metadata recorded a failure at start says
+  // so, with error 0.
+  std::optional<DiskFailure> disk_failure;
 };
 
 class Replica {
@@ -420,6 +443,8 @@ class Replica {
   // replctl adjust: the resync's fixed rate and dynamic controller apply from the next rate
   // slice; `checksums` from the next resync or verify.
   void SetResyncTunables(uint64_t rate_bytes, const ResyncController& controller, bool checksums);
+  // replctl adjust: [disk] on_io_error, for the next failure.
+  void SetOnIoError(OnIoError on_io_error) { options_.on_io_error = on_io_error; }
   // Clean shutdown: persists the bitmap and clears the crash flag. Only with nothing in flight.
   void Shutdown();
 
@@ -558,6 +583,12 @@ class Replica {
   void SendOurBitmap();
   void NewCurrentId();
   void SetDisk(DiskState d);
+  // The local disk failed `what` (a Secondary's apply of the peer's write, resync write or
+  // flush for the peer): [disk] on_io_error says whether it detaches or passes the error on.
+  void LocalDiskFailed(const std::string& what, int error);
+  // Tick: the reconnect LocalDiskFailed asked for under pass_on, once its error acks had time
+  // to leave.
+  void PassOnReconnect();
   void PersistMdNow() { Emit(PersistMd{md_}); }
   std::vector<uint32_t> ExtentsOf(uint64_t offset, uint64_t length) const;
   uint64_t NextRandom();
@@ -571,6 +602,7 @@ class Replica {
   ConnState conn_ = ConnState::kStandAlone;
   ReplState repl_ = ReplState::kOff;
   std::optional<PeerState> peer_;
+  std::optional<DiskFailure> disk_failure_;  // see ReplicaStatus::disk_failure
   std::vector<Action> actions_;
   ReplicaCounters counters_;
   uint64_t rng_;
@@ -681,6 +713,8 @@ class Replica {
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>
       peer_flush_tokens_;  // token -> seq, epoch
   bool peer_flush_running_ = false;
+  uint64_t pass_on_drop_epoch_ = 0;  // the connection on_io_error = pass_on last dropped
+  std::optional<std::string> pass_on_drop_reason_;  // that drop, for the next Tick
 };
 
 }  // namespace repld

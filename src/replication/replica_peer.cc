@@ -431,8 +431,21 @@ void Replica::ApplyDone(uint64_t key, int error) {
   } else {
     Warn("writing the peer's block at " + std::to_string(a.offset) + " failed: error " +
          std::to_string(error));
+    // This block differs from the peer's: marked, so that a resync from the peer repairs it.
+    // Not on a sync source (serving a fast-failback Primary): its mark would send its stale
+    // block over the Primary's newer one. The Primary marks it, from the error ack.
+    if (repl_ != ReplState::kSyncSource) bitmap_.SetRange(a.offset, a.length);
   }
   if (Connected() && a.epoch == epoch_) Emit(SendAck{AckKind::kWritten, seq, error});
+  // A resync write that fails on a full disk, or under pass_on, leaves its block marked, and
+  // the source tries it again in its next pass; anything else lost the peer's data here.
+  const bool full = error == ENOSPC || error == EDQUOT;
+  if (error != 0 && !(a.resync && (full || options_.on_io_error == OnIoError::kPassOn))) {
+    LocalDiskFailed(std::string(a.resync ? "a resync write" : "a write of the peer's") +
+                        " at byte " + std::to_string(a.offset) + " (" + std::to_string(a.length) +
+                        " bytes)",
+                    error);
+  }
   PumpApplies();
   PumpPeerFlushes();
   if (!peer_reads_.empty()) PumpPeerReads();          // the peer's reads wait for its writes

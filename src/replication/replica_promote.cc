@@ -20,6 +20,23 @@
 namespace repld {
 
 Status Replica::CheckPromote(bool force) const {
+  if (md_.disk == DiskState::kFailed) {
+    return Status::Invalid("the disk failed " + disk_failure_->what + " (error " +
+                           std::to_string(disk_failure_->error) + ", " +
+                           ErrnoText(disk_failure_->error) +
+                           "): it is being detached, and this node is not promoted with it; "
+                           "replace the disk and run 'replctl attach'");
+  }
+  if (md_.io_error && !force) {
+    return Status::Invalid(
+        std::string("the disk failed ") +
+        (disk_failure_ ? disk_failure_->what : std::string("an I/O")) +
+        " and has not been repaired by a resync since: this node is not promoted with it (its "
+        "disk is " +
+        DiskStateName(md_.disk) +
+        "); connect it to the UpToDate peer to resync, or replace the disk and run 'replctl "
+        "attach'. 'primary --force' makes its data the one that counts anyway");
+  }
   if (Connected() && peer_ && peer_->role == Role::kPrimary) {
     const std::string them =
         options_.peer_name.empty() ? "the peer" : "the peer '" + options_.peer_name + "'";
@@ -91,6 +108,7 @@ void Replica::DoPromote(bool force) {
   role_ = Role::kPrimary;
   md_.primary = true;
   md_.disk = DiskState::kUpToDate;
+  md_.io_error = false;  // forced: the operator's word
   PersistMdNow();
   Info(std::string("role Secondary -> Primary") + (forced_over_data ? " (forced)" : ""));
   if (Connected()) {

@@ -13,6 +13,16 @@ enum class DiskState : uint8_t {
   kInconsistent = 1,  // partly written (fresh, or a resync target): never read from it
   kOutdated = 2,      // consistent, but the peer is known to have newer data
   kUpToDate = 3,      // the latest data
+  // The disk failed an I/O and is being detached ([disk] on_io_error = "detach"): never read
+  // from it, never promoted with it. Diskless once the detach finished.
+  kFailed = 4,
+};
+
+// What a node does when its backing disk fails a write or a flush ([disk] on_io_error).
+enum class OnIoError : uint8_t {
+  kDetach = 0,  // the disk is Failed, then detached: Diskless until 'replctl attach'
+  kPassOn = 1,  // the error goes to the Primary (and its client); a Secondary becomes
+                // Inconsistent and reconnects, so that a resync repairs it
 };
 
 enum class ConnState : uint8_t {
@@ -50,6 +60,8 @@ constexpr const char* DiskStateName(DiskState d) {
       return "Outdated";
     case DiskState::kUpToDate:
       return "UpToDate";
+    case DiskState::kFailed:
+      return "Failed";
   }
   return "?";
 }
@@ -82,6 +94,11 @@ constexpr const char* ReplStateName(ReplState r) {
       return "VerifyS";
   }
   return "?";
+}
+
+// The config's spelling: "detach", "pass_on".
+constexpr const char* OnIoErrorName(OnIoError o) {
+  return o == OnIoError::kPassOn ? "pass_on" : "detach";
 }
 
 constexpr char ProtocolLetter(Protocol p) {

@@ -177,16 +177,24 @@ SyncDecision Table(const SyncSide& mine, const SyncSide& theirs, const SplitBrai
                   "same data generation, the peer's bitmap has blocks: bitmap sync from the peer");
     }
     // A disk that is not UpToDate may have marked blocks of its own (a fast-failback Primary's
-    // writes that failed when the link broke): they come from the UpToDate side.
-    if (my_data && !their_data && theirs.out_of_sync_bytes > 0) {
+    // writes that failed when the link broke, a Secondary's failed writes under on_io_error =
+    // pass_on): they come from the UpToDate side. So does an Inconsistent disk without marks (a
+    // failed flush lost writes it cannot name): the resync brings the source's marks, and the
+    // disk is UpToDate only when the source says the resync is done, never on its own word.
+    const auto repairable = [](const SyncSide& s) {
+      return s.out_of_sync_bytes > 0 || s.disk == DiskState::kInconsistent;
+    };
+    if (my_data && !their_data && repairable(theirs)) {
       return Make(SyncPlan::kBitmapSource, 25,
-                  "same data generation, the peer's disk is not UpToDate and its bitmap has "
-                  "blocks: bitmap sync from here");
+                  "same data generation, the peer's disk is " +
+                      std::string(DiskStateName(theirs.disk)) +
+                      " and its bitmap or ours names what it lacks: bitmap sync from here");
     }
-    if (their_data && !my_data && mine.out_of_sync_bytes > 0) {
+    if (their_data && !my_data && repairable(mine)) {
       return Make(SyncPlan::kTarget, 25,
-                  "same data generation, our disk is not UpToDate and our bitmap has blocks: "
-                  "bitmap sync from the peer");
+                  "same data generation, our disk is " + std::string(DiskStateName(mine.disk)) +
+                      " and the peer's bitmap or ours names what it lacks: bitmap sync from the "
+                      "peer");
     }
     if (!my_data && !their_data) {
       return Make(SyncPlan::kRefuse, 23,

@@ -34,9 +34,10 @@ class ImportDrbdTest(unittest.TestCase):
         cp = self.replctl("import-drbd", SEED, "--output-dir", out)
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertEqual(sorted(os.listdir(out)), ["mysql.toml", "www.toml"])
-        # Every warning names the drbd.conf's line: the generated secrets and on-io-error.
+        # Every warning names the drbd.conf's line: the generated secrets (on-io-error detach
+        # is [disk] on_io_error, no warning).
         warnings = [l for l in cp.stderr.splitlines() if l.startswith("replctl: warning: ")]
-        self.assertEqual(len(warnings), 4, cp.stderr)
+        self.assertEqual(len(warnings), 2, cp.stderr)
         for line in warnings:
             self.assertRegex(line, r"^replctl: warning: .*seed-drbd\.conf:\d+: ")
         secrets = set()

@@ -345,6 +345,10 @@ void World::Execute(Node& n, Action& action) {
           Send(i, std::move(f));
         } else if constexpr (std::is_same_v<T, PromotionDone>) {
           n.promotion_done = a;
+        } else if constexpr (std::is_same_v<T, DiskFailed>) {
+          // The simulated disks never fail an I/O: a failure reported is a bug in the core.
+          Fail("node" + std::to_string(i) + " reported a disk failure (" + a.failure.what +
+               "), but no simulated I/O failed");
         } else if constexpr (std::is_same_v<T, Log>) {
           log_.push_back(std::to_string(now_) + " node" + std::to_string(i) + ": " + a.text);
         }

@@ -41,6 +41,9 @@ rate = "10M"
 [startup]
 wfc_timeout = "0s"
 degr_wfc_timeout = "2m"
+
+[disk]
+on_io_error = "pass_on"
 )";
   auto c = ParseConfig(kResource, "/etc/repld/www.toml", kCommon, "/etc/repld/common.toml");
   ASSERT_TRUE(c.ok()) << c.status().message();
@@ -50,6 +53,7 @@ degr_wfc_timeout = "2m"
   EXPECT_EQ(c->resync.rate_bytes, 10u << 20);
   EXPECT_EQ(c->startup.wfc_timeout, std::chrono::milliseconds(0));
   EXPECT_EQ(c->startup.degr_wfc_timeout, std::chrono::minutes(2));
+  EXPECT_EQ(c->on_io_error, OnIoError::kPassOn);
   EXPECT_EQ(c->common_path, "/etc/repld/common.toml");
 }
 

@@ -57,6 +57,7 @@ TEST(ConfigDiff, EachChangeSaysWhenItTakesEffect) {
   next = Replace(next, "[resync]", "[nbd]\ninflight_max = 128\n\n[resync]");
   next = Replace(next, "[net]", "[net]\nafter_sb_0pri = \"discard-zero-changes\"\nko_count = 3");
   next = Replace(next, "[resync]", "[startup]\nwfc_timeout = \"2m\"\n\n[resync]");
+  next = Replace(next, "[resync]", "[disk]\non_io_error = \"pass_on\"\n\n[resync]");
   const auto changes = Diff(kBase, next);
   auto find = [&](const std::string& key) {
     auto it = std::find_if(changes.begin(), changes.end(),
@@ -64,7 +65,10 @@ TEST(ConfigDiff, EachChangeSaysWhenItTakesEffect) {
     EXPECT_NE(it, changes.end()) << key;
     return it == changes.end() ? ConfigChange{} : *it;
   };
-  ASSERT_EQ(changes.size(), 6u);
+  ASSERT_EQ(changes.size(), 7u);
+  EXPECT_EQ(find("disk.on_io_error").old_value, "detach");
+  EXPECT_EQ(find("disk.on_io_error").new_value, "pass_on");
+  EXPECT_EQ(find("disk.on_io_error").when, AdjustWhen::kNow);
   EXPECT_EQ(find("resync.rate").old_value, "10.0 MiB/s");
   EXPECT_EQ(find("resync.rate").new_value, "40.0 MiB/s");
   EXPECT_EQ(find("resync.rate").when, AdjustWhen::kNow);
@@ -112,7 +116,8 @@ TEST(ConfigDiff, OnlyTheKeysInForceOnThisNodeCount) {
 
 TEST(ConfigDiff, WithLiveKeysTakesTheLiveOnesOnly) {
   std::string next = Replace(kBase, "rate = \"10M\"", "rate = \"40M\"");
-  next = Replace(next, "[resync]", "[nbd]\ninflight_max = 128\n\n[resync]");
+  next = Replace(next, "[resync]",
+                 "[nbd]\ninflight_max = 128\n\n[disk]\non_io_error = \"pass_on\"\n\n[resync]");
   next = Replace(next, "[node.lb1]", "[node.lb1]\nmetrics_listen = \"127.0.0.1:9942\"");
   const ResourceConfig a = Parse(kBase);
   const ResourceConfig b = Parse(next);
@@ -121,6 +126,7 @@ TEST(ConfigDiff, WithLiveKeysTakesTheLiveOnesOnly) {
       WithLiveKeys(a, SelectNode(a, "lb1").value(), b, SelectNode(b, "lb1").value(), node);
   EXPECT_EQ(live.resync.rate_bytes, 40u << 20);
   EXPECT_EQ(live.nbd.inflight_max, a.nbd.inflight_max);
+  EXPECT_EQ(live.on_io_error, OnIoError::kPassOn);
   EXPECT_EQ(EffectiveMetricsListen(live, node), "127.0.0.1:9942");
   // What is left is exactly what needs a restart.
   const auto left = DiffConfig(live, node, b, SelectNode(b, "lb1").value());

@@ -36,6 +36,7 @@ TEST(Config, MinimalFileGetsDefaults) {
   EXPECT_EQ(c->net.ping_timeout, std::chrono::milliseconds(500));
   EXPECT_EQ(c->net.max_buffers, 2048u);
   EXPECT_EQ(c->meta.al_extents, 1237u);
+  EXPECT_EQ(c->on_io_error, OnIoError::kDetach) << "as DRBD 8.4 and the seed's drbd.conf";
   ASSERT_EQ(c->nodes.size(), 2u);
   EXPECT_EQ(EffectiveMetaDisk(c.value(), c->nodes[0]), "internal");
   EXPECT_EQ(ControlSocketPath(c.value(), c->nodes[0]), "/run/repld/www.ctl");
@@ -66,6 +67,7 @@ c_max_rate = "100M"
 [disk]
 meta_disk = "/dev/sdc1"
 al_extents = 257
+on_io_error = "pass_on"
 [node.a]
 disk = "/x"
 address = "127.0.0.1:7788"
@@ -87,6 +89,7 @@ address = "127.0.0.1:7789"
   EXPECT_EQ(c->net.split_brain.one_primary, AfterSb1Pri::kConsensus);
   EXPECT_EQ(c->net.split_brain.two_primaries, AfterSb2Pri::kDisconnect);
   EXPECT_EQ(c->meta.al_extents, 257u);
+  EXPECT_EQ(c->on_io_error, OnIoError::kPassOn);
   EXPECT_TRUE(c->resync.checksums);
   EXPECT_EQ(c->resync.controller.plan_ahead_ticks, 3u);
   EXPECT_EQ(c->resync.controller.fill_target_bytes, 8u << 20);
@@ -182,6 +185,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{
             "[resource]\nname = \"r\"\n[disk]\ndirect_io = \"maybe\"\n[node.a]\ndisk = \"/x\"\n",
             "allowed: \"auto\", \"on\", \"off\""},
+        BadCase{"[resource]\nname = \"r\"\n[disk]\non_io_error = \"panic\"\n[node.a]\ndisk = "
+                "\"/x\"\n",
+                "r.toml:4:15: key 'disk.on_io_error': 'panic' is not allowed; allowed: "
+                "\"detach\", \"pass_on\""},
         BadCase{"[resource]\nname = \"r\"\n[node.a]\nnbd_socket = \"/s\"\n",
                 "key 'node.a.disk': is required"},
         BadCase{"[resource]\nname = \"r\"\n", "at least one [node.NAME]"},

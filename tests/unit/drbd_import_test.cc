@@ -142,19 +142,18 @@ TEST(DrbdImport, SeedFileWarnings) {
   auto imported = Import(ReadFile(SeedPath()));
   ASSERT_TRUE(imported.ok()) << imported.status().message();
   // Lines of tests/data/seed-drbd.conf: resource www at 5, mysql at 35; on-io-error at 20, 50.
-  EXPECT_TRUE(
-      HasWarning(imported.value(), 20, "on-io-error detach: dropped; repld never detaches"));
-  EXPECT_TRUE(HasWarning(imported.value(), 50, "repld never detaches a failing disk"));
   EXPECT_TRUE(HasWarning(imported.value(), 5, "has no shared-secret"));
   EXPECT_TRUE(HasWarning(imported.value(), 35, "has no shared-secret"));
-  EXPECT_EQ(imported->warnings.size(), 4u);  // global's options are notes, not warnings
+  EXPECT_EQ(imported->warnings.size(), 2u);  // global's options are notes, not warnings
   const std::string& www = imported->resources[0].toml;
   EXPECT_NE(www.find("# t.conf:2: global minor-count 2: dropped"), std::string::npos) << www;
   EXPECT_NE(www.find("# t.conf:3: global dialog-refresh 5: dropped"), std::string::npos);
-  EXPECT_NE(www.find("# warning: t.conf:20: on-io-error detach"), std::string::npos);
+  // on-io-error detach is [disk] on_io_error, with its line.
+  EXPECT_NE(www.find("on_io_error = \"detach\""), std::string::npos) << www;
+  EXPECT_NE(www.find("# on-io-error detach, line 20"), std::string::npos) << www;
   EXPECT_NE(www.find("# warning: t.conf:5: resource www has no shared-secret"), std::string::npos);
-  // The warning sits in [disk], next to al_extents; the secret's in [net].
-  EXPECT_LT(www.find("[disk]"), www.find("# warning: t.conf:20"));
+  // The key sits in [disk], next to al_extents; the secret's warning in [net].
+  EXPECT_LT(www.find("[disk]"), www.find("on_io_error = "));
   EXPECT_LT(www.find("[net]"), www.find("has no shared-secret"));
   EXPECT_LT(www.find("has no shared-secret"), www.find("[disk]"));
 }
@@ -307,6 +306,7 @@ TEST(DrbdImport, NothingIsDroppedSilently) {
   EXPECT_TRUE(HasWarning(i, 4, "no-such-option 1 (net): dropped; no repld equivalent"));
   EXPECT_TRUE(HasWarning(i, 4, "timeout 60 (net): dropped"));
   EXPECT_TRUE(HasWarning(i, 5, "repld runs no local-io-error handler"));
+  EXPECT_NE(i.resources[0].toml.find("on_io_error = \"detach\""), std::string::npos);
   EXPECT_TRUE(HasWarning(i, 5, "fencing resource-only (disk): dropped"));
   EXPECT_TRUE(HasWarning(i, 6, "handlers { pri-lost, split-brain }: dropped"));
   EXPECT_TRUE(HasWarning(i, 7, "become-primary-on alpha (startup): dropped"));
@@ -315,6 +315,22 @@ TEST(DrbdImport, NothingIsDroppedSilently) {
   EXPECT_NE(toml.find("# t.conf:4: sndbuf-size 512k (net): dropped"), std::string::npos) << toml;
   EXPECT_NE(toml.find("# t.conf:8: cpu-mask 1 (options): dropped"), std::string::npos);
   EXPECT_EQ(Load(i.resources[0]).net.max_buffers, 32u);
+}
+
+TEST(DrbdImport, OnIoErrorBecomesTheDiskKey) {
+  for (const char* policy : {"detach", "pass_on"}) {
+    auto imported = Import(Pair(std::string("  disk { on-io-error ") + policy + "; }\n"));
+    ASSERT_TRUE(imported.ok()) << imported.status().message();
+    const ImportedResource& res = imported->resources[0];
+    EXPECT_NE(res.toml.find("# on-io-error " + std::string(policy) + ", line 4"), std::string::npos)
+        << res.toml;
+    EXPECT_FALSE(HasWarning(imported.value(), 4, "on-io-error"));
+    EXPECT_EQ(Load(res).on_io_error,
+              std::string(policy) == "detach" ? OnIoError::kDetach : OnIoError::kPassOn);
+  }
+  EXPECT_EQ(ErrorOf(Pair("  disk { on-io-error panic; }\n")),
+            "t.conf:4:22: on-io-error panic: not a DRBD policy; allowed: detach, pass_on, "
+            "call-local-io-error");
 }
 
 TEST(DrbdImport, OneResourceOrTheOther) {

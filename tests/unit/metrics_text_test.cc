@@ -163,6 +163,23 @@ TEST(MetricsText, ResyncProgressAndVerify) {
   EXPECT_EQ(text.find("repld_peerdevice_resync_eta_seconds"), std::string::npos);
 }
 
+TEST(MetricsText, AFailedDiskIsAGaugeAndAState) {
+  EXPECT_TRUE(
+      HasLine(FormatMetrics(InSyncStatus()), R"(repld_device_disk_failed{resource="r0"} 0)"));
+  json s = InSyncStatus();
+  s["role"] = "Secondary";
+  s["disk"] = "Failed";
+  s["disk_error"] = {{"what", "a write of the peer's at byte 0 (4096 bytes)"},
+                     {"errno", 5},
+                     {"error", "Input/output error"},
+                     {"on_io_error", "detach"},
+                     {"at", "2026-12-07T07:10:00.123Z"}};
+  const std::string text = FormatMetrics(s);
+  EXPECT_TRUE(HasLine(text, R"(repld_device_disk_failed{resource="r0"} 1)")) << text;
+  EXPECT_TRUE(HasLine(text, R"(repld_device_state{resource="r0",disk="Failed"} 1)")) << text;
+  EXPECT_TRUE(HasLine(text, R"(repld_device_state{resource="r0",disk="UpToDate"} 0)")) << text;
+}
+
 // Every family has one HELP and one TYPE, before its samples, and its samples are together;
 // every sample names the resource, and those of the peer families the peer.
 TEST(MetricsText, EachFamilyHasHelpAndTypeOnce) {

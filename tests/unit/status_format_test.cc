@@ -47,6 +47,28 @@ TEST(StatusFormat, Disconnected) {
             std::string("r0 role:Primary\n  disk:UpToDate\n") + kCounters);
 }
 
+TEST(StatusFormat, AFailedDiskSaysWhatFailedAndWhen) {
+  EXPECT_EQ(FormatStatus(Status(R"j({"role":"Secondary","disk":"Diskless","connection":"StandAlone",
+      "replication":"Off","peer":null,
+      "disk_error":{"what":"a write of the peer's at byte 0 (65536 bytes)","errno":5,
+                    "error":"Input/output error","on_io_error":"detach",
+                    "at":"2026-12-07T07:10:00.123Z"}})j")),
+            std::string("r0 role:Secondary\n"
+                        "  disk:Diskless\n"
+                        "    failed: a write of the peer's at byte 0 (65536 bytes): Input/output "
+                        "error (errno 5) at 2026-12-07T07:10:00.123Z; on_io_error = detach\n") +
+                kCounters);
+  // Recorded by an earlier run: no errno, no time.
+  EXPECT_EQ(FormatStatus(Status(R"({"role":"Secondary","disk":"Inconsistent",
+      "connection":"StandAlone","replication":"Off","peer":null,
+      "disk_error":{"what":"an I/O","errno":null,"error":null,"on_io_error":"detach",
+                    "at":null}})")),
+            std::string("r0 role:Secondary\n"
+                        "  disk:Inconsistent\n"
+                        "    failed: an I/O; on_io_error = detach\n") +
+                kCounters);
+}
+
 TEST(StatusFormat, OutOfSync) {
   EXPECT_EQ(FormatStatus(Status(R"({"connection":"StandAlone","replication":"Off",
                               "out_of_sync_bytes":13107200,
