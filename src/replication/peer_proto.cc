@@ -480,34 +480,60 @@ std::string_view ErrorCodeName(ErrorCode code) {
   return "unknown";
 }
 
-std::vector<uint8_t> Error::Encode() const {
+namespace {
+
+// A payload of `head_bytes` fixed bytes, then a u16 text length (at head_bytes - 2) and the
+// text: cut to kErrorTextBytesMax, control characters sent as '?' (it ends up in a log).
+std::vector<uint8_t> WithText(size_t head_bytes, const std::string& text) {
   const size_t text_bytes = std::min(text.size(), kErrorTextBytesMax);
-  std::vector<uint8_t> p(kBytesMin + text_bytes);
-  PutU32(p.data(), static_cast<uint32_t>(code));
-  PutU16(p.data() + 4, static_cast<uint16_t>(text_bytes));
+  std::vector<uint8_t> p(head_bytes + text_bytes);
+  PutU16(p.data() + head_bytes - 2, static_cast<uint16_t>(text_bytes));
   for (size_t i = 0; i < text_bytes; ++i) {
     const auto c = static_cast<uint8_t>(text[i]);
-    p[kBytesMin + i] = (c < 0x20 || c == 0x7f) ? '?' : c;
+    p[head_bytes + i] = (c < 0x20 || c == 0x7f) ? '?' : c;
   }
+  return p;
+}
+
+// The text of such a payload (whose size the caller checked): its length must match, and it
+// must be printable.
+Result<std::string> TextOf(MessageType type, std::span<const uint8_t> p, size_t head_bytes,
+                           const char* what) {
+  const size_t text_bytes = GetU16(p.data() + head_bytes - 2);
+  if (text_bytes > kErrorTextBytesMax || p.size() != head_bytes + text_bytes) {
+    return Malformed(type, std::string(what) + " length " + std::to_string(text_bytes) +
+                               " does not match the " + std::to_string(p.size()) + "-byte payload");
+  }
+  for (uint8_t c : p.subspan(head_bytes)) {
+    if (c < 0x20 || c == 0x7f) {
+      return Malformed(type, std::string(what) + " holds control character " + Hex(c, 2));
+    }
+  }
+  return std::string(reinterpret_cast<const char*>(p.data() + head_bytes), text_bytes);
+}
+
+Status CheckPayloadBounds(MessageType type, std::span<const uint8_t> p, size_t min_bytes,
+                          size_t max_bytes) {
+  if (p.size() >= min_bytes && p.size() <= max_bytes) return Status::Ok();
+  return Malformed(type, "payload is " + std::to_string(p.size()) + " bytes, must be " +
+                             std::to_string(min_bytes) + ".." + std::to_string(max_bytes));
+}
+
+}  // namespace
+
+std::vector<uint8_t> Error::Encode() const {
+  std::vector<uint8_t> p = WithText(kBytesMin, text);
+  PutU32(p.data(), static_cast<uint32_t>(code));
   return EncodeFrame(kType, p);
 }
 
 Result<Error> Error::Decode(std::span<const uint8_t> p) {
-  if (p.size() < kBytesMin || p.size() > kBytesMax) {
-    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
-                                std::to_string(kBytesMin) + ".." + std::to_string(kBytesMax));
-  }
+  if (Status s = CheckPayloadBounds(kType, p, kBytesMin, kBytesMax); !s.ok()) return s;
   Error e;
   e.code = static_cast<ErrorCode>(GetU32(p.data()));
-  const size_t text_bytes = GetU16(p.data() + 4);
-  if (text_bytes > kErrorTextBytesMax || p.size() != kBytesMin + text_bytes) {
-    return Malformed(kType, "text length " + std::to_string(text_bytes) + " does not match the " +
-                                std::to_string(p.size()) + "-byte payload");
-  }
-  for (uint8_t c : p.subspan(kBytesMin)) {
-    if (c < 0x20 || c == 0x7f) return Malformed(kType, "text holds control character " + Hex(c, 2));
-  }
-  e.text.assign(reinterpret_cast<const char*>(p.data() + kBytesMin), text_bytes);
+  Result<std::string> text = TextOf(kType, p, kBytesMin, "text");
+  if (!text.ok()) return text.status();
+  e.text = std::move(text).value();
   return e;
 }
 
@@ -827,39 +853,23 @@ Result<PromoteRequest> PromoteRequest::Decode(std::span<const uint8_t> p) {
 }
 
 std::vector<uint8_t> PromoteReply::Encode() const {
-  const size_t text_bytes = std::min(reason.size(), kErrorTextBytesMax);
-  std::vector<uint8_t> p(kBytesMin + text_bytes);
+  std::vector<uint8_t> p = WithText(kBytesMin, reason);
   PutU64(p.data(), token);
   PutU32(p.data() + 8, granted ? 1 : 0);
-  PutU16(p.data() + 12, static_cast<uint16_t>(text_bytes));
-  for (size_t i = 0; i < text_bytes; ++i) {
-    const auto c = static_cast<uint8_t>(reason[i]);
-    p[kBytesMin + i] = (c < 0x20 || c == 0x7f) ? '?' : c;
-  }
   return EncodeFrame(kType, p);
 }
 
 Result<PromoteReply> PromoteReply::Decode(std::span<const uint8_t> p) {
-  if (p.size() < kBytesMin || p.size() > kBytesMax) {
-    return Malformed(kType, "payload is " + std::to_string(p.size()) + " bytes, must be " +
-                                std::to_string(kBytesMin) + ".." + std::to_string(kBytesMax));
-  }
+  if (Status s = CheckPayloadBounds(kType, p, kBytesMin, kBytesMax); !s.ok()) return s;
   PromoteReply r;
   r.token = GetU64(p.data());
   const uint32_t granted = GetU32(p.data() + 8);
   if (granted > 1)
     return Malformed(kType, "granted is " + std::to_string(granted) + ", not 0 or 1");
   r.granted = granted == 1;
-  const size_t text_bytes = GetU16(p.data() + 12);
-  if (p.size() != kBytesMin + text_bytes) {
-    return Malformed(kType, "reason length " + std::to_string(text_bytes) + " does not match the " +
-                                std::to_string(p.size()) + "-byte payload");
-  }
-  for (uint8_t c : p.subspan(kBytesMin)) {
-    if (c < 0x20 || c == 0x7f)
-      return Malformed(kType, "reason holds control character " + Hex(c, 2));
-  }
-  r.reason.assign(reinterpret_cast<const char*>(p.data() + kBytesMin), text_bytes);
+  Result<std::string> reason = TextOf(kType, p, kBytesMin, "reason");
+  if (!reason.ok()) return reason.status();
+  r.reason = std::move(reason).value();
   return r;
 }
 

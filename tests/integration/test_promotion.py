@@ -16,17 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import MiB  # noqa: E402
 from pair import Pair  # noqa: E402
+from test_split_brain import write  # noqa: E402
 
 ROUNDS = 20
-
-
-def write(pair: Pair, node: str, offset: int, data: bytes) -> None:
-    h = harness.open_nbd(pair.socket[node], pair.resource)
-    try:
-        h.pwrite(data, offset)
-        h.flush()
-    finally:
-        harness.close_nbd(h)
 
 
 class RoleSampler(threading.Thread):
