@@ -75,16 +75,6 @@ TEST(ReplicaCompletion, ProtocolAWriteCompletesOnceLocalDoneAndHandedToTheSocket
   EXPECT_EQ(Take(r).completed, 0) << "no peer ack needed under A";
 }
 
-TEST(ReplicaCompletion, ProtocolAWriteWaitsForTheLocalDisk) {
-  Replica r = Connected(Protocol::kA);
-  const uint64_t seq = StartWrite(r);
-  r.PeerSent(seq);
-  r.PeerAck(AckKind::kReceived, seq, 0);
-  EXPECT_FALSE(Take(r).completed) << "the local write is not done";
-  r.LocalWriteDone(1, 0);
-  EXPECT_EQ(Take(r).completed, 0);
-}
-
 TEST(ReplicaCompletion, ProtocolBWriteCompletesOnceThePeerReceivedIt) {
   Replica r = Connected(Protocol::kB);
   const uint64_t seq = StartWrite(r);
@@ -93,16 +83,6 @@ TEST(ReplicaCompletion, ProtocolBWriteCompletesOnceThePeerReceivedIt) {
   EXPECT_FALSE(Take(r).completed) << "handed to the socket is not enough under B";
   r.PeerAck(AckKind::kReceived, seq, 0);
   EXPECT_EQ(Take(r).completed, 0) << "the peer's RecvAck completes it";
-}
-
-TEST(ReplicaCompletion, ProtocolBWriteWaitsForTheLocalDisk) {
-  Replica r = Connected(Protocol::kB);
-  const uint64_t seq = StartWrite(r);
-  r.PeerSent(seq);
-  r.PeerAck(AckKind::kReceived, seq, 0);
-  EXPECT_FALSE(Take(r).completed) << "the local write is not done";
-  r.LocalWriteDone(1, 0);
-  EXPECT_EQ(Take(r).completed, 0);
 }
 
 TEST(ReplicaCompletion, ProtocolCWriteCompletesOnceThePeerWroteIt) {
@@ -116,14 +96,20 @@ TEST(ReplicaCompletion, ProtocolCWriteCompletesOnceThePeerWroteIt) {
   EXPECT_EQ(Take(r).completed, 0) << "the peer's WriteAck completes it";
 }
 
-TEST(ReplicaCompletion, ProtocolCWriteWaitsForTheLocalDisk) {
-  Replica r = Connected(Protocol::kC);
-  const uint64_t seq = StartWrite(r);
-  r.PeerSent(seq);
-  r.PeerAck(AckKind::kWritten, seq, 0);
-  EXPECT_FALSE(Take(r).completed) << "the local write is not done";
-  r.LocalWriteDone(1, 0);
-  EXPECT_EQ(Take(r).completed, 0);
+// Under every protocol the peer's acks, all of them, do not complete a write whose local disk
+// has not answered yet.
+TEST(ReplicaCompletion, AWriteWaitsForTheLocalDiskUnderEveryProtocol) {
+  for (Protocol protocol : {Protocol::kA, Protocol::kB, Protocol::kC}) {
+    SCOPED_TRACE(std::string("protocol ") + ProtocolLetter(protocol));
+    Replica r = Connected(protocol);
+    const uint64_t seq = StartWrite(r);
+    r.PeerSent(seq);
+    r.PeerAck(AckKind::kReceived, seq, 0);
+    r.PeerAck(AckKind::kWritten, seq, 0);
+    EXPECT_FALSE(Take(r).completed) << "the local write is not done";
+    r.LocalWriteDone(1, 0);
+    EXPECT_EQ(Take(r).completed, 0);
+  }
 }
 
 // A client flush: returns what it asked for (a local flush, and a flush frame to the peer).
