@@ -69,6 +69,17 @@ class Pair:
                       f'control_socket = "{self.control[n]}"', ""]
         return "\n".join(lines) + "\n"
 
+    def external_metadata(self) -> None:
+        """Each node's metadata on a file of its own (meta_disk), with the same data size on
+        both: what a node records about its failing data disk stays readable."""
+        for n in self.NODES:
+            meta = harness.make_sparse_file(os.path.join(self.tmp, f"{n}-md.img"), 4 * MiB)
+            for path in set(self.config.values()):
+                text = harness.read_text(path)
+                text = text.replace(f"[node.{n}]\n", f'[node.{n}]\nmeta_disk = "{meta}"\n', 1)
+                with open(path, "w") as f:
+                    f.write(text)
+
     # ---- processes -------------------------------------------------------
 
     def replctl(self, node: str, *args: str, timeout: float = 60):
