@@ -304,6 +304,15 @@ void Replica::PeerStateChanged(const PeerState& peer) {
   if (promotion_ && peer.role == Role::kPrimary) {
     FinishPromotion(EBUSY, "the peer became Primary before it answered");
   }
+  if (repl_ == ReplState::kSyncSource && peer.disk == DiskState::kDiskless) {
+    // The target's disk failed (a Primary goes on diskless, replica_diskless.cc): nothing to
+    // sync to until it attaches one; the marks stay.
+    Warn("the peer's disk failed: the resync to it stops; its blocks stay marked out of sync");
+    repl_ = ReplState::kEstablished;
+    differs_.reset();
+    resync_pass_failed_bytes_ = resync_pass_read_failed_bytes_ = resync_failed_bytes_ = 0;
+    resync_backoff_ticks_ = resync_retry_ticks_ = 0;
+  }
   if (repl_ == ReplState::kSyncTarget) {
     // The largest the source reported: its State once it added our bitmap (an earlier one, sent
     // while it waited for it, is smaller; later ones shrink as the resync goes).
