@@ -633,6 +633,49 @@ class NbdkitFuseDisk:
         run_cleanup(self._token)
 
 
+class FailingDisk:
+    """A disk of `size` bytes whose `ops` (nbdkit's names: pwrite, zero, trim, flush, pread) fail
+    with EIO while `trigger` exists: nbdkit's memory plugin behind the error filter, exposed as a
+    file (`path`) by nbdfuse. nbdkit and the mount are stopped at the test's cleanup, by PID."""
+
+    def __init__(self, test, tmp: str, size: int, name: str = "failing",
+                 ops: tuple[str, ...] = ("pwrite", "zero", "trim")):
+        self.trigger = os.path.join(tmp, f"{name}-fail")
+        sock = os.path.join(tmp, f"{name}.sock")
+        errors = []
+        for op in ops:
+            errors += [f"error-{op}=EIO", f"error-{op}-rate=100%",
+                       f"error-{op}-file={self.trigger}"]
+        cmd = ["nbdkit", "-f", "--exit-with-parent", "--unix", sock, "--filter=error",
+               "memory", str(size)] + errors
+        log("start: " + " ".join(cmd))
+        self.log_path = os.path.join(tmp, f"{name}-nbdkit.log")
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        test.addCleanup(self._stop_nbdkit)  # after the FUSE mount is gone (cleanups run LIFO)
+        if not wait_until(lambda: self.proc.poll() is not None or os.path.exists(sock),
+                                  15) or self.proc.poll() is not None:
+            raise AssertionError(f"nbdkit did not start: {read_text(self.log_path)}")
+        self.fuse = FuseFile(os.path.join(tmp, f"{name}-mnt"), sock, tmp)
+        test.addCleanup(self.fuse.close)
+        self.path = self.fuse.file
+
+    def _stop_nbdkit(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # our own child, by PID
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def fail_writes(self, on: bool) -> None:
+        if on:
+            open(self.trigger, "w").close()
+        elif os.path.exists(self.trigger):
+            os.remove(self.trigger)
+
+
 class LoopDevice:
     def __init__(self, file: str, direct_io: bool = True):
         cmd = ["losetup", "-f", "--show"] + (["--direct-io=on"] if direct_io else []) + [file]
