@@ -6,7 +6,9 @@
 // is Diskless, StandAlone, and its disk free for replctl create-md, a disk check, or a swap.
 // Attach: the disk is opened and its metadata read as at start, and the link starts again; the
 // connect decides the resync as after a restart (a bitmap resync for the same disk, a full sync
-// for a replacement with fresh metadata). A Primary cannot detach: repld has no diskless Primary.
+// for a replacement with fresh metadata). The operator cannot detach a Primary; a Primary whose
+// disk failed under on_io_error = detach is diskless already (the replica serves through its
+// peer: replica_diskless.cc) and attach on it is refused for now.
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
