@@ -137,6 +137,12 @@ void Replica::PeerUp(const Handshake& handshake) {
     refuse(last_decision_.text + "; no data moved");
     return;
   }
+  if (!HasDisk() && plan != SyncPlan::kNone) {
+    // A diskless Primary (replica_diskless.cc) has nothing to send and nowhere to write.
+    refuse("this node has no disk (Diskless, its disk failed) and the connect wants a resync (" +
+           last_decision_.text + "); attach a disk first");
+    return;
+  }
   const std::string& rule = last_decision_.text;
   conn_ = ConnState::kConnected;
   ++epoch_;

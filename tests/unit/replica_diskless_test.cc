@@ -316,5 +316,54 @@ TEST(ReplicaDiskless, AFastFailbackPrimaryLeavesTheResync) {
   EXPECT_EQ(All<ReadForPeer>(source.TakeActions()).size(), 1u);
 }
 
+// The peer back on the same generation (nothing was written meanwhile: a diskless Primary
+// without its peer serves nothing): in sync, and served through it again.
+TEST(ReplicaDiskless, ADisklessPrimaryReconnectedInSyncServesAgain) {
+  Node n;
+  n.primary.MetadataWriteFailed("writing the superblock", EIO);
+  n.primary.PeerDown("gone");
+  (void)n.primary.TakeActions();
+  n.primary.ClientRead(1, 0, 4096);
+  std::vector<Complete> done = Completes(n.primary.TakeActions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].error, EIO);
+  PeerState peer;
+  peer.disk = DiskState::kUpToDate;
+  peer.ids = kAtX;
+  peer.data_bytes = kData;
+  n.primary.PeerConnecting();
+  n.primary.PeerUp(Replica::Handshake{peer, std::nullopt, false});
+  const std::vector<Action> actions = n.primary.TakeActions();
+  EXPECT_TRUE(All<DropPeer>(actions).empty());
+  EXPECT_TRUE(All<ResyncRead>(actions).empty());
+  EXPECT_EQ(n.primary.conn(), ConnState::kConnected);
+  EXPECT_EQ(n.primary.Report().repl, ReplState::kEstablished);
+  n.primary.ClientRead(2, 0, 4096);
+  EXPECT_EQ(All<SendReadRequest>(n.primary.TakeActions()).size(), 1u);
+}
+
+// A connect that would resync (the peer on another generation) is refused: a diskless node
+// can neither send nor receive one.
+TEST(ReplicaDiskless, ADisklessPrimaryRefusesAConnectThatWantsAResync) {
+  Node n;
+  n.primary.MetadataWriteFailed("writing the superblock", EIO);
+  n.primary.PeerDown("gone");
+  (void)n.primary.TakeActions();
+  PeerState peer;
+  peer.disk = DiskState::kUpToDate;
+  peer.ids = GenerationIds{0x2000, 0x1000, {0x1000, 0x4000}};
+  peer.data_bytes = kData;
+  n.primary.PeerConnecting();
+  n.primary.PeerUp(Replica::Handshake{peer, std::nullopt, false});
+  const std::vector<Action> actions = n.primary.TakeActions();
+  EXPECT_TRUE(All<ResyncRead>(actions).empty());
+  EXPECT_TRUE(All<SendOutOfSync>(actions).empty());
+  EXPECT_EQ(n.primary.conn(), ConnState::kStandAlone);
+  const std::vector<DropPeer> drops = All<DropPeer>(actions);
+  ASSERT_EQ(drops.size(), 1u);
+  EXPECT_NE(drops[0].reason.find("no disk"), std::string::npos) << drops[0].reason;
+  EXPECT_FALSE(drops[0].reconnect);
+}
+
 }  // namespace
 }  // namespace repld
