@@ -267,6 +267,12 @@ void Replica::StartWrite(RequestId id, Request& r) {
   } else {
     r.local_done = true;  // a diskless Primary: the peer's write is the only one
   }
+  if (!HasDisk() && !Connected()) {
+    // Nothing will answer it (no local write, no peer): it fails now (MaybeComplete, EIO).
+    r.peer_gone = true;
+    MaybeComplete(id);
+    return;
+  }
   if (Connected()) {
     r.sent = true;
     r.seq = next_seq_++;

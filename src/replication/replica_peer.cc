@@ -284,6 +284,7 @@ void Replica::PeerDown(const std::string& reason) {
   }
   FailRemoteReads();
   std::erase_if(peer_reads_, [](const auto& entry) { return !entry.second.started; });
+  if (role_ == Role::kPrimary && !HasDisk()) PumpWrites();  // diskless: its waiting writes fail
   if (role_ == Role::kPrimary && md_.disk != DiskState::kUpToDate) {
     // A fast-failback Primary: its writes fail until the peer is back, so its data does not
     // move ahead of the peer's (no new generation).

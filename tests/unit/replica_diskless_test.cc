@@ -17,8 +17,9 @@ constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kData = 64 * kMiB;
 const GenerationIds kAtX{0x1000, 0, {0x4000, 0}};
 
-ReplicaOptions Options(const char* me, OnIoError on_io_error) {
+ReplicaOptions Options(const char* me, OnIoError on_io_error, uint32_t max_buffers = 2048) {
   ReplicaOptions o;
+  o.max_buffers = max_buffers;
   o.node_name = me;
   o.data_bytes = kData;
   o.on_io_error = on_io_error;
@@ -27,8 +28,9 @@ ReplicaOptions Options(const char* me, OnIoError on_io_error) {
 
 // A Primary connected to an UpToDate Secondary (which is not driven: the tests play its part).
 struct Node {
-  explicit Node(OnIoError on_io_error = OnIoError::kDetach, bool connected = true)
-      : primary(MakeReplica(Options("alpha", on_io_error), kAtX, {})) {
+  explicit Node(OnIoError on_io_error = OnIoError::kDetach, bool connected = true,
+                uint32_t max_buffers = 2048)
+      : primary(MakeReplica(Options("alpha", on_io_error, max_buffers), kAtX, {})) {
     if (connected) {
       PeerState peer;
       peer.disk = DiskState::kUpToDate;
@@ -363,6 +365,23 @@ TEST(ReplicaDiskless, ADisklessPrimaryRefusesAConnectThatWantsAResync) {
   ASSERT_EQ(drops.size(), 1u);
   EXPECT_NE(drops[0].reason.find("no disk"), std::string::npos) << drops[0].reason;
   EXPECT_FALSE(drops[0].reconnect);
+}
+
+// A write waiting for room in the peer's window when the peer goes: it fails too (there is
+// no local write to complete it).
+TEST(ReplicaDiskless, AWaitingWriteFailsWhenThePeerGoes) {
+  Node n(OnIoError::kDetach, true, /*max_buffers=*/1);
+  n.primary.MetadataWriteFailed("writing the superblock", EIO);
+  (void)n.primary.TakeActions();
+  n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
+  n.primary.ClientWrite(2, 8192, 4096, WriteKind::kData, false);
+  std::vector<Action> actions = n.primary.TakeActions();
+  ASSERT_EQ(All<SendData>(actions).size(), 1u);  // the second waits: the window is full
+  n.primary.PeerDown("gone");
+  const std::vector<Complete> done = Completes(n.primary.TakeActions());
+  ASSERT_EQ(done.size(), 2u);
+  for (const Complete& c : done) EXPECT_EQ(c.error, EIO);
+  EXPECT_TRUE(n.primary.CheckInvariants().empty()) << n.primary.CheckInvariants();
 }
 
 }  // namespace
