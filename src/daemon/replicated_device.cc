@@ -635,6 +635,7 @@ void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
         "until the next successful write",
         config_.name, s.message());
     md_failed_ = true;
+    replica_->MetadataWriteFailed("writing the superblock", s.code() > 0 ? s.code() : EIO);
     return;
   }
   superblock_ = next;
@@ -646,6 +647,16 @@ void ReplicatedDevice::ExecuteDiskFailed(const DiskFailed& a) {
   const DiskFailure& f = first ? *first : a.failure;
   if (!disk_error_ || disk_error_->what != f.what || disk_error_->error != f.error) {
     disk_error_ = DiskErrorRecord{f.what, f.error, a.detach ? "detach" : "pass_on", EventTimeNow()};
+  }
+  if (a.primary) {
+    // The replica went Diskless and serves through the peer: this device and its link stay.
+    // The disk gets no more I/O from it (what was in flight finishes) and no metadata write.
+    spdlog::error(
+        "resource {}: the disk {} failed {} (error {}: {}); on_io_error = detach: this Primary "
+        "is Diskless and serves through its peer; replace the disk and run 'replctl attach {}'",
+        config_.name, node_.disk, a.failure.what, a.failure.error, ErrnoText(a.failure.error),
+        config_.name);
+    return;
   }
   if (!a.detach || !on_detach_needed_) return;
   const std::string why = "node '" + node_.name + "': the disk failed " + a.failure.what +
@@ -666,6 +677,7 @@ void ReplicatedDevice::ExecutePersistBitmap() {
   if (Status s = WriteDirtyBitmap(); !s.ok()) {
     spdlog::error("resource {}: writing the bitmap failed: {}", config_.name, s.message());
     md_failed_ = true;
+    replica_->MetadataWriteFailed("writing the bitmap", s.code() > 0 ? s.code() : EIO);
   }
 }
 

@@ -95,6 +95,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void Retune(const ResourceConfig& live);
   ReplicaStatus Report() const { return replica_->Report(); }
   Role role() const { return replica_->role(); }
+  // The disk failed under on_io_error = detach while Primary: serving through the peer.
+  bool diskless_primary() const { return replica_->diskless_primary(); }
   // The metadata says this node was Primary and did not step down cleanly (a crash or kill).
   bool was_primary() const { return replica_->crashed_primary(); }
   // Why the peer link last failed, for status; empty if it did not.

@@ -6,7 +6,9 @@
 // is Diskless, StandAlone, and its disk free for replctl create-md, a disk check, or a swap.
 // Attach: the disk is opened and its metadata read as at start, and the link starts again; the
 // connect decides the resync as after a restart (a bitmap resync for the same disk, a full sync
-// for a replacement with fresh metadata). A Primary cannot detach: repld has no diskless Primary.
+// for a replacement with fresh metadata). The operator cannot detach a Primary; a Primary whose
+// disk failed under on_io_error = detach is diskless already (the replica serves through its
+// peer: replica_diskless.cc) and attach on it is refused for now.
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
@@ -57,6 +59,10 @@ asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) 
     co_return Status::Ok();
   }
   if (stopping_) co_return Status::Invalid("the daemon is stopping");
+  if (device_->diskless_primary()) {
+    message = "already Diskless: this Primary's disk failed and it serves through its peer";
+    co_return Status::Ok();
+  }
   if (device_->role() == Role::kPrimary) {
     co_return Status::Invalid(
         "this node is Primary: repld has no diskless Primary (it would serve every read and "
@@ -96,6 +102,16 @@ asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) 
 }
 
 Status Resource::Attach(std::string& message) {
+  if (device_ != nullptr && device_->diskless_primary()) {
+    // Not yet: the disk would have to join the running replica and its link (issue #17).
+    return Status::Invalid(
+        "this Primary's disk failed and it serves through its peer (Diskless); attaching a disk "
+        "to a Primary is not supported yet: stop the clients, 'replctl secondary " +
+        config_.name + "', 'replctl detach " + config_.name +
+        "', replace the disk ('replctl create-md' for a new one), 'replctl attach " + config_.name +
+        "', then 'replctl primary " + config_.name +
+        "' (it serves through the peer while the resync runs)");
+  }
   if (!detached()) {
     message = "already attached: " + node_.disk;
     return Status::Ok();

@@ -191,8 +191,8 @@ void Replica::PumpWrites() {
     }
     if (!blocked) {
       const std::vector<uint32_t> extents = ExtentsOf(r.offset, r.length);
-      bool hot = true;
-      for (uint32_t e : extents) hot = hot && al_.IsHot(e);
+      bool hot = true;  // a diskless Primary has no activity log to keep
+      for (uint32_t e : extents) hot = hot && (!HasDisk() || al_.IsHot(e));
       // A cold write wants its hot extents too: the plan must not evict one to make room for
       // another (two writes' plans would then evict each other's extents for ever).
       if (!hot) wanted.insert(wanted.end(), extents.begin(), extents.end());
@@ -226,6 +226,12 @@ void Replica::PumpWrites() {
 void Replica::AlWritten(uint64_t seq, int error) {
   REPLD_CHECK(al_writing_ && al_plan_ && al_plan_->seq == seq);
   al_writing_ = false;
+  if (error != 0 && PrimaryDetaches() && PrimaryDiskFailed("writing the activity log", error)) {
+    al_.Abandon();  // the writes that waited for it go to the peer alone (PrimaryDiskFailed)
+    al_plan_.reset();
+    PumpWrites();
+    return;
+  }
   if (error != 0) {
     al_.Abandon();
     al_plan_.reset();
@@ -253,10 +259,20 @@ void Replica::AlWritten(uint64_t seq, int error) {
 }
 
 void Replica::StartWrite(RequestId id, Request& r) {
-  for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Ref(e);
-  r.started = ++start_counter_;
-  local_writes_.emplace(r.started, id);
-  Emit(SubmitWrite{id});
+  if (HasDisk()) {
+    for (uint32_t e : ExtentsOf(r.offset, r.length)) al_.Ref(e);
+    r.started = ++start_counter_;
+    local_writes_.emplace(r.started, id);
+    Emit(SubmitWrite{id});
+  } else {
+    r.local_done = true;  // a diskless Primary: the peer's write is the only one
+  }
+  if (!HasDisk() && !Connected()) {
+    // Nothing will answer it (no local write, no peer): it fails now (MaybeComplete, EIO).
+    r.peer_gone = true;
+    MaybeComplete(id);
+    return;
+  }
   if (Connected()) {
     r.sent = true;
     r.seq = next_seq_++;
@@ -276,6 +292,14 @@ void Replica::LocalWriteDone(RequestId id, int error) {
   r.local_done = true;
   r.local_error = error;
   local_writes_.erase(r.started);
+  if (error != 0 && PrimaryDetaches()) {
+    PrimaryDiskFailed("writing the client's block at " + std::to_string(r.offset) + " (+" +
+                          std::to_string(r.length) + ")",
+                      error);
+  }
+  if (error != 0 && !HasDisk() && r.sent && !r.peer_gone && PeerCanServe()) {
+    r.local_error = 0;  // the peer's write decides (MaybeComplete): it is the data now
+  }
   if (error != 0) {
     // The local disk failed this write; the peer may have it. The block differs: mark it.
     MarkOutOfSync(r.offset, r.length);
@@ -357,8 +381,11 @@ void Replica::ClientFlush(RequestId id) {
   }
   Request r;
   r.type = Request::Type::kFlush;
-  r.token = next_token_++;
-  flush_tokens_.emplace(r.token, id);
+  r.local_done = !HasDisk();  // a diskless Primary: the peer's flush is the only one
+  if (!r.local_done) {
+    r.token = next_token_++;
+    flush_tokens_.emplace(r.token, id);
+  }
   if (Connected()) {
     r.sent = true;
     r.seq = next_seq_++;
@@ -366,7 +393,7 @@ void Replica::ClientFlush(RequestId id) {
     Emit(SendFlush{r.seq});
   }
   requests_.emplace(id, r);
-  Emit(SubmitFlush{r.token});
+  if (!r.local_done) Emit(SubmitFlush{r.token});
 }
 
 void Replica::LocalFlushDone(uint64_t token, int error) {
@@ -387,6 +414,10 @@ void Replica::LocalFlushDone(uint64_t token, int error) {
   Request& r = requests_.at(id);
   r.local_done = true;
   r.local_error = error;
+  if (error != 0 && PrimaryDetaches() && PrimaryDiskFailed("flushing", error) && r.sent &&
+      !r.peer_gone) {
+    r.local_error = 0;  // the peer's flush decides: every write it covers is on the peer
+  }
   MaybeComplete(id);
 }
 

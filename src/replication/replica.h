@@ -193,9 +193,14 @@ struct PromotionDone {
 // With `detach` ([disk] on_io_error = "detach"; the disk is Failed), the caller detaches the disk
 // as 'replctl detach' does: it drops the peer (which hears why), lets the I/O in flight finish,
 // writes the bitmap and superblock where it still can, and closes the disk: Diskless, StandAlone.
+// With `primary` (a Primary's disk failed under detach), the replica has gone Diskless itself
+// and keeps serving through its peer: the caller keeps the peer link and the replica, lets the
+// disk's I/O in flight finish, and closes the disk; the replica asks for no local I/O and no
+// metadata write until it is attached again (docs/replication.md, "When the disk fails").
 struct DiskFailed {
   DiskFailure failure;
   bool detach = false;
+  bool primary = false;
 };
 struct Log {  // a line for the log
   int level;  // 0 info, 1 warning, 2 error
@@ -344,6 +349,12 @@ class Replica {
   // The answer to the peer's read request `key` left (or never will): its buffer is free. The
   // requests and bytes the peer may have here count it until then.
   void ReadReplySent(uint64_t key);
+  // The caller failed to write the superblock, the bitmap or (outside AlWritten) the activity
+  // log: on a Primary under on_io_error = detach the disk fails as for a data write.
+  void MetadataWriteFailed(const std::string& what, int error);
+  // A diskless Primary (its disk failed under detach, replica_diskless.cc): no local disk, every
+  // read and write goes to the peer. False for a Secondary, which the caller detaches instead.
+  bool diskless_primary() const { return role_ == Role::kPrimary && !HasDisk(); }
 
   // --- Peer link ---
   void PeerConnecting();
@@ -509,6 +520,11 @@ class Replica {
   };
 
   void Emit(Action a) {
+    // A diskless node has no metadata to write (its last state went with DiskFailed).
+    if (md_.disk == DiskState::kDiskless &&
+        (std::holds_alternative<PersistBitmap>(a) || std::holds_alternative<PersistMd>(a))) {
+      return;
+    }
     if (std::holds_alternative<PersistBitmap>(a) || std::holds_alternative<WriteAl>(a)) {
       ++counters_.bitmap_writes;  // both write the dirty bitmap pages
     }
@@ -517,6 +533,10 @@ class Replica {
   void Info(std::string text) { Emit(Log{0, std::move(text)}); }
   void Warn(std::string text) { Emit(Log{1, std::move(text)}); }
   bool Connected() const { return conn_ == ConnState::kConnected; }
+  // A local disk to read, write and flush (not Failed, not Diskless).
+  bool HasDisk() const {
+    return md_.disk != DiskState::kDiskless && md_.disk != DiskState::kFailed;
+  }
   // Promotion (replica_promote.cc): what refuses it now, and the change itself.
   Status CheckPromote(bool force) const;
   void DoPromote(bool force);
@@ -589,6 +609,13 @@ class Replica {
   // Tick: the reconnect LocalDiskFailed asked for under pass_on, once its error acks had time
   // to leave.
   void PassOnReconnect();
+  // A Primary's disk failed `what` under on_io_error = detach (replica_diskless.cc): Failed,
+  // recorded where the disk still takes a write, then Diskless, serving through the peer.
+  // Returns whether the peer serves (else the failed request gets the error).
+  bool PrimaryDiskFailed(const std::string& what, int error);
+  bool PrimaryDetaches() const {
+    return role_ == Role::kPrimary && options_.on_io_error == OnIoError::kDetach;
+  }
   void PersistMdNow() { Emit(PersistMd{md_}); }
   std::vector<uint32_t> ExtentsOf(uint64_t offset, uint64_t length) const;
   uint64_t NextRandom();

@@ -137,6 +137,12 @@ void Replica::PeerUp(const Handshake& handshake) {
     refuse(last_decision_.text + "; no data moved");
     return;
   }
+  if (!HasDisk() && plan != SyncPlan::kNone) {
+    // A diskless Primary (replica_diskless.cc) has nothing to send and nowhere to write.
+    refuse("this node has no disk (Diskless, its disk failed) and the connect wants a resync (" +
+           last_decision_.text + "); attach a disk first");
+    return;
+  }
   const std::string& rule = last_decision_.text;
   conn_ = ConnState::kConnected;
   ++epoch_;
@@ -278,6 +284,7 @@ void Replica::PeerDown(const std::string& reason) {
   }
   FailRemoteReads();
   std::erase_if(peer_reads_, [](const auto& entry) { return !entry.second.started; });
+  if (role_ == Role::kPrimary && !HasDisk()) PumpWrites();  // diskless: its waiting writes fail
   if (role_ == Role::kPrimary && md_.disk != DiskState::kUpToDate) {
     // A fast-failback Primary: its writes fail until the peer is back, so its data does not
     // move ahead of the peer's (no new generation).
@@ -303,6 +310,15 @@ void Replica::PeerStateChanged(const PeerState& peer) {
   peer_ = peer;
   if (promotion_ && peer.role == Role::kPrimary) {
     FinishPromotion(EBUSY, "the peer became Primary before it answered");
+  }
+  if (repl_ == ReplState::kSyncSource && peer.disk == DiskState::kDiskless) {
+    // The target's disk failed (a Primary goes on diskless, replica_diskless.cc): nothing to
+    // sync to until it attaches one; the marks stay.
+    Warn("the peer's disk failed: the resync to it stops; its blocks stay marked out of sync");
+    repl_ = ReplState::kEstablished;
+    differs_.reset();
+    resync_pass_failed_bytes_ = resync_pass_read_failed_bytes_ = resync_failed_bytes_ = 0;
+    resync_backoff_ticks_ = resync_retry_ticks_ = 0;
   }
   if (repl_ == ReplState::kSyncTarget) {
     // The largest the source reported: its State once it added our bitmap (an earlier one, sent

@@ -25,7 +25,8 @@ bool Replica::RangeInSync(uint64_t offset, uint64_t length) const {
 
 void Replica::ClientRead(RequestId id, uint64_t offset, uint64_t length) {
   app_bytes_since_tick_ += length;
-  const bool local = md_.disk == DiskState::kUpToDate || RangeInSync(offset, length);
+  // A diskless Primary reads everything from the peer.
+  const bool local = HasDisk() && (md_.disk == DiskState::kUpToDate || RangeInSync(offset, length));
   if (role_ != Role::kPrimary || (!local && !PeerCanServe())) {
     // Never serve data from a disk that is not UpToDate (but for blocks it has in sync).
     Emit(Complete{id, EIO});
@@ -48,6 +49,17 @@ void Replica::ClientRead(RequestId id, uint64_t offset, uint64_t length) {
 void Replica::LocalReadDone(RequestId id, int error) {
   auto it = requests_.find(id);
   REPLD_CHECK(it != requests_.end() && !it->second.remote);
+  if (error != 0 && PrimaryDetaches()) {
+    const Request& r = it->second;
+    if (PrimaryDiskFailed("reading the client's block at " + std::to_string(r.offset) + " (+" +
+                              std::to_string(r.length) + ")",
+                          error)) {
+      it->second.remote = true;  // retried from the peer, which has the data
+      remote_waiting_.push_back(id);
+      PumpRemoteReads();
+      return;
+    }
+  }
   if (error == 0) counters_.read_bytes += it->second.length;
   requests_.erase(it);
   Emit(Complete{id, error});

@@ -633,6 +633,29 @@ class NbdkitFuseDisk:
         run_cleanup(self._token)
 
 
+class FailingDisk:
+    """A disk of `size` bytes whose `ops` (nbdkit's names: pwrite, zero, trim, flush, pread) fail
+    with EIO while `trigger` exists: nbdkit's memory plugin behind the error filter, exposed as a
+    file (`path`) by nbdfuse. nbdkit and the mount are stopped at the test's cleanup, by PID."""
+
+    def __init__(self, test, tmp: str, size: int, name: str = "failing",
+                 ops: tuple[str, ...] = ("pwrite", "zero", "trim")):
+        self.trigger = os.path.join(tmp, f"{name}-fail")
+        errors = []
+        for op in ops:
+            errors += [f"error-{op}=EIO", f"error-{op}-rate=100%",
+                       f"error-{op}-file={self.trigger}"]
+        self.disk = NbdkitFuseDisk(tmp, name, ["--filter=error", "memory", str(size)] + errors)
+        test.addCleanup(self.disk.close)
+        self.path = self.disk.file
+
+    def fail_writes(self, on: bool) -> None:
+        if on:
+            open(self.trigger, "w").close()
+        elif os.path.exists(self.trigger):
+            os.remove(self.trigger)
+
+
 class LoopDevice:
     def __init__(self, file: str, direct_io: bool = True):
         cmd = ["losetup", "-f", "--show"] + (["--direct-io=on"] if direct_io else []) + [file]

@@ -86,6 +86,18 @@ class Pair:
         return run([harness.REPLCTL_BIN, *args, self.resource, "-c", self.config[node],
                     "-n", node], timeout=timeout)
 
+    def use_failing_disk(self, test, node: str, ops: tuple[str, ...] = ("pwrite", "zero", "trim")
+                         ) -> "harness.FailingDisk":
+        """`node`'s disk becomes a harness.FailingDisk of the pair's size, and both nodes get
+        external metadata (the same data size), so that the failed node's record of the failure
+        stays writable. Before create_md."""
+        size = os.path.getsize(self.disk[node])
+        disk = harness.FailingDisk(test, self.tmp, size, name=f"{node}-failing", ops=ops)
+        os.remove(self.disk[node])
+        os.symlink(disk.path, self.disk[node])
+        self.external_metadata()
+        return disk
+
     def create_md(self) -> None:
         for n in self.NODES:
             cp = self.replctl(n, "create-md")

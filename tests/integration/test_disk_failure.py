@@ -27,7 +27,6 @@ process it starts is stopped, by PID, and every mount undone, also when it fails
 
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,47 +51,6 @@ def prerequisites() -> str | None:
     return None
 
 
-class FailingDisk:
-    """A disk of `size` bytes whose writes fail with EIO while `trigger` exists: nbdkit's memory
-    plugin behind the error filter, exposed as a file (`path`) by nbdfuse."""
-
-    def __init__(self, test, tmp: str, size: int):
-        self.trigger = os.path.join(tmp, "fail-writes")
-        sock = os.path.join(tmp, "failing.sock")
-        errors = []
-        for op in ("pwrite", "zero", "trim"):
-            errors += [f"error-{op}=EIO", f"error-{op}-rate=100%",
-                       f"error-{op}-file={self.trigger}"]
-        cmd = ["nbdkit", "-f", "--exit-with-parent", "--unix", sock, "--filter=error",
-               "memory", str(size)] + errors
-        harness.log("start: " + " ".join(cmd))
-        self.log_path = os.path.join(tmp, "nbdkit.log")
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
-        test.addCleanup(self._stop_nbdkit)  # after the FUSE mount is gone (cleanups run LIFO)
-        if not harness.wait_until(lambda: self.proc.poll() is not None or os.path.exists(sock),
-                                  15) or self.proc.poll() is not None:
-            raise AssertionError(f"nbdkit did not start: {harness.read_text(self.log_path)}")
-        self.fuse = harness.FuseFile(os.path.join(tmp, "failing-mnt"), sock, tmp)
-        test.addCleanup(self.fuse.close)
-        self.path = self.fuse.file
-
-    def _stop_nbdkit(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # our own child, by PID
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def fail_writes(self, on: bool) -> None:
-        if on:
-            open(self.trigger, "w").close()
-        elif os.path.exists(self.trigger):
-            os.remove(self.trigger)
-
-
 class DiskFailureTest(harness.ReplTestCase):
 
     def setUp(self):
@@ -100,19 +58,10 @@ class DiskFailureTest(harness.ReplTestCase):
         if why:
             self.skipTest(why)
 
-    def pair_with_failing_beta(self, disk_table: dict | None = None) -> tuple[Pair, FailingDisk]:
+    def pair_with_failing_beta(self, disk_table: dict | None = None
+                               ) -> tuple[Pair, harness.FailingDisk]:
         pair = Pair(disk_size=DISK, disk=disk_table)
-        disk = FailingDisk(self, pair.tmp, DISK)
-        os.remove(pair.disk["beta"])
-        os.symlink(disk.path, pair.disk["beta"])
-        # External metadata on both nodes (the same data size): beta's stays writable.
-        assert pair.config["alpha"] == pair.config["beta"]
-        text = harness.read_text(pair.config["beta"])
-        for n in Pair.NODES:
-            meta = harness.make_sparse_file(os.path.join(pair.tmp, f"{n}-md.img"), 4 * MiB)
-            text = text.replace(f"[node.{n}]\n", f'[node.{n}]\nmeta_disk = "{meta}"\n', 1)
-        with open(pair.config["beta"], "w") as f:
-            f.write(text)
+        disk = pair.use_failing_disk(self, "beta")
         pair.create_md()
         pair.start_all()
         for n in Pair.NODES:
@@ -139,7 +88,7 @@ class DiskFailureTest(harness.ReplTestCase):
         cp = run(["nbdcopy", "--flush", src, pair.uri("alpha")], timeout=120)
         self.assertEqual(cp.returncode, 0, f"nbdcopy through the Primary: {cp.stdout}{cp.stderr}")
 
-    def fail_and_detach(self, pair: Pair, disk: FailingDisk) -> dict:
+    def fail_and_detach(self, pair: Pair, disk: harness.FailingDisk) -> dict:
         """With the trigger, 4 MiB through the Primary: they succeed, beta detaches."""
         disk.fail_writes(True)
         self.nbdcopy_to_alpha(pair, os.urandom(4 * MiB))

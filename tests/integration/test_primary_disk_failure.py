@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""The Primary's backing disk fails ([disk] on_io_error = "detach", the default): issue #17.
+
+The Primary's disk here is nbdkit's memory plugin behind its error filter (writes, zeroes, trims
+and reads fail with EIO while a trigger file exists), exposed as a file by nbdfuse; the
+metadata of both nodes is on files of their own, so that the Primary's record of the failure
+can be written (harness.FailingDisk, Pair.use_failing_disk: shared with test_disk_failure).
+
+- fio (ioengine=nbd) writes at random with crc32c verify headers through the Primary's NBD
+  socket; mid-run the trigger makes the Primary's disk fail. fio completes with no error and its
+  verify pass (every block read back through the Primary, now from the peer) finds what it
+  wrote. The Primary is Diskless with disk_error (what, errno 5, on_io_error detach), still
+  Primary and Connected; a second fio pass (verify_only) reads it all again through it.
+- The way back (attach on a Primary is not supported yet): secondary, detach, a fresh disk
+  with create-md, attach: a full sync from the peer; primary again; both data areas end
+  identical byte for byte, and fio's verify_only pass holds through the repaired Primary.
+
+Needs root (FUSE), nbdkit with its error filter, nbdfuse, fio. Every nbdkit and nbdfuse process
+it starts is stopped, by PID, and every mount undone, also when it fails."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import MiB, run  # noqa: E402
+from pair import Pair  # noqa: E402
+
+DISK = 64 * MiB
+FIO_JOB = ["--name=failing", "--rw=randwrite", "--bs=4k", "--iodepth=8", "--size=24M",
+           "--randrepeat=1", "--rate=6m"]
+
+
+def prerequisites() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (FUSE)"
+    for tool in ("nbdkit", "nbdfuse", "fusermount3", "fio"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse missing"
+    if run(["nbdkit", "--dump-plugin", "memory"], timeout=30).returncode != 0:
+        return "nbdkit's memory plugin is not installed"
+    return None
+
+
+class PrimaryDiskFailureTest(harness.ReplTestCase):
+
+    def setUp(self):
+        why = prerequisites()
+        if why:
+            self.skipTest(why)
+
+    def fio_argv(self, pair: Pair, out: str, *extra: str) -> list[str]:
+        return ["fio", "--ioengine=nbd", f"--uri={pair.uri('alpha')}", *FIO_JOB,
+                "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0",
+                "--output-format=json", f"--output={out}", *extra]
+
+    def check_fio(self, cp, out: str, read_bytes: int) -> None:
+        text = harness.read_text(out)
+        self.assertEqual(cp.returncode, 0, f"fio exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}\n"
+                         f"{text}")
+        self.assertNotRegex(cp.stderr, r"(?i)verify|bad magic|crc32c", cp.stderr)
+        job = json.loads(text[text.index("{"):])["jobs"][0]
+        self.assertEqual(job["error"], 0, text)
+        self.assertEqual(job["read"]["io_bytes"], read_bytes, "every block written read back")
+
+    def verify_only(self, pair: Pair, name: str) -> None:
+        out = os.path.join(pair.tmp, f"{name}.json")
+        cp = run(self.fio_argv(pair, out, "--verify_only=1", "--verify_state_load=0"),
+                 timeout=200, cwd=pair.tmp)
+        self.check_fio(cp, out, 24 * MiB)
+
+    def test_a_failing_primary_serves_through_its_peer_and_attach_resyncs_it(self):
+        pair = Pair(disk_size=DISK)
+        disk = pair.use_failing_disk(self, "alpha",
+                                     ops=("pwrite", "zero", "trim", "pread"))
+        pair.create_md()
+        pair.start_all()
+        for n in Pair.NODES:
+            self.addCleanup(lambda n=n: pair.daemon[n] is not None and pair.daemon[n].alive()
+                            and pair.daemon[n].stop())
+        pair.wait_connected()
+        pair.promote("alpha", force=True)
+        pair.wait_in_sync(timeout=120)
+
+        # fio through the Primary; its disk starts failing a second into the write phase.
+        out = os.path.join(pair.tmp, "fio.json")
+        fio = subprocess.Popen(self.fio_argv(pair, out, "--do_verify=1"), cwd=pair.tmp,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: fio.poll() is None and fio.kill())
+        pair.wait_status("alpha", lambda s: s["counters"]["written_bytes"] >= 2 * MiB, 60,
+                         "fio writing")
+        disk.fail_writes(True)
+        stdout, stderr = fio.communicate(timeout=240)
+        self.check_fio(subprocess.CompletedProcess(fio.args, fio.returncode, stdout, stderr),
+                       out, 24 * MiB)
+
+        st = pair.status("alpha")
+        self.assertEqual((st["role"], st["disk"], st["connection"]),
+                         ("Primary", "Diskless", "Connected"), st)
+        err = st["disk_error"]
+        self.assertIsNotNone(err, st)
+        self.assertEqual((err["errno"], err["on_io_error"]), (5, "detach"), err)
+        self.assertIn("serves through its peer", pair.daemon["alpha"].log_text())
+        self.assertGreater(st["counters"]["peer_read_bytes"], 0, "fio's verify read the peer")
+        b = pair.status("beta")
+        self.assertEqual((b["disk"], b["peer"]["disk"]), ("UpToDate", "Diskless"), b)
+        # Everything fio wrote is on the peer: read all of it again through the Primary.
+        self.verify_only(pair, "verify-diskless")
+        cp = pair.replctl("alpha", "attach")
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertIn("not supported yet", cp.stderr)
+
+        # The way back: a fresh disk, synced from the peer while this node is Secondary. (The
+        # detach may report that the failed disk's final sync failed: it detaches all the same.)
+        cp = pair.replctl("alpha", "secondary")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        cp = pair.replctl("alpha", "detach")
+        self.assertIn(cp.returncode, (0, 1), cp.stdout + cp.stderr)
+        pair.wait_status("alpha", lambda s: s["disk"] == "Diskless" and s["role"] == "Secondary",
+                         60, "alpha detached")
+        os.remove(pair.disk["alpha"])
+        harness.make_sparse_file(pair.disk["alpha"], DISK)
+        disk.fail_writes(False)
+        cp = pair.replctl("alpha", "create-md", "--force")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        cp = pair.replctl("alpha", "attach")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        pair.wait_in_sync(timeout=180)
+        self.assertIsNone(pair.status("alpha")["disk_error"], "a new disk, no failure")
+        size = pair.data_bytes("alpha")
+        self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size),
+                         "both data areas are identical after the resync")
+        pair.promote("alpha")
+        self.verify_only(pair, "verify-repaired")
+
+
+if __name__ == "__main__":
+    harness.run_main()
