@@ -26,6 +26,10 @@ World::World(SimOptions options) : options_(options), rng_(options.seed) {
   for (int i = 0; i < 2; ++i) {
     auto n = std::make_unique<Node>(blocks_);
     n->index = i;
+    // [disk] on_io_error per world: node 1 either way; node 0 (the Primary) only pass_on or
+    // detach without faults (a Primary's failed disk under detach is not modelled).
+    const uint64_t bit = i == 0 ? (options_.seed >> 2) & 1 : (options_.seed >> 1) & 1;
+    n->on_io_error = bit != 0 ? OnIoError::kPassOn : OnIoError::kDetach;
     n->al_on_disk.assign(options_.al_extents, kAlEmpty);
     n->bitmap_on_disk.emplace(options_.data_bytes);
     nodes_.push_back(std::move(n));
@@ -42,6 +46,7 @@ void World::MakeReplica(Node& n) {
   o.max_buffers = options_.max_buffers;
   o.resync_window = 4;
   o.resync_checksums = options_.seed % 2 == 1;  // half the worlds resync by digests first
+  o.on_io_error = n.on_io_error;
   o.seed = options_.seed * 2 + static_cast<uint64_t>(n.index) + n.incarnation * 1000;
   n.replica = std::make_unique<Replica>(
       o, n.md_on_disk, ActivityLog(n.al_on_disk, n.al_seq_on_disk), *n.bitmap_on_disk);
@@ -138,8 +143,14 @@ void World::Execute(Node& n, Action& action) {
       [&](auto& a) {
         using T = std::decay_t<decltype(a)>;
         if constexpr (std::is_same_v<T, SubmitWrite>) {
-          later(20, 400, [&n, id = a.id] {
+          later(20, 400, [this, &n, id = a.id] {
             const Node::ClientWrite& w = n.client_writes.at(id);
+            if (n.replica->role() == Role::kPrimary) {
+              if (const int e = InjectedError(n, counts_.primary_write_errors); e != 0) {
+                n.replica->LocalWriteDone(id, e);  // the block keeps what it had
+                return;
+              }
+            }
             n.disk.Write(w.offset, std::vector<uint64_t>(w.length / kBlock, w.version), w.fua);
             n.replica->LocalWriteDone(id, 0);
           });
@@ -151,7 +162,13 @@ void World::Execute(Node& n, Action& action) {
             n.replica->LocalReadDone(id, 0);
           });
         } else if constexpr (std::is_same_v<T, SubmitFlush>) {
-          later(100, 800, [&n, t = a.token] {
+          later(100, 800, [this, &n, t = a.token] {
+            if (n.replica->role() != Role::kPrimary) {  // a Secondary flushes for the peer only
+              if (const int e = InjectedError(n, counts_.flush_errors); e != 0) {
+                n.replica->LocalFlushDone(t, e);  // the cache keeps it, but nothing is durable
+                return;
+              }
+            }
             n.disk.Flush();
             n.replica->LocalFlushDone(t, 0);
           });
@@ -177,9 +194,15 @@ void World::Execute(Node& n, Action& action) {
                  ", which it never received or already applied");
             return;
           }
-          later(20, 400, [&n, key = a.key] {
+          later(20, 400, [this, &n, key = a.key] {
             const Frame f = n.frames.at(key);
             n.frames.erase(key);
+            if (const int e =
+                    InjectedError(n, f.resync ? counts_.resync_write_errors : counts_.apply_errors);
+                e != 0) {
+              n.replica->ApplyDone(key, e);  // the block keeps what it had
+              return;
+            }
             n.disk.Write(f.offset, f.versions, f.fua);
             n.replica->ApplyDone(key, 0);
           });
@@ -326,10 +349,10 @@ void World::Execute(Node& n, Action& action) {
           f.fua = a.last;
           Send(i, std::move(f));
         } else if constexpr (std::is_same_v<T, DropPeer>) {
-          if (!a.reconnect && !split_phase_) {
+          if (!a.reconnect && !split_phase_ && !n.detaching) {
             Fail("node" + std::to_string(i) + " refused the peer: " + a.reason);
           }
-          if (!a.reconnect) refusals_[i].push_back(a.reason);
+          if (!a.reconnect && !n.detaching) refusals_[i].push_back(a.reason);
           After(0, -1, [this, reason = a.reason] { Disconnect(reason); });
         } else if constexpr (std::is_same_v<T, SendPromoteRequest>) {
           Frame f;
@@ -346,9 +369,7 @@ void World::Execute(Node& n, Action& action) {
         } else if constexpr (std::is_same_v<T, PromotionDone>) {
           n.promotion_done = a;
         } else if constexpr (std::is_same_v<T, DiskFailed>) {
-          // The simulated disks never fail an I/O: a failure reported is a bug in the core.
-          Fail("node" + std::to_string(i) + " reported a disk failure (" + a.failure.what +
-               "), but no simulated I/O failed");
+          NoteDiskFailed(n, a);
         } else if constexpr (std::is_same_v<T, Log>) {
           log_.push_back(std::to_string(now_) + " node" + std::to_string(i) + ": " + a.text);
         }
@@ -619,6 +640,17 @@ std::string World::Run() {
     return failure_.empty();
   };
   if (!disks_equal("the resync")) return failure_;
+
+  // Phase 2a (half the worlds): disk errors on the Secondary, or on a pass_on Primary's writes.
+  if (options_.faults && Chance(0.5)) {
+    DiskFaults();
+    if (!failure_.empty()) return failure_;
+    RunUntil(now_ + 10'000'000, in_sync);
+    if (!in_sync()) Fail("the pair did not get back in sync within 10 s after the disk faults");
+    if (!failure_.empty() || !disks_equal("disk faults and the resync")) return failure_;
+    ticking_ = false;
+    acked_ = p.disk.cache;  // a Primary that crashed lost its acknowledged writes not durable
+  }
 
   // Phase 2b (half the worlds): both nodes lose power at once.
   if (Chance(0.5)) {
