@@ -47,6 +47,7 @@ void RunSeeds(Protocol protocol) {
     faults.pass_on_failures += f.pass_on_failures;
     faults.refusals_checked += f.refusals_checked;
     faults.refusals_primary_dead += f.refusals_primary_dead;
+    faults.trims += f.trims;
     if (!failure.empty() || only != 0) {
       std::string tail;
       const auto& log = world.log();
@@ -77,6 +78,7 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(faults.pass_on_failures, 0u);
     EXPECT_GT(faults.refusals_checked, 0u);
     EXPECT_GT(faults.refusals_primary_dead, 0u);
+    EXPECT_GT(faults.trims, 0u);
   }
   std::printf(
       "protocol %c: %llu fast-failback reads checked, %llu served by the peer; %llu crossed "
@@ -92,6 +94,8 @@ void RunSeeds(Protocol protocol) {
       ProtocolLetter(protocol), u(faults.apply_errors), u(faults.flush_errors),
       u(faults.resync_write_errors), u(faults.primary_write_errors), u(faults.detaches),
       u(faults.pass_on_failures), u(faults.refusals_checked), u(faults.refusals_primary_dead));
+  std::printf("protocol %c: %llu trims or zeroes acknowledged\n", ProtocolLetter(protocol),
+              u(faults.trims));
 }
 
 TEST(Sim, ProtocolCLosesNoAcknowledgedWrite) { RunSeeds(Protocol::kC); }

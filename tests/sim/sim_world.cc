@@ -180,6 +180,7 @@ void World::Execute(Node& n, Action& action) {
           f.offset = w.offset;
           f.length = w.length;
           f.fua = w.fua;
+          f.kind = w.kind;
           f.versions.assign(w.length / kBlock, w.version);
           Send(i, std::move(f));
           later(5, 50, [&n, seq = a.seq] { n.replica->PeerSent(seq); });
@@ -283,6 +284,7 @@ void World::Execute(Node& n, Action& action) {
                 if (it->second.fua) durable_[b] = std::max(durable_[b], it->second.version);
               }
               ++acked_writes_;
+              if (it->second.kind != WriteKind::kData) ++counts_.trims;
             }
             // The payload stays until the request is gone from the replica: SendData copies it.
             n.client_writes.erase(it);
@@ -398,7 +400,7 @@ void World::Deliver(int to, const Frame& f) {
       ++data_delivered_;
       const uint64_t key = next_key_++;
       n.frames.emplace(key, f);
-      if (!n.replica->PeerData(key, f.seq, f.offset, f.length, WriteKind::kData, f.resync)) {
+      if (!n.replica->PeerData(key, f.seq, f.offset, f.length, f.kind, f.resync)) {
         n.frames.erase(key);
       }
       break;
@@ -578,9 +580,13 @@ void World::ClientIssue() {
       const uint64_t first = Rand(0, span - blocks);
       const uint64_t version = next_version_++;
       const bool fua = Chance(0.1);
-      p.client_writes[id] = Node::ClientWrite{first * kBlock, blocks * kBlock, version, fua};
+      // A trim or zeroes reads as zeroes on every node (BackingStore writes zeroes where it
+      // cannot punch): the same content on both, so its version stands for it like data.
+      const WriteKind kind =
+          Chance(0.05) ? (Chance(0.5) ? WriteKind::kTrim : WriteKind::kZeroes) : WriteKind::kData;
+      p.client_writes[id] = Node::ClientWrite{first * kBlock, blocks * kBlock, version, fua, kind};
       if (failback_phase_) NoteWriteIssued(first * kBlock, blocks * kBlock);
-      p.replica->ClientWrite(id, first * kBlock, blocks * kBlock, WriteKind::kData, fua);
+      p.replica->ClientWrite(id, first * kBlock, blocks * kBlock, kind, fua);
     }
     Drain(p.index);
   }

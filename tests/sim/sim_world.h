@@ -53,6 +53,7 @@ struct Frame {
   uint64_t seq = 0, offset = 0, length = 0;
   std::vector<uint64_t> versions;  // data, read reply: one per 4 KiB block; kCsums: as digests
   bool fua = false, resync = false;
+  WriteKind kind = WriteKind::kData;  // a trim or zeroes carries its write's version as data
   AckKind ack = AckKind::kWritten;
   int error = 0;
   PeerState state;
@@ -75,6 +76,7 @@ struct Node {
   struct ClientWrite {
     uint64_t offset, length, version;
     bool fua;
+    WriteKind kind = WriteKind::kData;  // kTrim / kZeroes: the version stands for the zeroes
   };
   std::unordered_map<RequestId, ClientWrite> client_writes;  // request -> what it writes
   struct ClientRead {
@@ -127,6 +129,7 @@ class World {
     uint64_t detaches = 0, pass_on_failures = 0;
     uint64_t refusals_checked = 0;       // promotions of a node that failed a write, refused
     uint64_t refusals_primary_dead = 0;  // of which with the Primary dead, the node behind it
+    uint64_t trims = 0;                  // trims and zeroes acknowledged
   };
   const FaultCounts& fault_counts() const { return counts_; }
 
