@@ -1,7 +1,7 @@
 // Faults of the simulator beyond crashes and link cuts (issue #17): disk errors on the
 // Secondary (applies, flushes for the peer, resync writes) under both on_io_error policies, and
 // on a pass_on Primary's own writes; the detach and a later attach of the same disk; the refusal
-// to promote a node that failed a write before a resync repaired it.
+// to promote a node that failed a write before a resync repaired it; half-open links.
 #include <cerrno>
 
 #include "sim_world.h"
@@ -183,6 +183,24 @@ void World::DiskFaults() {
   }
   if (on_primary && connected_) Disconnect("reconnect: resync the Primary's failed writes");
   if (!connected_ && !connect_pending_) TryConnect();
+}
+
+// A half-open link: from `when`, one node's frames vanish while the other's still arrive, until
+// the keepalive notices (the ping timeout) `for_us` later and the connection drops.
+void World::HalfOpen(Clock when, Clock for_us) {
+  const int from = static_cast<int>(Rand(0, 1));
+  At(when, -1, [this, from, for_us] {
+    if (!connected_) return;
+    muted_from_ = from;
+    mute_epoch_ = conn_epoch_;
+    ++counts_.half_open;
+    log_.push_back(std::to_string(now_) + " half-open link: node" + std::to_string(from) +
+                   "'s frames are lost");
+    After(for_us, -1, [this, epoch = conn_epoch_] {
+      if (mute_epoch_ == epoch) muted_from_ = -1;
+      if (connected_ && conn_epoch_ == epoch) Disconnect("ping timeout: the peer went silent");
+    });
+  });
 }
 
 }  // namespace repld::sim

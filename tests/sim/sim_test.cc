@@ -47,6 +47,7 @@ void RunSeeds(Protocol protocol) {
     faults.pass_on_failures += f.pass_on_failures;
     faults.refusals_checked += f.refusals_checked;
     faults.refusals_primary_dead += f.refusals_primary_dead;
+    faults.half_open += f.half_open;
     faults.trims += f.trims;
     if (!failure.empty() || only != 0) {
       std::string tail;
@@ -78,6 +79,7 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(faults.pass_on_failures, 0u);
     EXPECT_GT(faults.refusals_checked, 0u);
     EXPECT_GT(faults.refusals_primary_dead, 0u);
+    EXPECT_GT(faults.half_open, 0u);
     EXPECT_GT(faults.trims, 0u);
   }
   std::printf(
@@ -96,6 +98,7 @@ void RunSeeds(Protocol protocol) {
       u(faults.pass_on_failures), u(faults.refusals_checked), u(faults.refusals_primary_dead));
   std::printf("protocol %c: %llu trims or zeroes acknowledged\n", ProtocolLetter(protocol),
               u(faults.trims));
+  std::printf("protocol %c: %llu half-open links\n", ProtocolLetter(protocol), u(faults.half_open));
 }
 
 TEST(Sim, ProtocolCLosesNoAcknowledgedWrite) { RunSeeds(Protocol::kC); }

@@ -381,6 +381,7 @@ void World::Execute(Node& n, Action& action) {
 
 void World::Send(int from, Frame f) {
   if (!connected_) return;
+  if (muted_from_ == from && mute_epoch_ == conn_epoch_) return;  // half-open: lost silently
   const int to = 1 - from;
   // In order per connection (TCP), with a random delay.
   Clock when = std::max(now_ + Rand(10, 300), last_delivery_[to]);
@@ -606,7 +607,9 @@ std::string World::Run() {
   if (options_.faults) {
     for (int k = 0, faults = static_cast<int>(Rand(1, 4)); k < faults; ++k) {
       const Clock t = Rand(10'000, phase1_end - 40'000);
-      if (Chance(0.5)) {
+      if (Chance(0.2)) {
+        HalfOpen(t, Rand(2'000, 30'000));
+      } else if (Chance(0.5)) {
         CutLink(t, Rand(2'000, 30'000), "link cut");
       } else {
         At(t, -1, [this] { CrashNode(1); });

@@ -129,6 +129,7 @@ class World {
     uint64_t detaches = 0, pass_on_failures = 0;
     uint64_t refusals_checked = 0;       // promotions of a node that failed a write, refused
     uint64_t refusals_primary_dead = 0;  // of which with the Primary dead, the node behind it
+    uint64_t half_open = 0;              // links that dropped one direction until the ping timeout
     uint64_t trims = 0;                  // trims and zeroes acknowledged
   };
   const FaultCounts& fault_counts() const { return counts_; }
@@ -178,13 +179,14 @@ class World {
   void CheckRead(int node, RequestId id, int error);
   void CheckFailbackData(int target, const std::string& how);
   // sim_faults.cc: disk errors on the Secondary (or a pass_on Primary), the detach and a later
-  // attach of the same disk, the promotion refusals.
+  // attach of the same disk, the promotion refusals; half-open links.
   int InjectedError(Node& n, uint64_t& counter);
   void NoteDiskFailed(Node& n, const DiskFailed& a);
   void DetachDisk(int node);
   void AttachDisk(int node);
   void DiskFaults();
   void CheckFailedNodeRefused(const std::string& when);
+  void HalfOpen(Clock when, Clock for_us);
   void StartTicks();
   void Fail(const std::string& what);
   std::string Where() const;
@@ -245,6 +247,8 @@ class World {
   // run: pass_on's reconnect and the resync's retry of failed passes come from Tick.
   static constexpr Clock kTickUs = 5'000;
   bool ticking_ = false, tick_scheduled_ = false;
+  int muted_from_ = -1;  // half-open link: frames from this node vanish on connection mute_epoch_
+  uint64_t mute_epoch_ = 0;
   FaultCounts counts_;
 
   std::string failure_;
