@@ -1,7 +1,8 @@
 // Faults of the simulator beyond crashes and link cuts (issue #17): disk errors on the
 // Secondary (applies, flushes for the peer, resync writes) under both on_io_error policies, and
 // on a pass_on Primary's own writes; the detach and a later attach of the same disk; the refusal
-// to promote a node that failed a write before a resync repaired it; half-open links.
+// to promote a node that failed a write before a resync repaired it; half-open links; an online
+// verify of a healed pair.
 #include <cerrno>
 
 #include "sim_world.h"
@@ -201,6 +202,29 @@ void World::HalfOpen(Clock when, Clock for_us) {
       if (connected_ && conn_epoch_ == epoch) Disconnect("ping timeout: the peer went silent");
     });
   });
+}
+
+// An online verify of a healed pair (client paused, disks equal) finds no differing byte.
+void World::VerifyHealed() {
+  Replica& r = *nodes_[0]->replica;
+  if (Status st = r.StartVerify(); !st.ok()) {
+    return Fail("online verify of the healed pair refused: " + st.message());
+  }
+  Drain(0);
+  auto done = [&] {
+    const std::optional<VerifyStatus> v = r.Report().verify;
+    return v && !v->running;
+  };
+  RunUntil(now_ + 5'000'000, done);
+  if (!failure_.empty()) return;
+  if (!done()) return Fail("the online verify of the healed pair did not end within 5 s");
+  const VerifyStatus v = *r.Report().verify;
+  if (v.differing_bytes != 0 || v.done_bytes != v.total_bytes) {
+    return Fail("the online verify of the healed pair found " + std::to_string(v.differing_bytes) +
+                " differing bytes (" + std::to_string(v.done_bytes) + " of " +
+                std::to_string(v.total_bytes) + " compared)");
+  }
+  ++counts_.verifies;
 }
 
 }  // namespace repld::sim

@@ -47,6 +47,7 @@ void RunSeeds(Protocol protocol) {
     faults.pass_on_failures += f.pass_on_failures;
     faults.refusals_checked += f.refusals_checked;
     faults.refusals_primary_dead += f.refusals_primary_dead;
+    faults.verifies += f.verifies;
     faults.half_open += f.half_open;
     faults.trims += f.trims;
     if (!failure.empty() || only != 0) {
@@ -79,6 +80,7 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(faults.pass_on_failures, 0u);
     EXPECT_GT(faults.refusals_checked, 0u);
     EXPECT_GT(faults.refusals_primary_dead, 0u);
+    EXPECT_GT(faults.verifies, 0u);
     EXPECT_GT(faults.half_open, 0u);
     EXPECT_GT(faults.trims, 0u);
   }
@@ -99,6 +101,8 @@ void RunSeeds(Protocol protocol) {
   std::printf("protocol %c: %llu trims or zeroes acknowledged\n", ProtocolLetter(protocol),
               u(faults.trims));
   std::printf("protocol %c: %llu half-open links\n", ProtocolLetter(protocol), u(faults.half_open));
+  std::printf("protocol %c: %llu online verifies after healing\n", ProtocolLetter(protocol),
+              u(faults.verifies));
 }
 
 TEST(Sim, ProtocolCLosesNoAcknowledgedWrite) { RunSeeds(Protocol::kC); }

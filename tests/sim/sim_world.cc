@@ -649,6 +649,8 @@ std::string World::Run() {
     return failure_.empty();
   };
   if (!disks_equal("the resync")) return failure_;
+  if (Chance(0.5)) VerifyHealed();
+  if (!failure_.empty()) return failure_;
 
   // Phase 2a (half the worlds): disk errors on the Secondary, or on a pass_on Primary's writes.
   if (options_.faults && Chance(0.5)) {
@@ -657,6 +659,8 @@ std::string World::Run() {
     RunUntil(now_ + 10'000'000, in_sync);
     if (!in_sync()) Fail("the pair did not get back in sync within 10 s after the disk faults");
     if (!failure_.empty() || !disks_equal("disk faults and the resync")) return failure_;
+    if (Chance(0.5)) VerifyHealed();  // also after a detach and attach, or a pass_on resync
+    if (!failure_.empty()) return failure_;
     ticking_ = false;
     acked_ = p.disk.cache;  // a Primary that crashed lost its acknowledged writes not durable
   }

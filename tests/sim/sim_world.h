@@ -129,6 +129,7 @@ class World {
     uint64_t detaches = 0, pass_on_failures = 0;
     uint64_t refusals_checked = 0;       // promotions of a node that failed a write, refused
     uint64_t refusals_primary_dead = 0;  // of which with the Primary dead, the node behind it
+    uint64_t verifies = 0;               // online verifies after healing (0 differing bytes)
     uint64_t half_open = 0;              // links that dropped one direction until the ping timeout
     uint64_t trims = 0;                  // trims and zeroes acknowledged
   };
@@ -179,7 +180,7 @@ class World {
   void CheckRead(int node, RequestId id, int error);
   void CheckFailbackData(int target, const std::string& how);
   // sim_faults.cc: disk errors on the Secondary (or a pass_on Primary), the detach and a later
-  // attach of the same disk, the promotion refusals; half-open links.
+  // attach of the same disk, the promotion refusals; half-open links; verify after healing.
   int InjectedError(Node& n, uint64_t& counter);
   void NoteDiskFailed(Node& n, const DiskFailed& a);
   void DetachDisk(int node);
@@ -188,6 +189,7 @@ class World {
   void CheckFailedNodeRefused(const std::string& when);
   void HalfOpen(Clock when, Clock for_us);
   void StartTicks();
+  void VerifyHealed();
   void Fail(const std::string& what);
   std::string Where() const;
 
