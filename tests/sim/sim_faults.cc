@@ -186,6 +186,17 @@ void World::DiskFaults() {
   if (!connected_ && !connect_pending_) TryConnect();
 }
 
+void World::SecondaryDiskFaults(Clock when, Clock for_us) {
+  At(when, -1, [this] {
+    Node& s = *nodes_[1];
+    s.fault_error = Chance(0.7) ? EIO : ENOSPC;
+    log_.push_back(std::to_string(now_) + " disk faults on node1 (error " +
+                   std::to_string(s.fault_error) + ")");
+    StartTicks();
+  });
+  At(when + for_us, -1, [this] { nodes_[1]->fault_error = 0; });
+}
+
 // A half-open link: from `when`, one node's frames vanish while the other's still arrive, until
 // the keepalive notices (the ping timeout) `for_us` later and the connection drops.
 void World::HalfOpen(Clock when, Clock for_us) {

@@ -527,6 +527,7 @@ void World::CrashNode(int index) {
   if (!n.up) return;
   // Down first: a dead node notices nothing, not even the lost connection.
   n.up = false;
+  n.detaching = false;  // the detach dies with it
   ++n.incarnation;
   Disconnect("node" + std::to_string(index) + " crashed");
   n.disk.Crash(rng_);
@@ -539,6 +540,8 @@ void World::RestartNode(int index) {
   Node& n = *nodes_[static_cast<size_t>(index)];
   if (n.up) return;  // faults overlap: an earlier restart already brought it back
   n.up = true;
+  n.detached = false;  // a restart opens the disk too (an attach)
+  n.detaching = false;
   ++n.incarnation;
   MakeReplica(n);
   if (!connect_pending_) {
@@ -609,6 +612,8 @@ std::string World::Run() {
       const Clock t = Rand(10'000, phase1_end - 40'000);
       if (Chance(0.2)) {
         HalfOpen(t, Rand(2'000, 30'000));
+      } else if (Chance(0.2)) {
+        SecondaryDiskFaults(t, Rand(2'000, 30'000));
       } else if (Chance(0.5)) {
         CutLink(t, Rand(2'000, 30'000), "link cut");
       } else {
@@ -623,6 +628,9 @@ std::string World::Run() {
   // Phase 2: heal; the client pauses until the pair is in sync, then the disks must match.
   client_on_ = false;
   link_up_ = true;
+  RunUntil(now_ + 10'000, [&] { return !s.detaching; });
+  s.fault_error = 0;
+  if (s.detached) AttachDisk(1);
   if (!s.up) RestartNode(1);
   if (!connected_ && !connect_pending_) TryConnect();
   auto in_sync = [&] {
@@ -649,6 +657,7 @@ std::string World::Run() {
     return failure_.empty();
   };
   if (!disks_equal("the resync")) return failure_;
+  ticking_ = false;  // phase 1's disk faults, if any, are healed
   if (Chance(0.5)) VerifyHealed();
   if (!failure_.empty()) return failure_;
 

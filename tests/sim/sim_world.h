@@ -186,6 +186,8 @@ class World {
   void DetachDisk(int node);
   void AttachDisk(int node);
   void DiskFaults();
+  // Phase 1: node 1's disk fails some I/O from `when` for `for_us` (with the other faults).
+  void SecondaryDiskFaults(Clock when, Clock for_us);
   void CheckFailedNodeRefused(const std::string& when);
   void HalfOpen(Clock when, Clock for_us);
   void StartTicks();
