@@ -668,6 +668,11 @@ std::string World::Run() {
     RunUntil(now_ + 10'000'000, in_sync);
     if (!in_sync()) Fail("the pair did not get back in sync within 10 s after the disk faults");
     if (!failure_.empty() || !disks_equal("disk faults and the resync")) return failure_;
+    // Repaired by the resync: promotable again (phase 3 promotes it when the Primary dies).
+    if (s.replica->md().io_error || s.replica->Report().disk_failure) {
+      Fail("node1's disk is in sync but still recorded as failed after the resync");
+      return failure_;
+    }
     if (Chance(0.5)) VerifyHealed();  // also after a detach and attach, or a pass_on resync
     if (!failure_.empty()) return failure_;
     ticking_ = false;
