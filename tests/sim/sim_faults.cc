@@ -166,12 +166,17 @@ void World::DiskFaults() {
   if (client_inflight_ != 0) return Fail("the client's writes did not complete after disk faults");
   RunUntil(now_ + 10'000, [&] { return !s.detaching; });
   const bool failed = target.io_failures != 0 || s.detached;
-  if (s.detached) {
+  const bool was_detached = s.detached;
+  if (was_detached) {
     RunUntil(now_ + Rand(0, 5'000));
     AttachDisk(1);
     Drain(1);
-    if (const Status st = s.replica->Promote(false); st.ok()) {
-      return Fail("node1 was promoted right after it attached the disk that failed");
+    // Not connected yet: the metadata's record of the failure is what refuses it.
+    const Status st = s.replica->Promote(false);
+    if (st.ok()) return Fail("node1 was promoted right after it attached the disk that failed");
+    if (st.message().find("disk failed") == std::string::npos) {
+      return Fail("node1, just attached after its disk failed, was refused for another reason: " +
+                  st.message());
     }
     ++counts_.refusals_checked;
   }
@@ -179,7 +184,7 @@ void World::DiskFaults() {
     // Every frame of the Primary confirmed (written or failed): what node 1 lacks, it lost.
     RunUntil(now_ + 20'000, [&] { return !p.up || p.replica->Report().unacked == 0; });
     if (!failure_.empty()) return;
-    CheckFailedNodeRefused(s.detached ? "detached" : "after the fault");
+    CheckFailedNodeRefused(was_detached ? "detached and attached again" : "after the fault");
     if (!failure_.empty()) return;
   }
   if (on_primary && connected_) Disconnect("reconnect: resync the Primary's failed writes");
