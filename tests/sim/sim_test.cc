@@ -22,6 +22,7 @@ void RunSeeds(Protocol protocol) {
   const uint64_t only = EnvNumber("REPLD_SIM_SEED", 0);
   const uint64_t count = only != 0 ? 1 : EnvNumber("REPLD_SIM_SEEDS", 1000);
   uint64_t reads_checked = 0, remote_reads = 0, raced = 0, won = 0;
+  World::FaultCounts faults;
   for (uint64_t k = 0; k < count; ++k) {
     SimOptions o;
     o.seed = only != 0 ? only : k + 1;
@@ -37,6 +38,18 @@ void RunSeeds(Protocol protocol) {
     remote_reads += world.remote_reads();
     raced += world.promotions_raced();
     won += world.promotions_won();
+    const World::FaultCounts& f = world.fault_counts();
+    faults.apply_errors += f.apply_errors;
+    faults.flush_errors += f.flush_errors;
+    faults.resync_write_errors += f.resync_write_errors;
+    faults.primary_write_errors += f.primary_write_errors;
+    faults.detaches += f.detaches;
+    faults.pass_on_failures += f.pass_on_failures;
+    faults.refusals_checked += f.refusals_checked;
+    faults.refusals_primary_dead += f.refusals_primary_dead;
+    faults.verifies += f.verifies;
+    faults.half_open += f.half_open;
+    faults.trims += f.trims;
     if (!failure.empty() || only != 0) {
       std::string tail;
       const auto& log = world.log();
@@ -57,12 +70,39 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(raced, 0u);
     EXPECT_GT(won, raced / 2);
   }
+  // A fault that never fires proves nothing: over many seeds each must have happened.
+  if (only == 0 && count >= 200) {
+    EXPECT_GT(faults.apply_errors, 0u);
+    EXPECT_GT(faults.flush_errors, 0u);
+    EXPECT_GT(faults.resync_write_errors, 0u);
+    EXPECT_GT(faults.primary_write_errors, 0u);
+    EXPECT_GT(faults.detaches, 0u);
+    EXPECT_GT(faults.pass_on_failures, 0u);
+    EXPECT_GT(faults.refusals_checked, 0u);
+    EXPECT_GT(faults.refusals_primary_dead, 0u);
+    EXPECT_GT(faults.verifies, 0u);
+    EXPECT_GT(faults.half_open, 0u);
+    EXPECT_GT(faults.trims, 0u);
+  }
   std::printf(
       "protocol %c: %llu fast-failback reads checked, %llu served by the peer; %llu crossed "
       "promotions, %llu with one Primary\n",
       ProtocolLetter(protocol), static_cast<unsigned long long>(reads_checked),
       static_cast<unsigned long long>(remote_reads), static_cast<unsigned long long>(raced),
       static_cast<unsigned long long>(won));
+  auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+  std::printf(
+      "protocol %c: disk errors injected: %llu applies, %llu peer flushes, %llu resync writes, "
+      "%llu Primary writes; %llu detaches (attached again), %llu pass_on failures; %llu "
+      "promotions of a failed node refused (%llu with the Primary dead)\n",
+      ProtocolLetter(protocol), u(faults.apply_errors), u(faults.flush_errors),
+      u(faults.resync_write_errors), u(faults.primary_write_errors), u(faults.detaches),
+      u(faults.pass_on_failures), u(faults.refusals_checked), u(faults.refusals_primary_dead));
+  std::printf("protocol %c: %llu trims or zeroes acknowledged\n", ProtocolLetter(protocol),
+              u(faults.trims));
+  std::printf("protocol %c: %llu half-open links\n", ProtocolLetter(protocol), u(faults.half_open));
+  std::printf("protocol %c: %llu online verifies after healing\n", ProtocolLetter(protocol),
+              u(faults.verifies));
 }
 
 TEST(Sim, ProtocolCLosesNoAcknowledgedWrite) { RunSeeds(Protocol::kC); }

@@ -26,6 +26,10 @@ World::World(SimOptions options) : options_(options), rng_(options.seed) {
   for (int i = 0; i < 2; ++i) {
     auto n = std::make_unique<Node>(blocks_);
     n->index = i;
+    // [disk] on_io_error per world: node 1 either way; node 0 (the Primary) only pass_on or
+    // detach without faults (a Primary's failed disk under detach is not modelled).
+    const uint64_t bit = i == 0 ? (options_.seed >> 2) & 1 : (options_.seed >> 1) & 1;
+    n->on_io_error = bit != 0 ? OnIoError::kPassOn : OnIoError::kDetach;
     n->al_on_disk.assign(options_.al_extents, kAlEmpty);
     n->bitmap_on_disk.emplace(options_.data_bytes);
     nodes_.push_back(std::move(n));
@@ -42,6 +46,7 @@ void World::MakeReplica(Node& n) {
   o.max_buffers = options_.max_buffers;
   o.resync_window = 4;
   o.resync_checksums = options_.seed % 2 == 1;  // half the worlds resync by digests first
+  o.on_io_error = n.on_io_error;
   o.seed = options_.seed * 2 + static_cast<uint64_t>(n.index) + n.incarnation * 1000;
   n.replica = std::make_unique<Replica>(
       o, n.md_on_disk, ActivityLog(n.al_on_disk, n.al_seq_on_disk), *n.bitmap_on_disk);
@@ -138,8 +143,14 @@ void World::Execute(Node& n, Action& action) {
       [&](auto& a) {
         using T = std::decay_t<decltype(a)>;
         if constexpr (std::is_same_v<T, SubmitWrite>) {
-          later(20, 400, [&n, id = a.id] {
+          later(20, 400, [this, &n, id = a.id] {
             const Node::ClientWrite& w = n.client_writes.at(id);
+            if (n.replica->role() == Role::kPrimary) {
+              if (const int e = InjectedError(n, counts_.primary_write_errors); e != 0) {
+                n.replica->LocalWriteDone(id, e);  // the block keeps what it had
+                return;
+              }
+            }
             n.disk.Write(w.offset, std::vector<uint64_t>(w.length / kBlock, w.version), w.fua);
             n.replica->LocalWriteDone(id, 0);
           });
@@ -151,7 +162,13 @@ void World::Execute(Node& n, Action& action) {
             n.replica->LocalReadDone(id, 0);
           });
         } else if constexpr (std::is_same_v<T, SubmitFlush>) {
-          later(100, 800, [&n, t = a.token] {
+          later(100, 800, [this, &n, t = a.token] {
+            if (n.replica->role() != Role::kPrimary) {  // a Secondary flushes for the peer only
+              if (const int e = InjectedError(n, counts_.flush_errors); e != 0) {
+                n.replica->LocalFlushDone(t, e);  // the cache keeps it, but nothing is durable
+                return;
+              }
+            }
             n.disk.Flush();
             n.replica->LocalFlushDone(t, 0);
           });
@@ -163,6 +180,7 @@ void World::Execute(Node& n, Action& action) {
           f.offset = w.offset;
           f.length = w.length;
           f.fua = w.fua;
+          f.kind = w.kind;
           f.versions.assign(w.length / kBlock, w.version);
           Send(i, std::move(f));
           later(5, 50, [&n, seq = a.seq] { n.replica->PeerSent(seq); });
@@ -177,9 +195,15 @@ void World::Execute(Node& n, Action& action) {
                  ", which it never received or already applied");
             return;
           }
-          later(20, 400, [&n, key = a.key] {
+          later(20, 400, [this, &n, key = a.key] {
             const Frame f = n.frames.at(key);
             n.frames.erase(key);
+            if (const int e =
+                    InjectedError(n, f.resync ? counts_.resync_write_errors : counts_.apply_errors);
+                e != 0) {
+              n.replica->ApplyDone(key, e);  // the block keeps what it had
+              return;
+            }
             n.disk.Write(f.offset, f.versions, f.fua);
             n.replica->ApplyDone(key, 0);
           });
@@ -260,6 +284,7 @@ void World::Execute(Node& n, Action& action) {
                 if (it->second.fua) durable_[b] = std::max(durable_[b], it->second.version);
               }
               ++acked_writes_;
+              if (it->second.kind != WriteKind::kData) ++counts_.trims;
             }
             // The payload stays until the request is gone from the replica: SendData copies it.
             n.client_writes.erase(it);
@@ -326,10 +351,10 @@ void World::Execute(Node& n, Action& action) {
           f.fua = a.last;
           Send(i, std::move(f));
         } else if constexpr (std::is_same_v<T, DropPeer>) {
-          if (!a.reconnect && !split_phase_) {
+          if (!a.reconnect && !split_phase_ && !n.detaching) {
             Fail("node" + std::to_string(i) + " refused the peer: " + a.reason);
           }
-          if (!a.reconnect) refusals_[i].push_back(a.reason);
+          if (!a.reconnect && !n.detaching) refusals_[i].push_back(a.reason);
           After(0, -1, [this, reason = a.reason] { Disconnect(reason); });
         } else if constexpr (std::is_same_v<T, SendPromoteRequest>) {
           Frame f;
@@ -346,9 +371,7 @@ void World::Execute(Node& n, Action& action) {
         } else if constexpr (std::is_same_v<T, PromotionDone>) {
           n.promotion_done = a;
         } else if constexpr (std::is_same_v<T, DiskFailed>) {
-          // The simulated disks never fail an I/O: a failure reported is a bug in the core.
-          Fail("node" + std::to_string(i) + " reported a disk failure (" + a.failure.what +
-               "), but no simulated I/O failed");
+          NoteDiskFailed(n, a);
         } else if constexpr (std::is_same_v<T, Log>) {
           log_.push_back(std::to_string(now_) + " node" + std::to_string(i) + ": " + a.text);
         }
@@ -358,6 +381,7 @@ void World::Execute(Node& n, Action& action) {
 
 void World::Send(int from, Frame f) {
   if (!connected_) return;
+  if (muted_from_ == from && mute_epoch_ == conn_epoch_) return;  // half-open: lost silently
   const int to = 1 - from;
   // In order per connection (TCP), with a random delay.
   Clock when = std::max(now_ + Rand(10, 300), last_delivery_[to]);
@@ -377,7 +401,7 @@ void World::Deliver(int to, const Frame& f) {
       ++data_delivered_;
       const uint64_t key = next_key_++;
       n.frames.emplace(key, f);
-      if (!n.replica->PeerData(key, f.seq, f.offset, f.length, WriteKind::kData, f.resync)) {
+      if (!n.replica->PeerData(key, f.seq, f.offset, f.length, f.kind, f.resync)) {
         n.frames.erase(key);
       }
       break;
@@ -503,6 +527,7 @@ void World::CrashNode(int index) {
   if (!n.up) return;
   // Down first: a dead node notices nothing, not even the lost connection.
   n.up = false;
+  n.detaching = false;  // the detach dies with it
   ++n.incarnation;
   Disconnect("node" + std::to_string(index) + " crashed");
   n.disk.Crash(rng_);
@@ -515,6 +540,8 @@ void World::RestartNode(int index) {
   Node& n = *nodes_[static_cast<size_t>(index)];
   if (n.up) return;  // faults overlap: an earlier restart already brought it back
   n.up = true;
+  n.detached = false;  // a restart opens the disk too (an attach)
+  n.detaching = false;
   ++n.incarnation;
   MakeReplica(n);
   if (!connect_pending_) {
@@ -557,9 +584,13 @@ void World::ClientIssue() {
       const uint64_t first = Rand(0, span - blocks);
       const uint64_t version = next_version_++;
       const bool fua = Chance(0.1);
-      p.client_writes[id] = Node::ClientWrite{first * kBlock, blocks * kBlock, version, fua};
+      // A trim or zeroes reads as zeroes on every node (BackingStore writes zeroes where it
+      // cannot punch): the same content on both, so its version stands for it like data.
+      const WriteKind kind =
+          Chance(0.05) ? (Chance(0.5) ? WriteKind::kTrim : WriteKind::kZeroes) : WriteKind::kData;
+      p.client_writes[id] = Node::ClientWrite{first * kBlock, blocks * kBlock, version, fua, kind};
       if (failback_phase_) NoteWriteIssued(first * kBlock, blocks * kBlock);
-      p.replica->ClientWrite(id, first * kBlock, blocks * kBlock, WriteKind::kData, fua);
+      p.replica->ClientWrite(id, first * kBlock, blocks * kBlock, kind, fua);
     }
     Drain(p.index);
   }
@@ -579,7 +610,11 @@ std::string World::Run() {
   if (options_.faults) {
     for (int k = 0, faults = static_cast<int>(Rand(1, 4)); k < faults; ++k) {
       const Clock t = Rand(10'000, phase1_end - 40'000);
-      if (Chance(0.5)) {
+      if (Chance(0.2)) {
+        HalfOpen(t, Rand(2'000, 30'000));
+      } else if (Chance(0.2)) {
+        SecondaryDiskFaults(t, Rand(2'000, 30'000));
+      } else if (Chance(0.5)) {
         CutLink(t, Rand(2'000, 30'000), "link cut");
       } else {
         At(t, -1, [this] { CrashNode(1); });
@@ -593,6 +628,9 @@ std::string World::Run() {
   // Phase 2: heal; the client pauses until the pair is in sync, then the disks must match.
   client_on_ = false;
   link_up_ = true;
+  RunUntil(now_ + 10'000, [&] { return !s.detaching; });
+  s.fault_error = 0;
+  if (s.detached) AttachDisk(1);
   if (!s.up) RestartNode(1);
   if (!connected_ && !connect_pending_) TryConnect();
   auto in_sync = [&] {
@@ -619,6 +657,27 @@ std::string World::Run() {
     return failure_.empty();
   };
   if (!disks_equal("the resync")) return failure_;
+  ticking_ = false;  // phase 1's disk faults, if any, are healed
+  if (Chance(0.5)) VerifyHealed();
+  if (!failure_.empty()) return failure_;
+
+  // Phase 2a (half the worlds): disk errors on the Secondary, or on a pass_on Primary's writes.
+  if (options_.faults && Chance(0.5)) {
+    DiskFaults();
+    if (!failure_.empty()) return failure_;
+    RunUntil(now_ + 10'000'000, in_sync);
+    if (!in_sync()) Fail("the pair did not get back in sync within 10 s after the disk faults");
+    if (!failure_.empty() || !disks_equal("disk faults and the resync")) return failure_;
+    // Repaired by the resync: promotable again (phase 3 promotes it when the Primary dies).
+    if (s.replica->md().io_error || s.replica->Report().disk_failure) {
+      Fail("node1's disk is in sync but still recorded as failed after the resync");
+      return failure_;
+    }
+    if (Chance(0.5)) VerifyHealed();  // also after a detach and attach, or a pass_on resync
+    if (!failure_.empty()) return failure_;
+    ticking_ = false;
+    acked_ = p.disk.cache;  // a Primary that crashed lost its acknowledged writes not durable
+  }
 
   // Phase 2b (half the worlds): both nodes lose power at once.
   if (Chance(0.5)) {

@@ -53,6 +53,7 @@ struct Frame {
   uint64_t seq = 0, offset = 0, length = 0;
   std::vector<uint64_t> versions;  // data, read reply: one per 4 KiB block; kCsums: as digests
   bool fua = false, resync = false;
+  WriteKind kind = WriteKind::kData;  // a trim or zeroes carries its write's version as data
   AckKind ack = AckKind::kWritten;
   int error = 0;
   PeerState state;
@@ -75,6 +76,7 @@ struct Node {
   struct ClientWrite {
     uint64_t offset, length, version;
     bool fua;
+    WriteKind kind = WriteKind::kData;  // kTrim / kZeroes: the version stands for the zeroes
   };
   std::unordered_map<RequestId, ClientWrite> client_writes;  // request -> what it writes
   struct ClientRead {
@@ -89,6 +91,13 @@ struct Node {
   std::unordered_map<uint64_t, Frame> resync_reads;  // token -> block read
   std::unordered_map<uint64_t, Frame> csum_frames;   // key -> the peer's digests
   std::optional<PromotionDone> promotion_done;       // the last promotion agreed or refused
+  // Disk faults (sim_faults.cc): while `fault_error` is set, the disk fails some I/O with it
+  // (a Secondary: applies, resync writes and flushes; a Primary: its client's writes).
+  OnIoError on_io_error = OnIoError::kDetach;
+  int fault_error = 0;
+  uint64_t io_failures = 0;  // I/O failed by an injected fault, in this life of the disk
+  bool detaching = false;    // DiskFailed{detach}: the I/O drains, then the disk closes
+  bool detached = false;     // Diskless (no replica) until AttachDisk
   explicit Node(uint64_t blocks) : disk(blocks) {}
 };
 
@@ -114,6 +123,17 @@ class World {
   // Phase 2b: promotions asked on both nodes at once, and how many ended with one Primary.
   uint64_t promotions_raced() const { return promotions_raced_; }
   uint64_t promotions_won() const { return promotions_won_; }
+  // What the faults of sim_faults.cc exercised (each must happen over many seeds).
+  struct FaultCounts {
+    uint64_t apply_errors = 0, flush_errors = 0, resync_write_errors = 0, primary_write_errors = 0;
+    uint64_t detaches = 0, pass_on_failures = 0;
+    uint64_t refusals_checked = 0;       // promotions of a node that failed a write, refused
+    uint64_t refusals_primary_dead = 0;  // of which with the Primary dead, the node behind it
+    uint64_t verifies = 0;               // online verifies after healing (0 differing bytes)
+    uint64_t half_open = 0;              // links that dropped one direction until the ping timeout
+    uint64_t trims = 0;                  // trims and zeroes acknowledged
+  };
+  const FaultCounts& fault_counts() const { return counts_; }
 
  private:
   using Clock = uint64_t;  // microseconds
@@ -159,6 +179,19 @@ class World {
   void NoteWriteDone(const Node::ClientWrite& w, bool ok);
   void CheckRead(int node, RequestId id, int error);
   void CheckFailbackData(int target, const std::string& how);
+  // sim_faults.cc: disk errors on the Secondary (or a pass_on Primary), the detach and a later
+  // attach of the same disk, the promotion refusals; half-open links; verify after healing.
+  int InjectedError(Node& n, uint64_t& counter);
+  void NoteDiskFailed(Node& n, const DiskFailed& a);
+  void DetachDisk(int node);
+  void AttachDisk(int node);
+  void DiskFaults();
+  // Phase 1: node 1's disk fails some I/O from `when` for `for_us` (with the other faults).
+  void SecondaryDiskFaults(Clock when, Clock for_us);
+  void CheckFailedNodeRefused(const std::string& when);
+  void HalfOpen(Clock when, Clock for_us);
+  void StartTicks();
+  void VerifyHealed();
   void Fail(const std::string& what);
   std::string Where() const;
 
@@ -213,6 +246,14 @@ class World {
   int victim_ = 1;
   std::vector<uint64_t> known_max_, failed_max_;
   uint64_t reads_checked_ = 0, remote_reads_ = 0;
+
+  // sim_faults.cc: Ticks (the daemon's once a second, here every kTickUs) while disk faults
+  // run: pass_on's reconnect and the resync's retry of failed passes come from Tick.
+  static constexpr Clock kTickUs = 5'000;
+  bool ticking_ = false, tick_scheduled_ = false;
+  int muted_from_ = -1;  // half-open link: frames from this node vanish on connection mute_epoch_
+  uint64_t mute_epoch_ = 0;
+  FaultCounts counts_;
 
   std::string failure_;
   std::vector<std::string> log_;

@@ -1,0 +1,246 @@
+// Faults of the simulator beyond crashes and link cuts (issue #17): disk errors on the
+// Secondary (applies, flushes for the peer, resync writes) under both on_io_error policies, and
+// on a pass_on Primary's own writes; the detach and a later attach of the same disk; the refusal
+// to promote a node that failed a write before a resync repaired it; half-open links; an online
+// verify of a healed pair.
+#include <cerrno>
+
+#include "sim_world.h"
+
+namespace repld::sim {
+
+// While the node's disk is faulty, about a third of its I/O fails with the fault's errno.
+int World::InjectedError(Node& n, uint64_t& counter) {
+  if (n.fault_error == 0 || !Chance(0.3)) return 0;
+  ++counter;
+  ++n.io_failures;
+  log_.push_back(std::to_string(now_) + " node" + std::to_string(n.index) +
+                 ": injected disk error " + std::to_string(n.fault_error));
+  return n.fault_error;
+}
+
+// DiskFailed, as the daemon carries it out (ReplicatedDevice::ExecuteDiskFailed): under detach
+// the node detaches its disk as 'replctl detach' does; under pass_on nothing more (the core has
+// made the disk Inconsistent and reconnects at its next Tick).
+void World::NoteDiskFailed(Node& n, const DiskFailed& a) {
+  const std::string who = "node" + std::to_string(n.index);
+  if (n.io_failures == 0) {
+    return Fail(who + " reported a disk failure (" + a.failure.what +
+                "), but no simulated I/O failed");
+  }
+  if (n.replica->role() == Role::kPrimary) {
+    return Fail(who + ", Primary, reported a disk failure: its failed writes go to its clients");
+  }
+  if (a.detach != (n.on_io_error == OnIoError::kDetach)) {
+    return Fail(who + " reported a disk failure with detach = " + (a.detach ? "true" : "false") +
+                " under the other on_io_error policy");
+  }
+  // The node is never promoted with this disk: without --force, nor (while it is Failed, being
+  // detached) with it. The refusal names the failure.
+  for (const bool force : {false, true}) {
+    if (force && !a.detach) break;  // pass_on: --force makes its data count, as documented
+    const Status st = n.replica->Promote(force);
+    if (st.ok()) {
+      return Fail(who + " failed a write and was promoted (force " + std::to_string(force) + ")");
+    }
+    if (st.message().find("disk failed") == std::string::npos) {
+      return Fail(who +
+                  " failed a write; its promotion was refused for another reason: " + st.message());
+    }
+    ++counts_.refusals_checked;
+  }
+  if (!a.detach) {
+    ++counts_.pass_on_failures;
+    return;
+  }
+  if (n.detaching || n.detached) return;
+  const int i = n.index;
+  After(0, i, [this, i] { DetachDisk(i); });
+}
+
+// Resource::Detach: the peer link drops (the peer hears why), the disk's I/O finishes, the disk
+// is synced, the bitmap and superblock written (Replica::Shutdown), and the disk closed.
+void World::DetachDisk(int index) {
+  Node& n = *nodes_[static_cast<size_t>(index)];
+  if (!n.up || n.detaching || n.detached) return;
+  n.detaching = true;
+  n.replica->Disconnect("node" + std::to_string(index) + "'s disk failed: it detaches");
+  Drain(index);
+  // Every simulated I/O takes at most 800 us; a StandAlone Secondary starts none.
+  After(2'000, index, [this, index] {
+    Node& n = *nodes_[static_cast<size_t>(index)];
+    n.disk.Flush();  // BackingStore::SyncNow
+    n.replica->Shutdown();
+    Drain(index);
+    n.replica.reset();
+    n.up = false;
+    ++n.incarnation;
+    n.detaching = false;
+    n.detached = true;
+    ++counts_.detaches;
+    log_.push_back(std::to_string(now_) + " node" + std::to_string(index) +
+                   " detached its failed disk: Diskless");
+  });
+}
+
+// replctl attach of the same disk, repaired: the metadata is read as at start (it records the
+// failure), and the link starts again.
+void World::AttachDisk(int index) {
+  Node& n = *nodes_[static_cast<size_t>(index)];
+  if (!n.detached) return;
+  n.detached = false;
+  n.io_failures = 0;
+  log_.push_back(std::to_string(now_) + " node" + std::to_string(index) + " attaches its disk");
+  RestartNode(index);
+}
+
+void World::StartTicks() {
+  ticking_ = true;
+  if (tick_scheduled_) return;
+  tick_scheduled_ = true;
+  After(kTickUs, -1, [this] {
+    tick_scheduled_ = false;
+    if (!ticking_) return;
+    for (auto& n : nodes_) {
+      if (!n->up) continue;
+      n->replica->Tick();
+      Drain(n->index);
+    }
+    StartTicks();
+  });
+}
+
+// With the client drained and every frame confirmed, node 1 lacks a block of node 0's only if
+// a failed write (or a resync not yet done) left it behind: then it must refuse a promotion.
+void World::CheckFailedNodeRefused(const std::string& when) {
+  Node& p = *nodes_[0];
+  Node& s = *nodes_[1];
+  if (!s.up) return;  // Diskless: the daemon refuses it without asking the core
+  uint64_t differing = 0;
+  for (uint64_t b = 0; b < blocks_; ++b) differing += p.disk.cache[b] != s.disk.cache[b] ? 1 : 0;
+  CrashNode(0);
+  client_inflight_ = 0;  // the requests in flight died with the Primary
+  flushes_.clear();
+  if (differing != 0) {
+    Status st = PromoteNow(1, false);
+    if (!failure_.empty()) return;
+    if (st.ok()) {
+      return Fail("node1 lacks " + std::to_string(differing) + " blocks of the Primary's " +
+                  "after its disk failed (" + when + "), and was promoted when the Primary died");
+    }
+    ++counts_.refusals_checked;
+    ++counts_.refusals_primary_dead;
+    log_.push_back(std::to_string(now_) + " node1 refused (" + when + "): " + st.message());
+  }
+  // Back to node 0 as Primary, which resyncs node 1 (or fails it again, if it was promoted).
+  if (s.replica->role() == Role::kPrimary && !Demote(1)) return;
+  RestartNode(0);
+  if (Status st = nodes_[0]->replica->Promote(false); !st.ok()) {
+    return Fail("promoting node 0 after its crash failed: " + st.message());
+  }
+  Drain(0);
+}
+
+// Phase 2a: the client writes while one disk fails some of its I/O for a while: node 1's (the
+// Secondary's), or node 0's own writes when node 0 is pass_on. Then the fault is cleared, a
+// detached disk attached again, and the pair must heal to equal disks. Half the time the
+// Primary dies first, while node 1 may still lack what its disk failed: it must be refused.
+void World::DiskFaults() {
+  Node& p = *nodes_[0];
+  Node& s = *nodes_[1];
+  const bool on_primary = p.on_io_error == OnIoError::kPassOn && Chance(0.3);
+  Node& target = on_primary ? p : s;
+  target.io_failures = 0;
+  target.fault_error = Chance(0.7) ? EIO : ENOSPC;
+  log_.push_back(std::to_string(now_) + " disk faults on node" + std::to_string(target.index) +
+                 " (error " + std::to_string(target.fault_error) + ", on_io_error " +
+                 (target.on_io_error == OnIoError::kDetach ? "detach" : "pass_on") + ")");
+  StartTicks();
+  client_on_ = true;
+  ClientIssue();
+  RunUntil(now_ + Rand(5'000, 40'000));
+  target.fault_error = 0;  // repaired
+  client_on_ = false;
+  RunUntil(now_ + 20'000, [&] { return client_inflight_ == 0; });
+  if (!failure_.empty()) return;
+  if (client_inflight_ != 0) return Fail("the client's writes did not complete after disk faults");
+  RunUntil(now_ + 10'000, [&] { return !s.detaching; });
+  const bool failed = target.io_failures != 0 || s.detached;
+  const bool was_detached = s.detached;
+  if (was_detached) {
+    RunUntil(now_ + Rand(0, 5'000));
+    AttachDisk(1);
+    Drain(1);
+    // Not connected yet: the metadata's record of the failure is what refuses it.
+    const Status st = s.replica->Promote(false);
+    if (st.ok()) return Fail("node1 was promoted right after it attached the disk that failed");
+    if (st.message().find("disk failed") == std::string::npos) {
+      return Fail("node1, just attached after its disk failed, was refused for another reason: " +
+                  st.message());
+    }
+    ++counts_.refusals_checked;
+  }
+  if (failed && !on_primary && Chance(0.5)) {
+    // Every frame of the Primary confirmed (written or failed): what node 1 lacks, it lost.
+    RunUntil(now_ + 20'000, [&] { return !p.up || p.replica->Report().unacked == 0; });
+    if (!failure_.empty()) return;
+    CheckFailedNodeRefused(was_detached ? "detached and attached again" : "after the fault");
+    if (!failure_.empty()) return;
+  }
+  if (on_primary && connected_) Disconnect("reconnect: resync the Primary's failed writes");
+  if (!connected_ && !connect_pending_) TryConnect();
+}
+
+void World::SecondaryDiskFaults(Clock when, Clock for_us) {
+  At(when, -1, [this] {
+    Node& s = *nodes_[1];
+    s.fault_error = Chance(0.7) ? EIO : ENOSPC;
+    log_.push_back(std::to_string(now_) + " disk faults on node1 (error " +
+                   std::to_string(s.fault_error) + ")");
+    StartTicks();
+  });
+  At(when + for_us, -1, [this] { nodes_[1]->fault_error = 0; });
+}
+
+// A half-open link: from `when`, one node's frames vanish while the other's still arrive, until
+// the keepalive notices (the ping timeout) `for_us` later and the connection drops.
+void World::HalfOpen(Clock when, Clock for_us) {
+  const int from = static_cast<int>(Rand(0, 1));
+  At(when, -1, [this, from, for_us] {
+    if (!connected_) return;
+    muted_from_ = from;
+    mute_epoch_ = conn_epoch_;
+    ++counts_.half_open;
+    log_.push_back(std::to_string(now_) + " half-open link: node" + std::to_string(from) +
+                   "'s frames are lost");
+    After(for_us, -1, [this, epoch = conn_epoch_] {
+      if (mute_epoch_ == epoch) muted_from_ = -1;
+      if (connected_ && conn_epoch_ == epoch) Disconnect("ping timeout: the peer went silent");
+    });
+  });
+}
+
+// An online verify of a healed pair (client paused, disks equal) finds no differing byte.
+void World::VerifyHealed() {
+  Replica& r = *nodes_[0]->replica;
+  if (Status st = r.StartVerify(); !st.ok()) {
+    return Fail("online verify of the healed pair refused: " + st.message());
+  }
+  Drain(0);
+  auto done = [&] {
+    const std::optional<VerifyStatus> v = r.Report().verify;
+    return v && !v->running;
+  };
+  RunUntil(now_ + 5'000'000, done);
+  if (!failure_.empty()) return;
+  if (!done()) return Fail("the online verify of the healed pair did not end within 5 s");
+  const VerifyStatus v = *r.Report().verify;
+  if (v.differing_bytes != 0 || v.done_bytes != v.total_bytes) {
+    return Fail("the online verify of the healed pair found " + std::to_string(v.differing_bytes) +
+                " differing bytes (" + std::to_string(v.done_bytes) + " of " +
+                std::to_string(v.total_bytes) + " compared)");
+  }
+  ++counts_.verifies;
+}
+
+}  // namespace repld::sim
