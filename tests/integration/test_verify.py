@@ -23,12 +23,16 @@ class VerifyTest(harness.ReplTestCase):
 
     def test_verify_finds_the_damage_and_a_reconnect_repairs_it(self):
         pair = damaged_pair()
+        # Paused, the verify cannot finish before the second one is asked for (64 MiB take
+        # less than one replctl call on a fast disk: the check raced).
+        self.assertEqual(pair.replctl("beta", "pause-sync").returncode, 0)
         cp = pair.replctl("beta", "verify")  # either node may run it
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertIn("online verify started", cp.stdout)
         cp = pair.replctl("beta", "verify")
         self.assertEqual(cp.returncode, 1, "a second verify while one runs")
         self.assertIn("VerifyS", cp.stderr)
+        self.assertEqual(pair.replctl("beta", "resume-sync").returncode, 0)
         st = pair.wait_status("beta", lambda s: s["verify"] and not s["verify"]["running"], 60,
                               "verify finished")
         size = pair.data_bytes("alpha")
