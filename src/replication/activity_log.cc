@@ -7,10 +7,7 @@
 namespace repld {
 
 ActivityLog::ActivityLog(std::vector<uint32_t> table, uint64_t seq)
-    : table_(std::move(table)),
-      refs_(table_.size(), 0),
-      last_use_(table_.size(), 0),
-      seq_(seq) {
+    : table_(std::move(table)), refs_(table_.size(), 0), last_use_(table_.size(), 0), seq_(seq) {
   REPLD_CHECK(!table_.empty());
   for (uint32_t slot = 0; slot < table_.size(); ++slot) {
     if (table_[slot] != kAlEmpty) slot_of_[table_[slot]] = slot;
@@ -83,8 +80,8 @@ void ActivityLog::Commit(const AlTransactionPlan& plan) {
   }
   table_ = plan.table;
   for (uint32_t extent : plan.added) {
-    const auto slot = static_cast<uint32_t>(
-        std::find(table_.begin(), table_.end(), extent) - table_.begin());
+    const auto slot =
+        static_cast<uint32_t>(std::find(table_.begin(), table_.end(), extent) - table_.begin());
     slot_of_[extent] = slot;
   }
   seq_ = plan.seq;

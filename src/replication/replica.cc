@@ -22,6 +22,9 @@ Replica::Replica(ReplicaOptions options, MdState md, ActivityLog al, Bitmap bitm
     if (md_.disk == DiskState::kUpToDate || md_.disk == DiskState::kFailed) {
       md_.disk = DiskState::kInconsistent;  // never trusted until a resync
     }
+    // A whole resync from the peer: writes this disk missed while it was failed (a diskless
+    // Primary's, served by the peer alone) are recorded nowhere else.
+    bitmap_.SetRange(0, options_.data_bytes);
   }
   if (md_.primary) {
     // It was Primary and did not demote cleanly: the peer may lack any write of a hot extent.

@@ -18,7 +18,11 @@ bool Replica::PrimaryDiskFailed(const std::string& what, int error) {
   Emit(PersistBitmap{});        // where the disk still takes a write
   SetDisk(DiskState::kFailed);  // and the superblock, with the io_error flag
   Emit(DiskFailed{*disk_failure_, true, true});
-  const bool serves = PeerCanServe();
+  // Marks of an in-sync Primary are writes the peer lacks (it failed them): only our disk had
+  // them, so serving from the peer would return or flush over stale data. A fast-failback
+  // Primary's marks are the opposite (blocks only the peer has).
+  const bool serves =
+      PeerCanServe() && (repl_ == ReplState::kSyncTarget || bitmap_.CountSet() == 0);
   Emit(Log{2, failed + "; on_io_error = detach: detaching it. " +
                   (serves ? std::string("This Primary is Diskless and serves through its peer "
                                         "until 'replctl attach'")

@@ -368,6 +368,11 @@ bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t len
                   true});
     return false;
   }
+  if (!HasDisk()) {
+    // No disk to write to (failed, or a demoted diskless Primary): the sender marks the block.
+    Emit(SendAck{AckKind::kWritten, seq, EIO});
+    return false;
+  }
   // A fast-failback Primary takes the resync's blocks, and only those.
   const bool writable = role_ != Role::kPrimary || (resync && repl_ == ReplState::kSyncTarget);
   if (!writable || offset + length > options_.data_bytes) {

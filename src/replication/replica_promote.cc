@@ -20,6 +20,12 @@
 namespace repld {
 
 Status Replica::CheckPromote(bool force) const {
+  if (!HasDisk() && md_.disk != DiskState::kFailed) {
+    // --force would make "no disk" the data that counts and overwrite the peer's, the only copy.
+    return Status::Invalid(
+        "this node has no disk (Diskless): it is not promoted, with or without --force; "
+        "'replctl detach', replace or repair the disk, then 'replctl attach'");
+  }
   if (md_.disk == DiskState::kFailed) {
     return Status::Invalid("the disk failed " + disk_failure_->what + " (error " +
                            std::to_string(disk_failure_->error) + ", " +

@@ -384,5 +384,76 @@ TEST(ReplicaDiskless, AWaitingWriteFailsWhenThePeerGoes) {
   EXPECT_TRUE(n.primary.CheckInvariants().empty()) << n.primary.CheckInvariants();
 }
 
+// Review findings: a diskless node is never promoted, not even with --force (its "data" is no
+// disk at all, and the peer's is the only copy).
+TEST(ReplicaDiskless, ADemotedDisklessPrimaryIsNotPromotedEvenWithForce) {
+  Node n(OnIoError::kDetach, /*connected=*/false);
+  n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
+  for (const WriteAl& al : All<WriteAl>(n.primary.TakeActions()))
+    n.primary.AlWritten(al.plan.seq, 0);
+  (void)n.primary.TakeActions();
+  n.primary.LocalWriteDone(1, EIO);
+  (void)n.primary.TakeActions();
+  ASSERT_EQ(n.primary.disk(), DiskState::kDiskless);
+  ASSERT_TRUE(n.primary.Demote(0).ok());
+  for (bool force : {false, true}) {
+    const Status s = n.primary.Promote(force);
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("no disk"), std::string::npos) << s.message();
+  }
+}
+
+// A Primary whose peer failed a write (the block is marked: only this disk had it) cannot go on
+// through that peer when its own disk fails: the peer's copy of the block is stale.
+TEST(ReplicaDiskless, APrimaryWithBlocksOnlyItsDiskHadDoesNotServeFromThePeer) {
+  Node n;
+  const uint64_t seq = n.StartWrite(1, 0);
+  n.primary.LocalWriteDone(1, 0);
+  n.primary.PeerAck(AckKind::kWritten, seq, EIO);  // the peer failed it: marked here
+  (void)n.primary.TakeActions();
+  ASSERT_GT(n.primary.Report().out_of_sync_bytes, 0u);
+  const uint64_t seq2 = n.StartWrite(2, 8 * kMiB);
+  n.primary.PeerAck(AckKind::kWritten, seq2, 0);
+  n.primary.LocalWriteDone(2, EIO);
+  const std::vector<Action> actions = n.primary.TakeActions();
+  EXPECT_FALSE(All<DropPeer>(actions).empty()) << "no serving through a stale peer";
+  n.primary.PeerDown("dropped");
+  n.primary.ClientRead(3, 0, 4096);
+  const std::vector<Complete> done = Completes(n.primary.TakeActions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].error, EIO);
+}
+
+// A node without a disk answers the peer's writes with EIO (the sender marks them) instead of
+// submitting them to a failed disk.
+TEST(ReplicaDiskless, ADisklessNodeAnswersThePeersWritesWithAnError) {
+  Node n;
+  const uint64_t seq = n.StartWrite(1, 0);
+  n.primary.PeerAck(AckKind::kWritten, seq, 0);
+  n.primary.LocalWriteDone(1, EIO);  // Diskless, serving through the peer
+  (void)n.primary.TakeActions();
+  ASSERT_TRUE(n.primary.diskless_primary());
+  ASSERT_EQ(n.primary.conn(), ConnState::kConnected);
+  ASSERT_TRUE(n.primary.Demote(0).ok());  // the peer takes over; this node stays connected
+  (void)n.primary.TakeActions();
+  EXPECT_FALSE(n.primary.PeerData(7, 1, 0, 4096, WriteKind::kData, false));
+  const std::vector<SendAck> acks = All<SendAck>(n.primary.TakeActions());
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].error, EIO);
+}
+
+// A disk whose metadata records a failure is resynced whole from the peer when it is attached
+// again: writes it missed while failed (a diskless Primary's) are recorded nowhere else.
+TEST(ReplicaDiskless, ADiskThatFailedIsResyncedWholeWhenAttachedAgain) {
+  MdState md;
+  md.ids = kAtX;
+  md.disk = DiskState::kFailed;
+  md.io_error = true;
+  Replica r(Options("alpha", OnIoError::kDetach), md,
+            ActivityLog(std::vector<uint32_t>(16, kAlEmpty), 0), Bitmap(kData));
+  EXPECT_EQ(r.disk(), DiskState::kInconsistent);
+  EXPECT_EQ(r.Report().out_of_sync_bytes, kData);
+}
+
 }  // namespace
 }  // namespace repld
