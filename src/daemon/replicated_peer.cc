@@ -40,6 +40,11 @@ asio::awaitable<Status> ReplicatedDevice::Promote(bool force) {
   }
   Status s = ChangeMd([&] { return replica_->Promote(force); },
                       "promoted, but writing the metadata failed (see the log)");
+  if (!s.ok() && replica_->promotion_pending()) {
+    // Reported as failed (a metadata write failed meanwhile): a late grant must not promote.
+    replica_->AbandonPromotion(s.message());
+    Drain();
+  }
   if (!s.ok() || !replica_->promotion_pending()) co_return s;
   asio::steady_timer wait(io_);
   wait.expires_after(kPromotionAnswerTimeout);
