@@ -633,6 +633,34 @@ class NbdkitFuseDisk:
         run_cleanup(self._token)
 
 
+def nbdkit_dd_disk(path: str, size: int, **scripts: str) -> list[str]:
+    """nbdkit arguments for a disk of `size` bytes over the plain file `path`, read and written
+    with dd by nbdkit's eval plugin: a disk with no trim, no zero and no holes, whose other
+    methods (`flush=...`, `can_trim=...`) the caller scripts in `scripts`."""
+    dd = "dd bs=512 status=none iflag=fullblock"
+    methods = {"get_size": f"echo {size}",
+               "pread": f"{dd} if={path} skip=$(($4/512)) count=$(($3/512))",
+               "pwrite": f"{dd} of={path} seek=$(($4/512)) count=$(($3/512)) conv=notrunc",
+               "can_flush": "exit 0", "flush": f"sync {path}",
+               "can_trim": "exit 3", "can_zero": "exit 3"}
+    methods.update(scripts)
+    return ["eval"] + [f"{name}={script}" for name, script in methods.items()]
+
+
+def nbdkit_disk_prerequisites(*tools: str) -> str | None:
+    """Why a test with an nbdkit disk under nbdfuse cannot run here (None: it can)."""
+    if os.geteuid() != 0:
+        return "needs root (FUSE)"
+    for tool in ("nbdkit", "nbdfuse", "fusermount3", *tools):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse missing"
+    if run(["nbdkit", "--dump-plugin", "memory"], timeout=30).returncode != 0:
+        return "nbdkit's memory plugin is not installed"
+    return None
+
+
 class FailingDisk:
     """A disk of `size` bytes whose `ops` (nbdkit's names: pwrite, zero, trim, flush, pread) fail
     with EIO while `trigger` exists: nbdkit's memory plugin behind the error filter, exposed as a

@@ -146,11 +146,16 @@ class Pair:
         cp = self.replctl(node, *args)
         assert cp.returncode == 0, f"primary on {node}: {cp.stdout}{cp.stderr}"
 
-    def up_primary(self, node: str = "alpha") -> None:
+    def up_primary(self, node: str = "alpha", test=None) -> None:
         """create-md, start both, connect, make `node` Primary (--force: a fresh pair), wait
-        for the initial full sync."""
+        for the initial full sync. With `test`, both daemons are stopped at that test's cleanup
+        (before what it registered earlier, such as a FUSE disk under them)."""
         self.create_md()
         self.start_all()
+        if test is not None:
+            for n in self.NODES:
+                test.addCleanup(lambda n=n: self.daemon[n] is not None and self.daemon[n].alive()
+                                and self.daemon[n].stop())
         self.wait_connected()
         self.promote(node, force=True)
         self.wait_in_sync()

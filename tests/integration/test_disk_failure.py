@@ -26,35 +26,21 @@ Needs root (FUSE), nbdkit with its error filter, nbdfuse, nbdcopy. Every nbdkit 
 process it starts is stopped, by PID, and every mount undone, also when it fails."""
 
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import MiB, run  # noqa: E402
 from pair import Pair  # noqa: E402
+from test_split_brain import write  # noqa: E402
 
 DISK = 64 * MiB
-
-
-def prerequisites() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (FUSE)"
-    for tool in ("nbdkit", "nbdfuse", "fusermount3", "nbdcopy"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse missing"
-    cp = run(["nbdkit", "--dump-plugin", "memory"], timeout=30)
-    if cp.returncode != 0:
-        return "nbdkit's memory plugin is not installed"
-    return None
 
 
 class DiskFailureTest(harness.ReplTestCase):
 
     def setUp(self):
-        why = prerequisites()
+        why = harness.nbdkit_disk_prerequisites("nbdcopy")
         if why:
             self.skipTest(why)
 
@@ -62,23 +48,8 @@ class DiskFailureTest(harness.ReplTestCase):
                                ) -> tuple[Pair, harness.FailingDisk]:
         pair = Pair(disk_size=DISK, disk=disk_table)
         disk = pair.use_failing_disk(self, "beta")
-        pair.create_md()
-        pair.start_all()
-        for n in Pair.NODES:
-            self.addCleanup(lambda n=n: pair.daemon[n] is not None and pair.daemon[n].alive()
-                            and pair.daemon[n].stop())
-        pair.wait_connected()
-        pair.promote("alpha", force=True)
-        pair.wait_in_sync(timeout=120)
+        pair.up_primary("alpha", test=self)
         return pair, disk
-
-    def write_through_alpha(self, pair: Pair, offset: int, data: bytes) -> None:
-        h = harness.open_nbd(pair.socket["alpha"], pair.resource)
-        try:
-            h.pwrite(data, offset)
-            h.flush()
-        finally:
-            harness.close_nbd(h)
 
     def nbdcopy_to_alpha(self, pair: Pair, data: bytes) -> None:
         """nbdcopy --flush of `data` to the start of the device, as in the issue."""
@@ -119,12 +90,12 @@ class DiskFailureTest(harness.ReplTestCase):
 
     def test_a_failing_secondary_detaches_is_not_promoted_and_attach_resyncs_it(self):
         pair, disk = self.pair_with_failing_beta()
-        self.write_through_alpha(pair, 8 * MiB, os.urandom(4 * MiB))
+        write(pair, "alpha", 8 * MiB, os.urandom(4 * MiB))
         pair.wait_in_sync()
 
         err = self.fail_and_detach(pair, disk)
         # The Primary keeps serving, with beta gone.
-        self.write_through_alpha(pair, 20 * MiB, os.urandom(MiB))
+        write(pair, "alpha", 20 * MiB, os.urandom(MiB))
         for args in ((), ("--force",)):
             self.refused_promotion(pair, *args, why="the disk failed " + err["what"])
         self.refused_promotion(pair, why="replace it and run 'replctl attach r0'")
@@ -176,7 +147,7 @@ class DiskFailureTest(harness.ReplTestCase):
         self.assertIn("peer failed frame", pair.daemon["alpha"].log_text(),
                       "the Primary got the error")
         self.refused_promotion(pair, why="has not been repaired by a resync")
-        self.write_through_alpha(pair, 16 * MiB, os.urandom(MiB))  # the Primary serves on
+        write(pair, "alpha", 16 * MiB, os.urandom(MiB))  # the Primary serves on
 
         disk.fail_writes(False)
         pair.wait_in_sync(timeout=150)  # the reconnect's resync, once the disk takes writes

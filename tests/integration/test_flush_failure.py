@@ -26,30 +26,24 @@ DISK = 32 * MiB
 
 class FlushFailureTest(harness.ReplTestCase):
 
+    def setUp(self):
+        why = harness.nbdkit_disk_prerequisites()
+        if why:
+            self.skipTest(why)
+
     def test_a_secondary_whose_flush_fails_detaches_and_is_never_promoted_with_it(self):
         pair = Pair(disk_size=DISK)
         plain = pair.disk["beta"] + ".plain"
         os.rename(pair.disk["beta"], plain)
         trigger = os.path.join(pair.tmp, "fail-flush")
-        dd = "dd bs=512 status=none iflag=fullblock"
-        disk = harness.NbdkitFuseDisk(pair.tmp, "beta", [
-            "eval", f"get_size=echo {DISK}",
-            f"pread={dd} if={plain} skip=$(($4/512)) count=$(($3/512))",
-            f"pwrite={dd} of={plain} seek=$(($4/512)) count=$(($3/512)) conv=notrunc",
-            "can_flush=exit 0",
-            f"flush=if [ -e {trigger} ]; then echo 'EIO flush failed' >&2; exit 1; fi; "
-            f"sync {plain}"])
+        disk = harness.NbdkitFuseDisk(pair.tmp, "beta", harness.nbdkit_dd_disk(
+            plain, DISK,
+            flush=f"if [ -e {trigger} ]; then echo 'EIO flush failed' >&2; exit 1; fi; "
+                  f"sync {plain}"))
         self.addCleanup(disk.close)
         os.symlink(disk.file, pair.disk["beta"])
         pair.external_metadata()
-        pair.create_md()
-        pair.start_all()
-        for n in Pair.NODES:
-            self.addCleanup(lambda n=n: pair.daemon[n] is not None and pair.daemon[n].alive()
-                            and pair.daemon[n].stop())
-        pair.wait_connected()
-        pair.promote("alpha", force=True)
-        pair.wait_in_sync()
+        pair.up_primary("alpha", test=self)
         write(pair, "alpha", 0, os.urandom(MiB))
 
         open(trigger, "w").close()

@@ -20,7 +20,6 @@ it starts is stopped, by PID, and every mount undone, also when it fails."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -34,23 +33,10 @@ FIO_JOB = ["--name=failing", "--rw=randwrite", "--bs=4k", "--iodepth=8", "--size
            "--randrepeat=1", "--rate=6m"]
 
 
-def prerequisites() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (FUSE)"
-    for tool in ("nbdkit", "nbdfuse", "fusermount3", "fio"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse missing"
-    if run(["nbdkit", "--dump-plugin", "memory"], timeout=30).returncode != 0:
-        return "nbdkit's memory plugin is not installed"
-    return None
-
-
 class PrimaryDiskFailureTest(harness.ReplTestCase):
 
     def setUp(self):
-        why = prerequisites()
+        why = harness.nbdkit_disk_prerequisites("fio")
         if why:
             self.skipTest(why)
 
@@ -78,14 +64,7 @@ class PrimaryDiskFailureTest(harness.ReplTestCase):
         pair = Pair(disk_size=DISK)
         disk = pair.use_failing_disk(self, "alpha",
                                      ops=("pwrite", "zero", "trim", "pread"))
-        pair.create_md()
-        pair.start_all()
-        for n in Pair.NODES:
-            self.addCleanup(lambda n=n: pair.daemon[n] is not None and pair.daemon[n].alive()
-                            and pair.daemon[n].stop())
-        pair.wait_connected()
-        pair.promote("alpha", force=True)
-        pair.wait_in_sync(timeout=120)
+        pair.up_primary("alpha", test=self)
 
         # fio through the Primary; its disk starts failing a second into the write phase.
         out = os.path.join(pair.tmp, "fio.json")

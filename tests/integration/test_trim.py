@@ -18,49 +18,44 @@ from pair import Pair  # noqa: E402
 
 class TrimTest(harness.ReplTestCase):
 
+    def setUp(self):
+        why = harness.nbdkit_disk_prerequisites()
+        if why:
+            self.skipTest(why)
+
     def test_a_trim_reads_as_zeroes_on_both_nodes(self):
         size = 32 * MiB
         pair = Pair(disk_size=size)
         plain = pair.disk["beta"] + ".plain"
         os.rename(pair.disk["beta"], plain)
-        dd = "dd bs=512 status=none iflag=fullblock"
-        disk = harness.NbdkitFuseDisk(pair.tmp, "beta", [
-            "eval", f"get_size=echo {size}",
-            f"pread={dd} if={plain} skip=$(($4/512)) count=$(($3/512))",
-            f"pwrite={dd} of={plain} seek=$(($4/512)) count=$(($3/512)) conv=notrunc",
-            "can_flush=exit 0", f"flush=sync {plain}", "can_trim=exit 3", "can_zero=exit 3"])
+        disk = harness.NbdkitFuseDisk(pair.tmp, "beta", harness.nbdkit_dd_disk(plain, size))
+        self.addCleanup(disk.close)
+        os.symlink(disk.file, pair.disk["beta"])
+        pair.up_primary("alpha", test=self)
+
+        data = os.urandom(8 * MiB)
+        h = harness.open_nbd(pair.socket["alpha"], pair.resource)
         try:
-            os.symlink(disk.file, pair.disk["beta"])
-            pair.up_primary("alpha")
-
-            data = os.urandom(8 * MiB)
-            h = harness.open_nbd(pair.socket["alpha"], pair.resource)
-            try:
-                h.pwrite(data, 0)
-                h.flush()
-                h.trim(4 * MiB, 2 * MiB)
-                h.flush()
-                self.assertEqual(h.pread(4 * MiB, 2 * MiB), bytes(4 * MiB),
-                                 "the trimmed range reads as zeroes through the Primary")
-            finally:
-                harness.close_nbd(h)
-            pair.wait_in_sync()
-
-            cp = pair.replctl("alpha", "verify", "--wait", timeout=120)
-            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-            self.assertIn("no difference", cp.stdout)
-            size = pair.data_bytes("alpha")
-            for n in Pair.NODES:
-                self.assertEqual(pair.daemon[n].stop(), 0, pair.log_tails())
-            self.assertEqual(pair.read_disk("beta", 2 * MiB, 4 * MiB), bytes(4 * MiB))
-            self.assertEqual(pair.read_disk("beta", 0, 2 * MiB), data[:2 * MiB])
-            self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size))
-            self.assertIn("TRIM requests write zeroes instead", pair.daemon["beta"].log_text())
+            h.pwrite(data, 0)
+            h.flush()
+            h.trim(4 * MiB, 2 * MiB)
+            h.flush()
+            self.assertEqual(h.pread(4 * MiB, 2 * MiB), bytes(4 * MiB),
+                             "the trimmed range reads as zeroes through the Primary")
         finally:
-            for n in Pair.NODES:
-                if pair.daemon[n] is not None and pair.daemon[n].alive():
-                    pair.daemon[n].stop()
-            disk.close()
+            harness.close_nbd(h)
+        pair.wait_in_sync()
+
+        cp = pair.replctl("alpha", "verify", "--wait", timeout=120)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("no difference", cp.stdout)
+        size = pair.data_bytes("alpha")
+        for n in Pair.NODES:
+            self.assertEqual(pair.daemon[n].stop(), 0, pair.log_tails())
+        self.assertEqual(pair.read_disk("beta", 2 * MiB, 4 * MiB), bytes(4 * MiB))
+        self.assertEqual(pair.read_disk("beta", 0, 2 * MiB), data[:2 * MiB])
+        self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size))
+        self.assertIn("TRIM requests write zeroes instead", pair.daemon["beta"].log_text())
 
 
 if __name__ == "__main__":
