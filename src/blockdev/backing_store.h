@@ -46,7 +46,16 @@ struct DiskIo {
   uint8_t stage = 0;
 };
 
-class BackingStore : public BlockSink {
+// What a ReplicatedDevice needs of its local disk: requests, their geometry and a synchronous
+// flush. The BackingStore in repld; a simulated disk in tests/sim.
+class DiskSink : public BlockSink {
+ public:
+  virtual const BackingInfo& info() const = 0;
+  // Synchronous fdatasync: every completed write is durable when it returns OK.
+  virtual Status SyncNow() = 0;
+};
+
+class BackingStore : public DiskSink {
  public:
   // Opens `path` read-write. Errors name the path and the reason.
   static Result<std::unique_ptr<BackingStore>> Open(const std::string& path, DirectIoMode mode,
@@ -57,7 +66,7 @@ class BackingStore : public BlockSink {
   BackingStore(const BackingStore&) = delete;
   BackingStore& operator=(const BackingStore&) = delete;
 
-  const BackingInfo& info() const { return info_; }
+  const BackingInfo& info() const override { return info_; }
   const std::string& path() const { return path_; }
 
   // Starts the request; io->done runs on the loop thread when it finished or failed. Requests
@@ -65,7 +74,7 @@ class BackingStore : public BlockSink {
   void Submit(DiskIo* io) override;
 
   // Synchronous fdatasync, for shutdown.
-  Status SyncNow();
+  Status SyncNow() override;
 
   // Bytes of the requests that completed without error: reads, and writes with trims and
   // write-zeroes (as the replication core counts them). A one-node resource's status shows these.

@@ -55,17 +55,31 @@ struct MdProbe {
   std::string detail;  // kDamaged: what is wrong; kValid: uuid and creation
 };
 
-class MdDevice {
+// What the daemon reads and writes of its metadata once it runs (ReplicatedDevice): the
+// MdDevice in repld, a simulated one in tests/sim. Every write is durable when it returns OK.
+class MetadataStore {
+ public:
+  virtual ~MetadataStore() = default;
+  // Where it is, for messages.
+  virtual const std::string& md_path() const = 0;
+  virtual Result<MdProbe> Probe() const = 0;
+  virtual Result<MdContents> Read() = 0;
+  virtual Status WriteSuperblock(const Superblock& sb) = 0;
+  virtual Status WriteAlTransaction(const AlTransaction& txn) = 0;
+  virtual Status WriteBitmapPages(const Bitmap& bitmap, std::span<const uint64_t> pages) = 0;
+};
+
+class MdDevice : public MetadataStore {
  public:
   static Result<std::unique_ptr<MdDevice>> Open(const MdLocation& where,
                                                 const MdOpenOptions& options);
-  ~MdDevice();
+  ~MdDevice() override;
   MdDevice(const MdDevice&) = delete;
   MdDevice& operator=(const MdDevice&) = delete;
 
   const MdLocation& location() const { return where_; }
   // The metadata's device: the data disk (internal) or the external path.
-  const std::string& md_path() const;
+  const std::string& md_path() const override;
   uint64_t data_disk_bytes() const { return data_disk_bytes_; }
   uint64_t md_device_bytes() const { return md_device_bytes_; }
   // The layout create-md would write on this device.
@@ -73,11 +87,11 @@ class MdDevice {
   // The file system at the start of the data disk, if one is recognised.
   Result<std::optional<FileSystemInfo>> DetectDataFileSystem() const;
   // Whether the superblock's place holds metadata. Errors are read errors only.
-  Result<MdProbe> Probe() const;
+  Result<MdProbe> Probe() const override;
 
   // Reads and checks superblock, activity log and bitmap. Messages name the path, the block
   // (byte offset) and what is wrong; nothing is ever rewritten here.
-  Result<MdContents> Read();
+  Result<MdContents> Read() override;
   // Fresh metadata: invalidates any old superblock, writes an empty AL and a zeroed bitmap,
   // then `sb` (whose layout must be Layout(sb.al_extents)), each step durable before the next.
   // `progress`, if set, hears the bytes zeroed so far of the total, after each chunk.
@@ -85,11 +99,11 @@ class MdDevice {
   Status Create(const Superblock& sb, const Progress& progress = {});
 
   // After Read() or Create(): updates on the same metadata (same UUID and layout).
-  Status WriteSuperblock(const Superblock& sb);
+  Status WriteSuperblock(const Superblock& sb) override;
   // Writes transaction `txn` to its slot (seq % al_slots).
-  Status WriteAlTransaction(const AlTransaction& txn);
+  Status WriteAlTransaction(const AlTransaction& txn) override;
   // Writes the given pages of `bitmap` (from Bitmap::DirtyPages()), then syncs once.
-  Status WriteBitmapPages(const Bitmap& bitmap, std::span<const uint64_t> pages);
+  Status WriteBitmapPages(const Bitmap& bitmap, std::span<const uint64_t> pages) override;
 
  private:
   MdDevice(MdLocation where, int data_fd, int md_fd, uint64_t data_bytes, uint64_t md_bytes,

@@ -41,116 +41,48 @@
 #include <string>
 
 #include "blockdev/buffer_pool.h"
+#include "daemon/peer_port.h"
 #include "replication/peer_proto.h"
 #include "replication/replica.h"
 
 namespace repld {
 
-struct PeerLinkConfig {
-  std::string resource;
-  std::string node;          // this node
-  std::string peer_node;     // the other node
-  std::string address;       // HOST:PORT this node listens on (used when it is the acceptor)
-  std::string peer_address;  // HOST:PORT of the peer (used when this node connects)
-  std::string secret;
-  Protocol protocol = Protocol::kC;
-  uint64_t data_bytes = 0;
-  std::chrono::milliseconds ping_interval{10'000};
-  std::chrono::milliseconds ping_timeout{500};
-  uint32_t ko_count = 7;
-  std::chrono::milliseconds connect_timeout{10'000};
-  std::chrono::milliseconds reconnect_max{10'000};
-};
-
-// What the link tells its owner. All calls come on the io_context's thread. Between OnDown and
-// the next OnUp nothing else is delivered (frames of a dead connection are dropped).
-class PeerLinkHandler {
- public:
-  virtual ~PeerLinkHandler() = default;
-  // Our State for the handshake (role, disk, generation ids, sizes).
-  virtual PeerState HandshakeState() = 0;
-  // The link is trying to reach the peer (after start, and after every drop).
-  virtual void OnConnecting() = 0;
-  // `features`: the peer::kFeature* bits both sides agreed on in the Hello exchange; `sent`:
-  // the State this node sent in the handshake, as the peer decoded it (the peer decides from
-  // it, so this node does too).
-  virtual void OnUp(const PeerState& peer, uint64_t features, const PeerState& sent) = 0;
-  virtual void OnDown(const std::string& reason) = 0;
-  // A Data frame whose payload CRC checked (a write, a resync block, or a read reply). `chunks`
-  // hold the data (for a plain write: the length_bytes rounded up to whole chunks; empty for
-  // ZEROES/TRIM); they now belong to the handler, which gives them back to the receive pool.
-  virtual void OnData(const peer::Data& head, std::span<uint8_t* const> chunks) = 0;
-  virtual void OnRecvAck(uint64_t seq) = 0;
-  virtual void OnWriteAck(uint64_t seq, int error) = 0;
-  virtual void OnFlush(uint64_t seq) = 0;
-  virtual void OnFlushAck(uint64_t seq, int error) = 0;
-  virtual void OnState(const PeerState& peer) = 0;
-  virtual void OnOutOfSync(const peer::OutOfSync& message) = 0;
-  virtual void OnCsums(const peer::Csums& message) = 0;
-  virtual void OnCsumReply(const peer::CsumReply& message) = 0;
-  virtual void OnReadRequest(const peer::ReadRequest& message) = 0;
-  virtual void OnReadError(const peer::ReadError& message) = 0;
-  virtual void OnPromoteRequest(uint64_t token) = 0;
-  virtual void OnPromoteReply(const peer::PromoteReply& message) = 0;
-  // A frame queued with SendData left (sent = true: handed to the socket) or will never leave
-  // (sent = false: the connection closed first). Comes exactly once per SendData that returned
-  // true, and only then may the handler reuse the buffers it passed.
-  virtual void OnSendDone(uint64_t cookie, bool sent) = 0;
-};
-
-class PeerLink {
+class PeerLink : public PeerPort {
  public:
   static constexpr size_t kSendBatchMax = 64;
 
   PeerLink(asio::io_context& io, PeerLinkConfig config, PeerLinkHandler& handler,
            BufferPool& receive_pool);
   // Like Stop(), but silent: no handler call (the handler may be half destroyed).
-  ~PeerLink();
+  ~PeerLink() override;
   PeerLink(const PeerLink&) = delete;
   PeerLink& operator=(const PeerLink&) = delete;
 
   // Starts listening (acceptor) or connecting (connector). Fails if the listen address cannot
   // be bound (the message names it).
-  [[nodiscard]] Status Start();
-  // Closes everything; OnDown comes if a peer was up. Pending sends get OnSendDone(false).
-  // All of it before Stop() returns; no handler call comes after.
-  void Stop();
-  // Closes the current connection (sending an Error with `reason` first, best effort) and, if
-  // `reconnect`, tries again after the backoff; otherwise stays down until Start() again.
-  // up() is false at once; OnSendDone(false) and OnDown(reason) come from the loop, later.
-  void Drop(const std::string& reason, bool reconnect);
-
-  // replctl adjust: takes the secret and the keepalive and reconnect settings of `tunables`
-  // (the rest stays). A session reads them when it uses them: the keepalive from its next ping,
+  [[nodiscard]] Status Start() override;
+  // The rest of PeerPort (peer_port.h). Drop sends an Error with the reason first, best effort.
+  // Retune: a session reads the new values when it uses them: the keepalive from its next ping,
   // connect_timeout and the secret from the next handshake, reconnect_max from the next retry.
-  void Retune(const PeerLinkConfig& tunables);
-
-  bool up() const;
-  // The round trip of the last answered keepalive ping; none while no peer is up or before the
-  // first answer.
-  std::optional<std::chrono::microseconds> peer_rtt() const;
-  // Why the last connection attempt or connection ended; empty if none did.
-  const std::string& last_error() const;
-
-  // Queue a Data frame with `data` (nullptr-free iovecs, total head.length_bytes; empty for
-  // ZEROES/TRIM). Returns false if no peer is up (nothing queued, no OnSendDone).
-  bool SendData(const peer::Data& head, std::span<const iovec> data, uint64_t cookie);
-  // Small frames; dropped silently when no peer is up.
-  void SendRecvAck(uint64_t seq);
-  void SendWriteAck(uint64_t seq, int error);
-  void SendFlush(uint64_t seq);
-  void SendFlushAck(uint64_t seq, int error);
-  void SendState(const PeerState& state);
-  // One frame of the sync target's bitmap (runs.size() <= peer::kOutOfSyncRunsMax).
-  void SendOutOfSync(std::span<const OutOfSyncRun> runs, bool last);
-  void SendCsums(const peer::Csums& message);
-  void SendCsumReply(uint64_t seq, std::span<const OutOfSyncRun> differing, int error);
-  // Fast failback: ask the peer for data; its answer is a Data frame with kDataFlagReadReply
-  // (SendData, on the peer) or a ReadError.
-  void SendReadRequest(uint64_t seq, uint64_t offset_bytes, uint32_t length_bytes);
-  void SendReadError(uint64_t seq, int error);
-  void SendPromoteRequest(uint64_t token);
-  void SendPromoteReply(const peer::PromoteReply& message);
+  void Stop() override;
+  void Drop(const std::string& reason, bool reconnect) override;
+  void Retune(const PeerLinkConfig& tunables) override;
+  bool up() const override;
+  std::optional<std::chrono::microseconds> peer_rtt() const override;
+  const std::string& last_error() const override;
+  bool SendData(const peer::Data& head, std::span<const iovec> data, uint64_t cookie) override;
+  void SendRecvAck(uint64_t seq) override;
+  void SendWriteAck(uint64_t seq, int error) override;
+  void SendFlush(uint64_t seq) override;
+  void SendFlushAck(uint64_t seq, int error) override;
+  void SendState(const PeerState& state) override;
+  void SendOutOfSync(std::span<const OutOfSyncRun> runs, bool last) override;
+  void SendCsums(const peer::Csums& message) override;
+  void SendCsumReply(uint64_t seq, std::span<const OutOfSyncRun> differing, int error) override;
+  void SendReadRequest(uint64_t seq, uint64_t offset_bytes, uint32_t length_bytes) override;
+  void SendReadError(uint64_t seq, int error) override;
+  void SendPromoteRequest(uint64_t token) override;
+  void SendPromoteReply(const peer::PromoteReply& message) override;
 
  private:
   void SendSmall(std::span<const uint8_t> frame);

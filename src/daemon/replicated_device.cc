@@ -17,7 +17,7 @@
 namespace repld {
 
 ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& config,
-                                   const NodeConfig& node, BackingStore& store, Options options)
+                                   const NodeConfig& node, DiskSink& store, Options options)
     : io_(io), config_(config), node_(node), store_(store), options_(options), tick_(io) {}
 
 ReplicatedDevice::~ReplicatedDevice() {
@@ -29,7 +29,7 @@ ReplicatedDevice::~ReplicatedDevice() {
 Result<std::unique_ptr<ReplicatedDevice>> ReplicatedDevice::Open(asio::io_context& io,
                                                                  const ResourceConfig& config,
                                                                  const NodeConfig& node,
-                                                                 BackingStore& store,
+                                                                 DiskSink& store,
                                                                  Options options) {
   std::unique_ptr<ReplicatedDevice> d(new ReplicatedDevice(io, config, node, store, options));
   if (Status s = d->Load(); !s.ok()) return s;
@@ -38,9 +38,15 @@ Result<std::unique_ptr<ReplicatedDevice>> ReplicatedDevice::Open(asio::io_contex
 
 Status ReplicatedDevice::Load() {
   const MdLocation where{node_.disk, EffectiveMetaDisk(config_, node_)};
-  auto md = MdDevice::Open(where, MdOpenOptions{.writable = true, .lock = false});
-  if (!md.ok()) return md.status();
-  md_ = std::move(md).value();
+  if (options_.open_metadata) {
+    auto md = options_.open_metadata(where);
+    if (!md.ok()) return md.status();
+    md_ = std::move(md).value();
+  } else {
+    auto md = MdDevice::Open(where, MdOpenOptions{.writable = true, .lock = false});
+    if (!md.ok()) return md.status();
+    md_ = std::move(md).value();
+  }
   auto probe = md_->Probe();
   if (!probe.ok()) return probe.status();
   if (probe->presence == MdPresence::kNone) {
@@ -94,10 +100,12 @@ Status ReplicatedDevice::Load() {
 
   const auto peer = PeerOf(config_, node_);
   REPLD_CHECK(peer.has_value());
-  uint64_t seed = 0;
-  if (Status s = peer::RandomBytes(std::span(reinterpret_cast<uint8_t*>(&seed), sizeof seed));
-      !s.ok()) {
-    return s;
+  uint64_t seed = options_.core_seed;
+  if (seed == 0) {
+    if (Status s = peer::RandomBytes(std::span(reinterpret_cast<uint8_t*>(&seed), sizeof seed));
+        !s.ok()) {
+      return s;
+    }
   }
   ReplicaOptions ro;
   ro.node_name = node_.name;
@@ -106,6 +114,7 @@ Status ReplicatedDevice::Load() {
   ro.protocol = config_.protocol;
   ro.max_buffers = config_.net.max_buffers;
   ro.resync_block_bytes = resync_block_bytes_;
+  if (options_.resync_window != 0) ro.resync_window = options_.resync_window;
   ro.resync_rate_bytes = config_.resync.rate_bytes;
   ro.rate_slices_per_tick = kRateSlicesPerTick;
   ro.split_brain = config_.net.split_brain;
@@ -115,7 +124,15 @@ Status ReplicatedDevice::Load() {
   ro.out_of_sync_runs_max = peer::kOutOfSyncRunsMax;
   ro.seed = seed;
   ro.on_io_error = config_.on_io_error;
-  replica_ = std::make_unique<Replica>(ro, MdStateFromSuperblock(superblock_),
+  MdState md = MdStateFromSuperblock(superblock_);
+  if (options_.disk_failed_before && !md.io_error) {
+    spdlog::warn(
+        "resource {}: the disk failed before it was detached and its metadata does not record "
+        "it (that write failed too): it is Inconsistent until a full resync from the peer",
+        config_.name);
+    md.io_error = true;
+  }
+  replica_ = std::make_unique<Replica>(ro, md,
                                        ActivityLog(contents->al.table, contents->al.seq),
                                        std::move(contents->bitmap));
 
@@ -132,8 +149,12 @@ Status ReplicatedDevice::Load() {
   }
   receive_pool_ = std::make_unique<BufferPool>(io_.get_executor(), options_.receive_pool_bytes);
 
-  link_ = std::make_unique<PeerLink>(io_, LinkConfig(), static_cast<PeerLinkHandler&>(*this),
-                                     *receive_pool_);
+  auto& handler = static_cast<PeerLinkHandler&>(*this);
+  if (options_.make_peer_port) {
+    link_ = options_.make_peer_port(LinkConfig(), handler, *receive_pool_);
+  } else {
+    link_ = std::make_unique<PeerLink>(io_, LinkConfig(), handler, *receive_pool_);
+  }
   const ReplicaStatus st = replica_->Report();
   spdlog::info("resource {}: metadata on {}: disk {}, {} out of sync, generation {:016X}",
                config_.name, md_->md_path(), DiskStateName(st.disk),
@@ -257,9 +278,28 @@ Status ReplicatedDevice::StartVerify() {
 
 Status ReplicatedDevice::Start() {
   if (Status s = link_->Start(); !s.ok()) return s;
+  if (!options_.timer) return Status::Ok();
   tick_.expires_after(std::chrono::seconds(0));
   StartTick();
   return Status::Ok();
+}
+
+void ReplicatedDevice::RateSlice() {
+  replica_->RateSlice();
+  Drain();
+}
+
+void ReplicatedDevice::Tick() {
+  replica_->Tick();
+  Drain();
+  const ReplicaStatus st = replica_->Report();
+  if (st.repl == ReplState::kSyncSource || st.repl == ReplState::kSyncTarget) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch();
+    progress_.Sample(std::chrono::duration<double>(now).count(), st.resync_done_bytes,
+                     st.resync_total_bytes);
+  } else {
+    progress_.Reset();
+  }
 }
 
 // Every 100 ms the resync gets a slice of its rate's budget; every tenth time the core's Tick
@@ -274,21 +314,10 @@ void ReplicatedDevice::StartTick() {
   tick_.async_wait([this](const asio::error_code& ec) {
     if (ec || stopped_) return;
     if (++slices_ < kRateSlicesPerTick) {
-      replica_->RateSlice();
-      Drain();
-      StartTick();
-      return;
-    }
-    slices_ = 0;
-    replica_->Tick();
-    Drain();
-    const ReplicaStatus st = replica_->Report();
-    if (st.repl == ReplState::kSyncSource || st.repl == ReplState::kSyncTarget) {
-      const auto now = std::chrono::steady_clock::now().time_since_epoch();
-      progress_.Sample(std::chrono::duration<double>(now).count(), st.resync_done_bytes,
-                       st.resync_total_bytes);
+      RateSlice();
     } else {
-      progress_.Reset();
+      slices_ = 0;
+      Tick();
     }
     StartTick();
   });
@@ -606,9 +635,10 @@ void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
 }
 
 void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
-  if (md_failed_ && !md.primary) {
+  if (md_failed_ && !md.primary && !md.io_error) {
     // After a failed metadata write, never mark the disk clean: the next start must treat
-    // this node as crashed and resync its activity log.
+    // this node as crashed and resync its activity log. (Recording the failure is another
+    // matter: that makes the next start resync the whole disk.)
     spdlog::error(
         "resource {}: not writing a clean superblock after an earlier metadata "
         "write failed",
@@ -626,6 +656,8 @@ void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
           "node was Primary, so a restart resyncs its activity log",
           config_.name, s.message());
       md_failed_ = true;
+      replica_->MetadataWriteFailed("flushing the disk before marking it clean",
+                                    s.code() > 0 ? s.code() : EIO);
       return;
     }
   }

@@ -1,7 +1,12 @@
 // A replicated resource's block device on this node: the adapter between the replication core
 // (Replica, which does no I/O) and the real parts. Frontend requests come in as DiskIo (it is a
-// BlockSink) and become core events; the core's actions become local disk I/O (BackingStore),
-// frames on the PeerLink, metadata writes (MdDevice) and replies to the frontend.
+// BlockSink) and become core events; the core's actions become local disk I/O (a DiskSink: the
+// BackingStore), frames on a PeerPort (the PeerLink), metadata writes (a MetadataStore: the
+// MdDevice) and replies to the frontend.
+//
+// The parts are seams: tests/sim builds this very adapter on a simulated disk, network and
+// metadata, on an io_context it polls, with the timer off (it calls Tick and RateSlice on its
+// own clock) and a seeded core (Options).
 //
 // Buffers. A client write's data stays in the frontend's buffers: the local write and the send
 // to the peer both read them, and the reply (which frees them) waits until the link is done
@@ -40,6 +45,7 @@
 #include "daemon/config.h"
 #include "daemon/control_proto.h"
 #include "daemon/peer_link.h"
+#include "daemon/peer_port.h"
 #include "daemon/resync_progress.h"
 #include "replication/block_digest.h"
 #include "replication/replica.h"
@@ -51,13 +57,23 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   struct Options {
     uint32_t requests_max = 1024;  // frontend requests in flight at most
     uint64_t receive_pool_bytes = 64ULL << 20;
+    // The seams (see the top of this file); unset, the real parts.
+    std::function<Result<std::unique_ptr<MetadataStore>>(const MdLocation&)> open_metadata;
+    std::function<std::unique_ptr<PeerPort>(const PeerLinkConfig&, PeerLinkHandler&, BufferPool&)>
+        make_peer_port;
+    bool timer = true;        // false: the owner calls RateSlice and Tick
+    uint64_t core_seed = 0;   // the core's randomness (tokens, generation ids); 0: random
+    uint32_t resync_window = 0;  // resync blocks in flight; 0: the core's default
+    // The owner detached this disk after it failed, and its metadata may not say so (the
+    // write that records the failure can fail too): opened as failed, resynced whole.
+    bool disk_failed_before = false;
   };
 
   // Reads the metadata (refusing a disk without it, or with metadata of another resource) and
   // builds the core. Nothing starts yet.
   static Result<std::unique_ptr<ReplicatedDevice>> Open(asio::io_context& io,
                                                         const ResourceConfig& config,
-                                                        const NodeConfig& node, BackingStore& store,
+                                                        const NodeConfig& node, DiskSink& store,
                                                         Options options);
   ~ReplicatedDevice() override;
 
@@ -77,6 +93,12 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // replctl primary. Connected, the peer must agree first (Replica::Promote): this waits for
   // its answer, at most kPromotionAnswerTimeout, and says why it was refused.
   asio::awaitable<Status> Promote(bool force);
+  // Promote without the waiting: BeginPromote asks (an error: refused at once); while
+  // promotion_pending() the peer has not answered; then FinishPromote says how it ended (and
+  // abandons the promotion if it is still pending: the answer came too late).
+  Status BeginPromote(bool force);
+  bool promotion_pending() const { return replica_->promotion_pending(); }
+  Status FinishPromote();
   Status Demote(uint32_t open_clients);
   // replctl connect / disconnect: leave StandAlone and start the link again; drop the peer and
   // stay StandAlone. `message` tells what happened (nothing, when it already was so).
@@ -94,6 +116,12 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   // net's secret, keepalive, reconnect and split-brain keys, [resync], [startup]).
   void Retune(const ResourceConfig& live);
   ReplicaStatus Report() const { return replica_->Report(); }
+  // The core, read-only: its state for tests/sim's invariant checks.
+  const Replica& core() const { return *replica_; }
+  // The timer's work (Options::timer): RateSlice kRateSlicesPerTick times a second, Tick once.
+  void RateSlice();
+  void Tick();
+  static constexpr uint32_t kRateSlicesPerTick = 10;
   Role role() const { return replica_->role(); }
   // The disk failed under on_io_error = detach while Primary: serving through the peer.
   bool diskless_primary() const { return replica_->diskless_primary(); }
@@ -182,7 +210,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   static constexpr size_t kCsumWorkMax = 2 * peer::kCsumsInFlightMax;
 
   ReplicatedDevice(asio::io_context& io, const ResourceConfig& config, const NodeConfig& node,
-                   BackingStore& store, Options options);
+                   DiskSink& store, Options options);
   Status Load();
   PeerLinkConfig LinkConfig() const;
   void SubmitAlWrite();
@@ -258,10 +286,10 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   asio::io_context& io_;
   ResourceConfig config_;
   NodeConfig node_;
-  BackingStore& store_;
+  DiskSink& store_;
   Options options_;
   uint64_t data_bytes_ = 0;
-  std::unique_ptr<MdDevice> md_;
+  std::unique_ptr<MetadataStore> md_;
   Superblock superblock_;  // as on disk
   bool degraded_at_start_ = false;
   std::function<void()> on_state_change_;
@@ -270,8 +298,7 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   std::optional<Replica::StateKey> state_key_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<BufferPool> receive_pool_;
-  std::unique_ptr<PeerLink> link_;
-  static constexpr uint32_t kRateSlicesPerTick = 10;
+  std::unique_ptr<PeerPort> link_;
   asio::steady_timer tick_;
   uint32_t slices_ = 0;  // RateSlice calls since the last Tick
 

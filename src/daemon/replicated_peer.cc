@@ -32,11 +32,22 @@ void ReplicatedDevice::OnUp(const PeerState& peer, uint64_t features, const Peer
 }
 
 asio::awaitable<Status> ReplicatedDevice::Promote(bool force) {
+  if (Status s = BeginPromote(force); !s.ok() || !promotion_pending()) co_return s;
+  asio::steady_timer wait(io_);
+  wait.expires_after(kPromotionAnswerTimeout);
+  promotion_wait_ = &wait;
+  std::error_code ec;
+  co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  promotion_wait_ = nullptr;
+  co_return FinishPromote();
+}
+
+Status ReplicatedDevice::BeginPromote(bool force) {
   promotion_done_.reset();
   // A failed disk is refused for what it is, before any other reason (a metadata write that
   // failed on it, too).
   if (replica_->disk() == DiskState::kFailed || (replica_->md().io_error && !force)) {
-    co_return replica_->Promote(force);
+    return replica_->Promote(force);
   }
   Status s = ChangeMd([&] { return replica_->Promote(force); },
                       "promoted, but writing the metadata failed (see the log)");
@@ -45,25 +56,21 @@ asio::awaitable<Status> ReplicatedDevice::Promote(bool force) {
     replica_->AbandonPromotion(s.message());
     Drain();
   }
-  if (!s.ok() || !replica_->promotion_pending()) co_return s;
-  asio::steady_timer wait(io_);
-  wait.expires_after(kPromotionAnswerTimeout);
-  promotion_wait_ = &wait;
-  std::error_code ec;
-  co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  promotion_wait_ = nullptr;
+  return s;
+}
+
+Status ReplicatedDevice::FinishPromote() {
   if (!promotion_done_) {
     replica_->AbandonPromotion("the peer did not answer within " +
                                std::to_string(kPromotionAnswerTimeout.count()) + " s");
     Drain();
   }
-  if (!promotion_done_) co_return Status::Invalid("the promotion ended without an answer");
+  if (!promotion_done_) return Status::Invalid("the promotion ended without an answer");
   const PromotionDone done = *promotion_done_;
   promotion_done_.reset();
-  if (done.error != 0) co_return Status::Invalid("not promoted: " + done.message);
-  if (md_failed_)
-    co_return Status::Invalid("promoted, but writing the metadata failed (see the log)");
-  co_return Status::Ok();
+  if (done.error != 0) return Status::Invalid("not promoted: " + done.message);
+  if (md_failed_) return Status::Invalid("promoted, but writing the metadata failed (see the log)");
+  return Status::Ok();
 }
 
 void ReplicatedDevice::OnPromoteRequest(uint64_t token) {

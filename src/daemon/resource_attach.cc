@@ -120,7 +120,9 @@ Status Resource::Attach(std::string& message) {
   const std::string context = "cannot attach " + node_.disk + ": ";
   auto store = BackingStore::Open(node_.disk, config_.direct_io, *ring_);
   if (!store.ok()) return Status::Error(store.status().code(), context + store.status().message());
-  auto device = ReplicatedDevice::Open(io_, config_, node_, *store.value(), device_options_);
+  ReplicatedDevice::Options options = device_options_;
+  options.disk_failed_before = disk_error_.has_value();  // what its metadata may have missed
+  auto device = ReplicatedDevice::Open(io_, config_, node_, *store.value(), options);
   if (!device.ok()) {
     return Status::Error(device.status().code(), context + device.status().message());
   }

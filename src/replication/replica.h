@@ -350,7 +350,9 @@ class Replica {
   // requests and bytes the peer may have here count it until then.
   void ReadReplySent(uint64_t key);
   // The caller failed to write the superblock, the bitmap or (outside AlWritten) the activity
-  // log: on a Primary under on_io_error = detach the disk fails as for a data write.
+  // log, or to flush the disk before it marked it clean: on a Primary under on_io_error =
+  // detach the disk fails as for a data write; a Secondary detaches under either policy (as
+  // DRBD: pass_on passes data errors on, and there is no one to pass a metadata error to).
   void MetadataWriteFailed(const std::string& what, int error);
   // A diskless Primary (its disk failed under detach, replica_diskless.cc): no local disk, every
   // read and write goes to the peer. False for a Secondary, which the caller detaches instead.
@@ -604,8 +606,9 @@ class Replica {
   void NewCurrentId();
   void SetDisk(DiskState d);
   // The local disk failed `what` (a Secondary's apply of the peer's write, resync write or
-  // flush for the peer): [disk] on_io_error says whether it detaches or passes the error on.
-  void LocalDiskFailed(const std::string& what, int error);
+  // flush for the peer): [disk] on_io_error says whether it detaches or passes the error on;
+  // a failed metadata write detaches whatever the policy.
+  void LocalDiskFailed(const std::string& what, int error, bool metadata = false);
   // Tick: the reconnect LocalDiskFailed asked for under pass_on, once its error acks had time
   // to leave.
   void PassOnReconnect();

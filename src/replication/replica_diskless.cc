@@ -49,8 +49,10 @@ bool Replica::PrimaryDiskFailed(const std::string& what, int error) {
 }
 
 void Replica::MetadataWriteFailed(const std::string& what, int error) {
-  if (!PrimaryDetaches() || !HasDisk()) return;  // a Secondary: the caller marks its md failed
-  PrimaryDiskFailed(what, error);
+  if (!HasDisk()) return;
+  if (role_ != Role::kPrimary) return LocalDiskFailed(what, error, /*metadata=*/true);
+  // A Primary under pass_on keeps its disk; the caller refuses further metadata changes.
+  if (PrimaryDetaches()) PrimaryDiskFailed(what, error);
 }
 
 }  // namespace repld

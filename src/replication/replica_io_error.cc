@@ -8,7 +8,7 @@
 
 namespace repld {
 
-void Replica::LocalDiskFailed(const std::string& what, int error) {
+void Replica::LocalDiskFailed(const std::string& what, int error, bool metadata) {
   // A Primary's failed writes go back to its clients, and their blocks are marked (LocalWriteDone).
   if (role_ == Role::kPrimary) return;
   // Detaching already: the I/O still in flight may fail too.
@@ -18,10 +18,12 @@ void Replica::LocalDiskFailed(const std::string& what, int error) {
   if (!disk_failure_ || disk_failure_->error == 0) disk_failure_ = DiskFailure{what, error};
   md_.io_error = true;
   Emit(PersistBitmap{});  // the marked blocks, where the disk still takes a write
-  if (options_.on_io_error == OnIoError::kDetach) {
+  if (options_.on_io_error == OnIoError::kDetach || metadata) {
     Emit(Log{2, failed +
-                    "; on_io_error = detach: detaching it. This node is Diskless until 'replctl "
-                    "attach' and is not promoted with this disk"});
+                    (metadata ? std::string("; a metadata failure detaches under either on_io_error")
+                              : std::string("; on_io_error = detach")) +
+                    ": detaching it. This node is Diskless until 'replctl attach' and is not "
+                    "promoted with this disk"});
     SetDisk(DiskState::kFailed);
     Emit(DiskFailed{*disk_failure_, true});
     return;

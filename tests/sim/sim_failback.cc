@@ -12,11 +12,11 @@ namespace repld::sim {
 
 void World::FastFailback() {
   const int t = victim_, u = 1 - victim_;
-  Replica& tr = *nodes_[static_cast<size_t>(t)]->replica;
+  const Node& tn = NodeAt(t);
   std::string how;
   if (!MakeTarget(t, how)) return;
   auto ready = [&] {
-    const ReplicaStatus s = tr.Report();
+    const ReplicaStatus s = tn.core().Report();
     return connected_ && s.repl == ReplState::kSyncTarget && s.peer &&
            s.peer->role == Role::kSecondary && s.peer->disk == DiskState::kUpToDate;
   };
@@ -27,7 +27,7 @@ void World::FastFailback() {
     return Fail("fast failback: promoting the sync target failed: " + st.message());
   }
   // The survivor's disk is the truth from here; the client writes and reads on the victim.
-  known_max_ = nodes_[static_cast<size_t>(u)]->disk.cache;
+  known_max_ = NodeAt(u).disk.cache;
   failed_max_.assign(blocks_, 0);
   failback_phase_ = true;
   client_node_ = t;
@@ -50,10 +50,9 @@ void World::FastFailback() {
 // The victim (a connected Secondary) falls behind the survivor, which ends up Secondary too.
 bool World::MakeTarget(int target, std::string& how) {
   const int u = 1 - target;
-  Replica& ur = *nodes_[static_cast<size_t>(u)]->replica;
   if (Chance(0.5)) {
     how = "a bitmap resync";
-    if (ur.role() != Role::kPrimary) {
+    if (NodeAt(u).core().role() != Role::kPrimary) {
       if (Status st = PromoteNow(u, false); !st.ok()) {
         Fail("promoting the survivor failed: " + st.message());
         return false;
@@ -73,8 +72,7 @@ bool World::MakeTarget(int target, std::string& how) {
     link_up_ = true;
   } else {
     how = "a full sync after invalidate";
-    Replica& tr = *nodes_[static_cast<size_t>(target)]->replica;
-    if (Status st = tr.Invalidate(); !st.ok()) {
+    if (Status st = NodeAt(target).device->Invalidate(false); !st.ok()) {
       Fail("invalidate on the victim failed: " + st.message());
       return false;
     }
@@ -86,48 +84,44 @@ bool World::MakeTarget(int target, std::string& how) {
 }
 
 void World::IssueRead(Node& n) {
-  const RequestId id = next_request_++;
-  ++client_inflight_;
   const uint64_t blocks = Rand(1, 8);
   const uint64_t first = Rand(0, (Chance(0.5) ? 64 : blocks_) - blocks);
-  Node::ClientRead r{first * kBlock, blocks * kBlock, true, {}, {}};
-  for (const auto& [wid, w] : n.client_writes) {
-    r.checkable = r.checkable &&
-                  (first * kBlock >= w.offset + w.length || w.offset >= (first + blocks) * kBlock);
+  ClientRequest& r = NewRequest(n, BlockOp::kRead, first * kBlock, blocks * kBlock);
+  for (const auto& [id, w] : n.requests) {
+    if (w.get() == &r || w->io.request.op == BlockOp::kRead || w->length == 0) continue;
+    r.checkable = r.checkable && (r.offset >= w->offset + w->length || w->offset >= r.offset + r.length);
   }
   for (uint64_t b = first; b < first + blocks; ++b) {
     r.expected.push_back(known_max_[b] > failed_max_[b] ? known_max_[b] : kUnknown);
   }
-  n.client_reads.emplace(id, std::move(r));
-  n.replica->ClientRead(id, first * kBlock, blocks * kBlock);
+  SubmitRequest(n, r);
 }
 
 // A write overlapping a read in flight: that read may see either.
 void World::NoteWriteIssued(uint64_t offset, uint64_t length) {
-  for (auto& [id, r] : nodes_[static_cast<size_t>(client_node_)]->client_reads) {
-    if (offset < r.offset + r.length && r.offset < offset + length) r.checkable = false;
+  for (auto& [id, r] : NodeAt(client_node_).requests) {
+    if (r->io.request.op != BlockOp::kRead) continue;
+    if (offset < r->offset + r->length && r->offset < offset + length) r->checkable = false;
   }
 }
 
-void World::NoteWriteDone(const Node::ClientWrite& w, bool ok) {
+void World::NoteWriteDone(const ClientRequest& w, bool ok) {
   for (uint64_t b = w.offset / kBlock; b < (w.offset + w.length) / kBlock; ++b) {
     uint64_t& slot = ok ? known_max_[b] : failed_max_[b];
     slot = std::max(slot, w.version);
   }
 }
 
-void World::CheckRead(int node, RequestId id, int error) {
-  Node& n = *nodes_[static_cast<size_t>(node)];
-  const Node::ClientRead r = n.client_reads.at(id);
-  n.client_reads.erase(id);
+void World::CheckRead(const ClientRequest& r, int error) {
   if (error != 0 || !r.checkable) return;  // a failed read (the peer was gone) returns nothing
-  if (r.result.size() != r.expected.size()) return Fail("a read returned the wrong length");
+  const std::vector<uint64_t> result =
+      DecodeBlocks(std::span<const iovec>(&r.iov, 1), r.length / kBlock);
   ++reads_checked_;
   for (size_t i = 0; i < r.expected.size(); ++i) {
-    if (r.expected[i] == kUnknown || r.result[i] == r.expected[i]) continue;
-    return Fail("fast failback: node" + std::to_string(node) + " read block " +
+    if (r.expected[i] == kUnknown || result[i] == r.expected[i]) continue;
+    return Fail("fast failback: node" + std::to_string(r.node) + " read block " +
                 std::to_string(r.offset / kBlock + i) + " as version " +
-                std::to_string(r.result[i]) + ", but version " + std::to_string(r.expected[i]) +
+                std::to_string(result[i]) + ", but version " + std::to_string(r.expected[i]) +
                 " was the last acknowledged");
   }
 }
@@ -136,10 +130,10 @@ void World::CheckFailbackData(int target, const std::string& how) {
   Node& tn = *nodes_[static_cast<size_t>(target)];
   Node& un = *nodes_[static_cast<size_t>(1 - target)];
   auto synced = [&] {
-    const ReplicaStatus ts = tn.replica->Report(), us = un.replica->Report();
+    const ReplicaStatus ts = tn.core().Report(), us = un.core().Report();
     return connected_ && ts.repl == ReplState::kEstablished && us.repl == ReplState::kEstablished &&
            ts.disk == DiskState::kUpToDate && us.out_of_sync_bytes == 0 && ts.unacked == 0 &&
-           un.frames.empty() && tn.frames.empty();
+           un.device->Idle() && tn.device->Idle();
   };
   RunUntil(now_ + 5'000'000, synced);
   if (!failure_.empty()) return;

@@ -19,60 +19,70 @@ int World::InjectedError(Node& n, uint64_t& counter) {
   return n.fault_error;
 }
 
-// DiskFailed, as the daemon carries it out (ReplicatedDevice::ExecuteDiskFailed): under detach
-// the node detaches its disk as 'replctl detach' does; under pass_on nothing more (the core has
-// made the disk Inconsistent and reconnects at its next Tick).
-void World::NoteDiskFailed(Node& n, const DiskFailed& a) {
-  const std::string who = "node" + std::to_string(n.index);
-  if (n.io_failures == 0) {
-    return Fail(who + " reported a disk failure (" + a.failure.what +
-                "), but no simulated I/O failed");
+// The device reported a disk failure: its state says the disk failed (pass_on, or detach
+// before the detach), or it asked its owner to detach (on_io_error = detach, as
+// Resource::DetachFailedDisk carries out). The failure must be real, and the node never
+// promoted with that disk.
+void World::NoteDiskFailed(int node, bool detach) {
+  Node& n = NodeAt(node);
+  const std::string who = "node" + std::to_string(node);
+  if (!n.up || !n.device) return;
+  if (detach && n.on_io_error != OnIoError::kDetach && n.metadata_failures == 0) {
+    return Fail(who + " asked to detach its disk under on_io_error = pass_on, with no failed "
+                      "metadata write");
   }
-  if (n.replica->role() == Role::kPrimary) {
-    return Fail(who + ", Primary, reported a disk failure: its failed writes go to its clients");
-  }
-  if (a.detach != (n.on_io_error == OnIoError::kDetach)) {
-    return Fail(who + " reported a disk failure with detach = " + (a.detach ? "true" : "false") +
-                " under the other on_io_error policy");
-  }
-  // The node is never promoted with this disk: without --force, nor (while it is Failed, being
-  // detached) with it. The refusal names the failure.
-  for (const bool force : {false, true}) {
-    if (force && !a.detach) break;  // pass_on: --force makes its data count, as documented
-    const Status st = n.replica->Promote(force);
-    if (st.ok()) {
-      return Fail(who + " failed a write and was promoted (force " + std::to_string(force) + ")");
+  const std::optional<DiskFailure> failure = n.core().Report().disk_failure;
+  if (!n.failure_noted && failure) {
+    n.failure_noted = true;
+    if (n.io_failures == 0) {
+      return Fail(who + " reported a disk failure (" + failure->what +
+                  "), but no simulated I/O failed");
     }
-    if (st.message().find("disk failed") == std::string::npos) {
-      return Fail(who +
-                  " failed a write; its promotion was refused for another reason: " + st.message());
+    if (n.core().role() == Role::kPrimary) {
+      return Fail(who + ", Primary, reported a disk failure: its failed writes go to its clients");
     }
-    ++counts_.refusals_checked;
+    // The node is never promoted with this disk: without --force, nor (under detach) with it.
+    // The refusal names the failure.
+    const bool detaches = n.on_io_error == OnIoError::kDetach || n.metadata_failures != 0;
+    for (const bool force : {false, true}) {
+      if (force && !detaches) break;  // pass_on: --force makes its data count, as documented
+      const Status st = n.device->BeginPromote(force);
+      if (st.ok()) {
+        return Fail(who + " failed a write and was promoted (force " + std::to_string(force) + ")");
+      }
+      if (st.message().find("disk failed") == std::string::npos) {
+        return Fail(who + " failed a write; its promotion was refused for another reason: " +
+                    st.message());
+      }
+      ++counts_.refusals_checked;
+    }
+    if (n.on_io_error == OnIoError::kPassOn) ++counts_.pass_on_failures;
   }
-  if (!a.detach) {
-    ++counts_.pass_on_failures;
-    return;
-  }
-  if (n.detaching || n.detached) return;
-  const int i = n.index;
-  After(0, i, [this, i] { DetachDisk(i); });
+  if (detach && !n.detaching && !n.detached) DetachDisk(node);
 }
 
 // Resource::Detach: the peer link drops (the peer hears why), the disk's I/O finishes, the disk
-// is synced, the bitmap and superblock written (Replica::Shutdown), and the disk closed.
+// is synced, the bitmap and a clean superblock written (ReplicatedDevice::Shutdown), and the
+// disk closed.
 void World::DetachDisk(int index) {
-  Node& n = *nodes_[static_cast<size_t>(index)];
+  Node& n = NodeAt(index);
   if (!n.up || n.detaching || n.detached) return;
   n.detaching = true;
-  n.replica->Disconnect("node" + std::to_string(index) + "'s disk failed: it detaches");
-  Drain(index);
-  // Every simulated I/O takes at most 800 us; a StandAlone Secondary starts none.
-  After(2'000, index, [this, index] {
-    Node& n = *nodes_[static_cast<size_t>(index)];
-    n.disk.Flush();  // BackingStore::SyncNow
-    n.replica->Shutdown();
+  n.device->DisconnectFor("node" + std::to_string(index) + "'s disk failed: it detaches");
+  auto finish = std::make_shared<std::function<void()>>();
+  *finish = [this, index, finish] {
+    Node& n = NodeAt(index);
+    n.device->StopLink();
+    if (!n.device->Idle()) {  // Resource::StopDevice waits for the I/O in flight
+      After(500, index, *finish);
+      return;
+    }
+    n.detached_failed = n.core().Report().disk_failure.has_value();
+    if (n.sink->SyncNow().ok()) n.device->Shutdown();
     Drain(index);
-    n.replica.reset();
+    n.device.reset();
+    n.port = nullptr;
+    n.io = std::make_unique<asio::io_context>();
     n.up = false;
     ++n.incarnation;
     n.detaching = false;
@@ -80,16 +90,18 @@ void World::DetachDisk(int index) {
     ++counts_.detaches;
     log_.push_back(std::to_string(now_) + " node" + std::to_string(index) +
                    " detached its failed disk: Diskless");
-  });
+  };
+  After(500, index, *finish);
 }
 
 // replctl attach of the same disk, repaired: the metadata is read as at start (it records the
 // failure), and the link starts again.
 void World::AttachDisk(int index) {
-  Node& n = *nodes_[static_cast<size_t>(index)];
+  Node& n = NodeAt(index);
   if (!n.detached) return;
   n.detached = false;
   n.io_failures = 0;
+  n.metadata_failures = 0;
   log_.push_back(std::to_string(now_) + " node" + std::to_string(index) + " attaches its disk");
   RestartNode(index);
 }
@@ -102,9 +114,7 @@ void World::StartTicks() {
     tick_scheduled_ = false;
     if (!ticking_) return;
     for (auto& n : nodes_) {
-      if (!n->up) continue;
-      n->replica->Tick();
-      Drain(n->index);
+      if (n->up && n->device) n->device->Tick();
     }
     StartTicks();
   });
@@ -133,12 +143,11 @@ void World::CheckFailedNodeRefused(const std::string& when) {
     log_.push_back(std::to_string(now_) + " node1 refused (" + when + "): " + st.message());
   }
   // Back to node 0 as Primary, which resyncs node 1 (or fails it again, if it was promoted).
-  if (s.replica->role() == Role::kPrimary && !Demote(1)) return;
+  if (s.core().role() == Role::kPrimary && !Demote(1)) return;
   RestartNode(0);
-  if (Status st = nodes_[0]->replica->Promote(false); !st.ok()) {
+  if (Status st = nodes_[0]->device->BeginPromote(false); !st.ok()) {
     return Fail("promoting node 0 after its crash failed: " + st.message());
   }
-  Drain(0);
 }
 
 // Phase 2a: the client writes while one disk fails some of its I/O for a while: node 1's (the
@@ -170,9 +179,8 @@ void World::DiskFaults() {
   if (was_detached) {
     RunUntil(now_ + Rand(0, 5'000));
     AttachDisk(1);
-    Drain(1);
     // Not connected yet: the metadata's record of the failure is what refuses it.
-    const Status st = s.replica->Promote(false);
+    const Status st = s.device->BeginPromote(false);
     if (st.ok()) return Fail("node1 was promoted right after it attached the disk that failed");
     if (st.message().find("disk failed") == std::string::npos) {
       return Fail("node1, just attached after its disk failed, was refused for another reason: " +
@@ -182,7 +190,7 @@ void World::DiskFaults() {
   }
   if (failed && !on_primary && Chance(0.5)) {
     // Every frame of the Primary confirmed (written or failed): what node 1 lacks, it lost.
-    RunUntil(now_ + 20'000, [&] { return !p.up || p.replica->Report().unacked == 0; });
+    RunUntil(now_ + 20'000, [&] { return !p.up || p.core().Report().unacked == 0; });
     if (!failure_.empty()) return;
     CheckFailedNodeRefused(was_detached ? "detached and attached again" : "after the fault");
     if (!failure_.empty()) return;
@@ -222,19 +230,18 @@ void World::HalfOpen(Clock when, Clock for_us) {
 
 // An online verify of a healed pair (client paused, disks equal) finds no differing byte.
 void World::VerifyHealed() {
-  Replica& r = *nodes_[0]->replica;
-  if (Status st = r.StartVerify(); !st.ok()) {
+  Node& p = NodeAt(0);
+  if (Status st = p.device->StartVerify(); !st.ok()) {
     return Fail("online verify of the healed pair refused: " + st.message());
   }
-  Drain(0);
   auto done = [&] {
-    const std::optional<VerifyStatus> v = r.Report().verify;
+    const std::optional<VerifyStatus> v = p.core().Report().verify;
     return v && !v->running;
   };
   RunUntil(now_ + 5'000'000, done);
   if (!failure_.empty()) return;
   if (!done()) return Fail("the online verify of the healed pair did not end within 5 s");
-  const VerifyStatus v = *r.Report().verify;
+  const VerifyStatus v = *p.core().Report().verify;
   if (v.differing_bytes != 0 || v.done_bytes != v.total_bytes) {
     return Fail("the online verify of the healed pair found " + std::to_string(v.differing_bytes) +
                 " differing bytes (" + std::to_string(v.done_bytes) + " of " +

@@ -4,6 +4,8 @@
 // REPLD_SIM_SEED replays one seed with its log.
 #include <gtest/gtest.h>
 
+#include <malloc.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -19,6 +21,10 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 }
 
 void RunSeeds(Protocol protocol) {
+  // Frames and buffers of a megabyte come and go by the thousand: from the heap, not fresh
+  // mappings each time (which the kernel zeroes page by page).
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   const uint64_t only = EnvNumber("REPLD_SIM_SEED", 0);
   const uint64_t count = only != 0 ? 1 : EnvNumber("REPLD_SIM_SEEDS", 1000);
   uint64_t reads_checked = 0, remote_reads = 0, raced = 0, won = 0;
@@ -43,6 +49,7 @@ void RunSeeds(Protocol protocol) {
     faults.flush_errors += f.flush_errors;
     faults.resync_write_errors += f.resync_write_errors;
     faults.primary_write_errors += f.primary_write_errors;
+    faults.metadata_errors += f.metadata_errors;
     faults.detaches += f.detaches;
     faults.pass_on_failures += f.pass_on_failures;
     faults.refusals_checked += f.refusals_checked;
@@ -76,6 +83,7 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(faults.flush_errors, 0u);
     EXPECT_GT(faults.resync_write_errors, 0u);
     EXPECT_GT(faults.primary_write_errors, 0u);
+    EXPECT_GT(faults.metadata_errors, 0u);
     EXPECT_GT(faults.detaches, 0u);
     EXPECT_GT(faults.pass_on_failures, 0u);
     EXPECT_GT(faults.refusals_checked, 0u);
@@ -93,10 +101,11 @@ void RunSeeds(Protocol protocol) {
   auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
   std::printf(
       "protocol %c: disk errors injected: %llu applies, %llu peer flushes, %llu resync writes, "
-      "%llu Primary writes; %llu detaches (attached again), %llu pass_on failures; %llu "
-      "promotions of a failed node refused (%llu with the Primary dead)\n",
+      "%llu Primary writes, %llu metadata writes; %llu detaches (attached again), %llu pass_on "
+      "failures; %llu promotions of a failed node refused (%llu with the Primary dead)\n",
       ProtocolLetter(protocol), u(faults.apply_errors), u(faults.flush_errors),
-      u(faults.resync_write_errors), u(faults.primary_write_errors), u(faults.detaches),
+      u(faults.resync_write_errors), u(faults.primary_write_errors), u(faults.metadata_errors),
+      u(faults.detaches),
       u(faults.pass_on_failures), u(faults.refusals_checked), u(faults.refusals_primary_dead));
   std::printf("protocol %c: %llu trims or zeroes acknowledged\n", ProtocolLetter(protocol),
               u(faults.trims));

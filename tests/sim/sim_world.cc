@@ -1,28 +1,62 @@
 #include "sim_world.h"
 
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <cstring>
+#include <mutex>
 #include <sstream>
+
+#include "common/check.h"
 
 namespace repld::sim {
 
-void SimDisk::Write(uint64_t offset, const std::vector<uint64_t>& versions, bool fua) {
-  for (size_t i = 0; i < versions.size(); ++i) {
-    cache[offset / kBlock + i] = versions[i];
-    if (fua) durable[offset / kBlock + i] = versions[i];
+namespace {
+
+// The device's log lines go to the running world's log (one world runs at a time).
+std::vector<std::string>* g_log = nullptr;
+const uint64_t* g_now = nullptr;
+
+class WorldLogSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (g_log == nullptr) return;
+    g_log->push_back(std::to_string(*g_now) + " " +
+                     std::string(msg.payload.data(), msg.payload.size()));
   }
+  void flush_() override {}
+};
+
+void UseWorldLog() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto logger = std::make_shared<spdlog::logger>("sim", std::make_shared<WorldLogSink>());
+    logger->set_level(spdlog::level::info);
+    spdlog::set_default_logger(logger);
+  });
 }
 
-void SimDisk::Crash(std::mt19937_64& rng) {
-  for (size_t b = 0; b < cache.size(); ++b) {
-    if (cache[b] != durable[b] && (rng() & 1)) cache[b] = durable[b];
-  }
-  durable = cache;
+// The names the world gives its nodes (the resource file's).
+const char* const kNames[2] = {"alpha", "beta"};
+
+}  // namespace
+
+void ClientDone(DiskIo* io, int error) {
+  auto* r = static_cast<ClientRequest*>(io->context);
+  r->world->RequestDone(*r, error);
 }
 
 World::World(SimOptions options) : options_(options), rng_(options.seed) {
+  UseWorldLog();
+  g_log = &log_;
+  g_now = &now_;
   blocks_ = options_.data_bytes / kBlock;
   acked_.assign(blocks_, 0);
   durable_.assign(blocks_, 0);
+  // Half the worlds keep the metadata on the data disk (activity-log transactions go through
+  // the disk with FUA, as repld's default), half on a device of its own.
+  const bool internal = ((options_.seed >> 3) & 1) == 0;
   for (int i = 0; i < 2; ++i) {
     auto n = std::make_unique<Node>(blocks_);
     n->index = i;
@@ -30,33 +64,101 @@ World::World(SimOptions options) : options_(options), rng_(options.seed) {
     // detach without faults (a Primary's failed disk under detach is not modelled).
     const uint64_t bit = i == 0 ? (options_.seed >> 2) & 1 : (options_.seed >> 1) & 1;
     n->on_io_error = bit != 0 ? OnIoError::kPassOn : OnIoError::kDetach;
-    n->al_on_disk.assign(options_.al_extents, kAlEmpty);
-    n->bitmap_on_disk.emplace(options_.data_bytes);
+
+    // create-md: a fresh superblock (Inconsistent, no generation yet), an empty log and bitmap.
+    // The layout is computed for the smallest log create-md allows, then given the sim's
+    // smaller one (al_extents), so that extents leave the log often.
+    const uint64_t md_bytes = MdBytesFor(options_.data_bytes, kAlExtentsMin);
+    auto layout = ComputeLayout(internal ? options_.data_bytes + md_bytes : options_.data_bytes,
+                                internal, internal ? 0 : md_bytes, kAlExtentsMin);
+    REPLD_CHECK(layout.ok());
+    Superblock& sb = n->md.superblock;
+    sb.layout = layout.value();
+    sb.layout.al_slot_bytes = AlSlotBytes(options_.al_extents);
+    REPLD_CHECK(sb.layout.data_bytes >= options_.data_bytes);
+    sb.layout.data_bytes = options_.data_bytes;
+    sb.al_extents = options_.al_extents;
+    sb.backing_bytes = internal ? options_.data_bytes + md_bytes : options_.data_bytes;
+    sb.device_uuid[0] = static_cast<uint8_t>(i + 1);
+    sb.device_uuid[1] = static_cast<uint8_t>(options_.seed);
+    sb.node_name = kNames[i];
+    // The resource is named for the node in each world's log ("resource node1: ...").
+    sb.resource_name = "node" + std::to_string(i);
+    n->md.al_table.assign(options_.al_extents, kAlEmpty);
+    n->md.bitmap.assign(Bitmap(options_.data_bytes).page_count() * kMdBlockBytes, 0);
+    n->io = std::make_unique<asio::io_context>();
+    n->sink = std::make_unique<SimDiskSink>(*this, i, sb.backing_bytes, options_.data_bytes);
+
+    ResourceConfig& c = n->config;
+    c.name = sb.resource_name;
+    c.protocol = options_.protocol;
+    c.on_io_error = n->on_io_error;
+    c.net.secret = "sim";
+    c.net.max_buffers = options_.max_buffers;
+    c.resync.checksums = options_.seed % 2 == 1;  // half the worlds resync by digests first
+    c.meta.al_extents = options_.al_extents;
+    c.meta.meta_disk = internal ? "internal" : "sim-md";
+    c.nbd.request_bytes_max = 64 * 1024;
+    for (int k = 0; k < 2; ++k) {
+      NodeConfig node;
+      node.name = kNames[k];
+      node.disk = std::string("sim-disk-") + kNames[k];
+      node.address = "sim:" + std::to_string(k);
+      c.nodes.push_back(node);
+    }
     nodes_.push_back(std::move(n));
-    MakeReplica(*nodes_.back());
   }
+  for (auto& n : nodes_) MakeDevice(*n);
 }
 
-void World::MakeReplica(Node& n) {
-  ReplicaOptions o;
-  o.node_name = n.index == 0 ? "alpha" : "beta";
-  o.peer_name = n.index == 0 ? "beta" : "alpha";
-  o.data_bytes = options_.data_bytes;
-  o.protocol = options_.protocol;
-  o.max_buffers = options_.max_buffers;
+World::~World() {
+  for (auto& n : nodes_) {
+    n->device.reset();
+    n->io.reset();  // the handlers the device posted, never run
+  }
+  if (g_log == &log_) g_log = nullptr;
+}
+
+void World::MakeDevice(Node& n) {
+  const int i = n.index;
+  ReplicatedDevice::Options o;
+  o.requests_max = 64;
+  // Small: every device of every world maps its pools afresh (huge pages, zeroed when touched).
+  o.receive_pool_bytes = 8ULL << 20;
   o.resync_window = 4;
-  o.resync_checksums = options_.seed % 2 == 1;  // half the worlds resync by digests first
-  o.on_io_error = n.on_io_error;
-  o.seed = options_.seed * 2 + static_cast<uint64_t>(n.index) + n.incarnation * 1000;
-  n.replica = std::make_unique<Replica>(
-      o, n.md_on_disk, ActivityLog(n.al_on_disk, n.al_seq_on_disk), *n.bitmap_on_disk);
-  n.frames.clear();
-  n.resync_reads.clear();
-  n.csum_frames.clear();
-  n.client_writes.clear();
-  n.client_reads.clear();
-  n.peer_reads.clear();
-  Drain(n.index);
+  o.disk_failed_before = n.detached_failed;  // as Resource::Attach: its disk_error_
+  o.timer = false;
+  o.core_seed = options_.seed * 2 + static_cast<uint64_t>(i) + n.incarnation * 1000 + 1;
+  o.open_metadata = [this, &n](const MdLocation&) -> Result<std::unique_ptr<MetadataStore>> {
+    return std::unique_ptr<MetadataStore>(std::make_unique<SimMetadataStore>(*this, n.index, n.md));
+  };
+  o.make_peer_port = [this, &n](const PeerLinkConfig&, PeerLinkHandler& handler,
+                                BufferPool& pool) -> std::unique_ptr<PeerPort> {
+    auto port = std::make_unique<SimPeerPort>(*this, n.index, handler, pool);
+    n.port = port.get();
+    return port;
+  };
+  n.requests.clear();
+  n.failure_noted = false;
+  auto device = ReplicatedDevice::Open(*n.io, n.config, n.config.nodes[static_cast<size_t>(i)],
+                                       *n.sink, std::move(o));
+  if (!device.ok()) return Fail("node" + std::to_string(i) + ": " + device.status().message());
+  n.device = std::move(device).value();
+  // A failure the metadata records was checked when it happened.
+  n.failure_noted = n.core().Report().disk_failure.has_value();
+  n.device->set_on_detach_needed([this, i](const std::string&) {
+    After(0, i, [this, i] { NoteDiskFailed(i, true); });
+  });
+  n.device->set_on_state_change([this, i] {
+    const Node& n = NodeAt(i);
+    if (!n.failure_noted && n.core().Report().disk_failure) {
+      After(0, i, [this, i] { NoteDiskFailed(i, false); });
+    }
+  });
+  if (Status s = n.device->Start(); !s.ok()) {
+    return Fail("node" + std::to_string(i) + ": " + s.message());
+  }
+  Drain(i);
 }
 
 void World::At(Clock when, int node, std::function<void()> fn) {
@@ -66,7 +168,8 @@ void World::At(Clock when, int node, std::function<void()> fn) {
 
 bool World::Step() {
   if (events_.empty() || !failure_.empty()) return false;
-  Event e = events_.top();
+  // Moved out (it is popped at once): a copy would copy the frames its function holds.
+  Event e = std::move(const_cast<Event&>(events_.top()));
   events_.pop();
   now_ = e.when;
   if (e.node >= 0) {
@@ -74,20 +177,27 @@ bool World::Step() {
     if (!n.up || n.incarnation != e.incarnation) return true;
   }
   e.fn();
+  for (int i = 0; i < 2; ++i) Drain(i);
   CheckRoles();
   return true;
+}
+
+void World::Drain(int index) {
+  Node& n = NodeAt(index);
+  if (!n.up || !n.device) return;
+  n.io->restart();
+  n.io->poll();
 }
 
 void World::CheckRoles() {
   for (const auto& n : nodes_) {
     if (!n->up) continue;
-    if (const std::string broken = n->replica->CheckInvariants(); !broken.empty()) {
+    if (const std::string broken = n->core().CheckInvariants(); !broken.empty()) {
       return Fail("node" + std::to_string(n->index) + ": " + broken);
     }
   }
   for (const auto& n : nodes_) {
-    if (!n->up || n->replica->role() != Role::kPrimary ||
-        n->replica->conn() != ConnState::kConnected) {
+    if (!n->up || n->core().role() != Role::kPrimary || n->core().conn() != ConnState::kConnected) {
       return;
     }
   }
@@ -113,7 +223,7 @@ std::string World::Where() const {
       out << "node" << n->index << " down; ";
       continue;
     }
-    const ReplicaStatus s = n->replica->Report();
+    const ReplicaStatus s = n->core().Report();
     out << "node" << n->index << " " << RoleName(s.role) << "/" << DiskStateName(s.disk) << "/"
         << ConnStateName(s.conn) << "/" << ReplStateName(s.repl) << " oos=" << s.out_of_sync_bytes
         << " pending=" << s.pending << "; ";
@@ -121,263 +231,92 @@ std::string World::Where() const {
   return out.str();
 }
 
-void World::Drain(int index) {
-  Node& n = *nodes_[static_cast<size_t>(index)];
-  for (int rounds = 0; n.up && rounds < 1000; ++rounds) {
-    std::vector<Action> actions = n.replica->TakeActions();
-    if (actions.empty()) return;
-    for (Action& a : actions) Execute(n, a);
+// --- What the parts ask of the world ---
+
+int World::DiskFault(int node, IoKind kind) {
+  Node& n = NodeAt(node);
+  if (n.fault_error == 0) return 0;
+  const bool primary = n.device && n.core().role() == Role::kPrimary;
+  switch (kind) {
+    case IoKind::kWrite:
+      if (primary) return InjectedError(n, counts_.primary_write_errors);
+      return InjectedError(n, n.device && n.core().Report().repl == ReplState::kSyncTarget
+                                  ? counts_.resync_write_errors
+                                  : counts_.apply_errors);
+    case IoKind::kFlush:
+      // A Secondary flushes for the peer only; a Primary's failed flush is not modelled.
+      return primary ? 0 : InjectedError(n, counts_.flush_errors);
+    case IoKind::kSync:
+    case IoKind::kMetadata: {
+      // A Secondary's bitmap and superblock writes (and flushes before them): it detaches under
+      // either policy. (A Primary's metadata failure is not modelled: it would go Diskless.)
+      if (primary) return 0;
+      const int e = InjectedError(n, counts_.metadata_errors);
+      if (e != 0) ++n.metadata_failures;
+      return e;
+    }
+  }
+  return 0;
+}
+
+void World::AlSlotWritten(int node, uint64_t offset, std::span<const iovec> iov,
+                          uint64_t length) {
+  SimMdMedia& md = NodeAt(node).md;
+  const AlContext ctx = AlContextOf(md.superblock);
+  const uint64_t at = offset - md.superblock.layout.al_offset;
+  if (offset < md.superblock.layout.al_offset || length != ctx.al_slot_bytes ||
+      at % ctx.al_slot_bytes != 0 || at / ctx.al_slot_bytes >= ctx.al_slots || iov.size() != 1) {
+    return Fail("node" + std::to_string(node) + " wrote " + std::to_string(length) +
+                " bytes at " + std::to_string(offset) + ", past the data, not an AL slot");
+  }
+  const AlSlot slot = DecodeAlSlot(
+      std::span<const uint8_t>(static_cast<const uint8_t*>(iov[0].iov_base), length), ctx,
+      static_cast<uint32_t>(at / ctx.al_slot_bytes));
+  if (slot.state != AlSlotState::kValid) {
+    return Fail("node" + std::to_string(node) + " wrote a bad AL slot: " + slot.error);
+  }
+  if (slot.txn.seq > md.al_seq) {
+    md.al_seq = slot.txn.seq;
+    md.al_table = slot.txn.extents;
+  }
+  ++md.writes;
+}
+
+uint64_t World::ZeroVersion(uint64_t offset, uint64_t length) {
+  auto it = zero_versions_.find({offset, length});
+  if (it == zero_versions_.end()) {
+    Fail("a trim or zeroes of " + std::to_string(length) + " bytes at " + std::to_string(offset) +
+         " reached a disk, but the client never sent one");
+    return 0;
+  }
+  return it->second;
+}
+
+void World::PortStarted() {
+  if (!connect_pending_) {
+    connect_pending_ = true;
+    After(Rand(100, 1000), -1, [this] { TryConnect(); });
   }
 }
 
-void World::Execute(Node& n, Action& action) {
-  const int i = n.index;
-  Replica& r = *n.replica;
-  auto later = [&](Clock lo, Clock hi, std::function<void()> fn) {
-    After(Rand(lo, hi), i, [this, i, fn = std::move(fn)] {
-      fn();
-      Drain(i);
-    });
-  };
-  std::visit(
-      [&](auto& a) {
-        using T = std::decay_t<decltype(a)>;
-        if constexpr (std::is_same_v<T, SubmitWrite>) {
-          later(20, 400, [this, &n, id = a.id] {
-            const Node::ClientWrite& w = n.client_writes.at(id);
-            if (n.replica->role() == Role::kPrimary) {
-              if (const int e = InjectedError(n, counts_.primary_write_errors); e != 0) {
-                n.replica->LocalWriteDone(id, e);  // the block keeps what it had
-                return;
-              }
-            }
-            n.disk.Write(w.offset, std::vector<uint64_t>(w.length / kBlock, w.version), w.fua);
-            n.replica->LocalWriteDone(id, 0);
-          });
-        } else if constexpr (std::is_same_v<T, SubmitRead>) {
-          later(20, 200, [&n, id = a.id] {
-            if (auto it = n.client_reads.find(id); it != n.client_reads.end()) {
-              it->second.result = n.disk.Read(it->second.offset, it->second.length);
-            }
-            n.replica->LocalReadDone(id, 0);
-          });
-        } else if constexpr (std::is_same_v<T, SubmitFlush>) {
-          later(100, 800, [this, &n, t = a.token] {
-            if (n.replica->role() != Role::kPrimary) {  // a Secondary flushes for the peer only
-              if (const int e = InjectedError(n, counts_.flush_errors); e != 0) {
-                n.replica->LocalFlushDone(t, e);  // the cache keeps it, but nothing is durable
-                return;
-              }
-            }
-            n.disk.Flush();
-            n.replica->LocalFlushDone(t, 0);
-          });
-        } else if constexpr (std::is_same_v<T, SendData>) {
-          const Node::ClientWrite& w = n.client_writes.at(a.id);
-          Frame f;
-          f.type = Frame::Type::kData;
-          f.seq = a.seq;
-          f.offset = w.offset;
-          f.length = w.length;
-          f.fua = w.fua;
-          f.kind = w.kind;
-          f.versions.assign(w.length / kBlock, w.version);
-          Send(i, std::move(f));
-          later(5, 50, [&n, seq = a.seq] { n.replica->PeerSent(seq); });
-        } else if constexpr (std::is_same_v<T, SendFlush>) {
-          Frame f;
-          f.type = Frame::Type::kFlush;
-          f.seq = a.seq;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, ApplyPeerWrite>) {
-          if (n.frames.count(a.key) == 0) {
-            Fail("node" + std::to_string(i) + " asked to apply frame key " + std::to_string(a.key) +
-                 ", which it never received or already applied");
-            return;
-          }
-          later(20, 400, [this, &n, key = a.key] {
-            const Frame f = n.frames.at(key);
-            n.frames.erase(key);
-            if (const int e =
-                    InjectedError(n, f.resync ? counts_.resync_write_errors : counts_.apply_errors);
-                e != 0) {
-              n.replica->ApplyDone(key, e);  // the block keeps what it had
-              return;
-            }
-            n.disk.Write(f.offset, f.versions, f.fua);
-            n.replica->ApplyDone(key, 0);
-          });
-        } else if constexpr (std::is_same_v<T, SendAck>) {
-          Frame f;
-          f.type = Frame::Type::kAck;
-          f.ack = a.kind;
-          f.seq = a.seq;
-          f.error = a.error;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, ResyncRead>) {
-          later(20, 400, [&n, a] {
-            Frame f;
-            f.type = Frame::Type::kData;
-            f.resync = true;
-            f.offset = a.offset_bytes;
-            f.length = a.length_bytes;
-            f.versions = n.disk.Read(a.offset_bytes, a.length_bytes);
-            n.resync_reads[a.token] = std::move(f);
-            n.replica->ResyncReadDone(a.token, 0);
-          });
-        } else if constexpr (std::is_same_v<T, SendResync>) {
-          auto it = n.resync_reads.find(a.token);
-          if (it == n.resync_reads.end()) {
-            Fail("SendResync for a block that was not read");
-            return;
-          }
-          Frame f = std::move(it->second);
-          n.resync_reads.erase(it);
-          f.seq = a.seq;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, SendReadRequest>) {
-          Frame f;
-          f.type = Frame::Type::kReadRequest;
-          f.seq = a.seq;
-          f.offset = a.offset_bytes;
-          f.length = a.length_bytes;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, ReadForPeer>) {
-          later(20, 200, [&n, a] {
-            n.peer_reads.at(a.key).versions = n.disk.Read(a.offset_bytes, a.length_bytes);
-            n.replica->ReadForPeerDone(a.key, 0);
-          });
-        } else if constexpr (std::is_same_v<T, SendReadReply>) {
-          auto it = n.peer_reads.find(a.key);
-          if (a.send) {
-            Frame f;
-            f.type = Frame::Type::kReadReply;
-            f.seq = a.seq;
-            f.error = a.error;
-            if (it != n.peer_reads.end()) f.versions = it->second.versions;
-            Send(i, std::move(f));
-          }
-          if (it != n.peer_reads.end()) n.peer_reads.erase(it);
-          r.ReadReplySent(a.key);  // the frame owns its copy: the buffer is free at once
-        } else if constexpr (std::is_same_v<T, Complete>) {
-          if (auto f = flushes_.find(a.id); f != flushes_.end()) {
-            if (a.error == 0) {
-              for (uint64_t b = 0; b < blocks_; ++b) {
-                durable_[b] = std::max(durable_[b], f->second[b]);
-              }
-            }
-            flushes_.erase(f);
-          }
-          if (n.client_reads.count(a.id) != 0) {
-            CheckRead(i, a.id, a.error);
-            --client_inflight_;
-            ScheduleClient();
-            return;
-          }
-          auto it = n.client_writes.find(a.id);
-          if (it != n.client_writes.end()) {
-            if (failback_phase_) NoteWriteDone(it->second, a.error == 0);
-            if (a.error == 0) {
-              for (uint64_t b = it->second.offset / kBlock;
-                   b < (it->second.offset + it->second.length) / kBlock; ++b) {
-                acked_[b] = std::max(acked_[b], it->second.version);
-                if (it->second.fua) durable_[b] = std::max(durable_[b], it->second.version);
-              }
-              ++acked_writes_;
-              if (it->second.kind != WriteKind::kData) ++counts_.trims;
-            }
-            // The payload stays until the request is gone from the replica: SendData copies it.
-            n.client_writes.erase(it);
-          }
-          --client_inflight_;
-          ScheduleClient();
-        } else if constexpr (std::is_same_v<T, WriteAl>) {
-          // A transaction may take an extent out of the log: the writes to it must be durable
-          // first (the daemon's FUA write of the log flushes the data file with it).
-          n.disk.Flush();
-          later(20, 300, [&n, plan = a.plan] {
-            n.bitmap_on_disk = n.replica->bitmap();
-            n.al_on_disk = plan.table;
-            n.al_seq_on_disk = plan.seq;
-            n.replica->AlWritten(plan.seq, 0);
-          });
-        } else if constexpr (std::is_same_v<T, PersistMd>) {
-          if (n.md_on_disk.primary && !a.md.primary) n.disk.Flush();  // PersistMd's contract
-          n.md_on_disk = a.md;
-        } else if constexpr (std::is_same_v<T, PersistBitmap>) {
-          n.bitmap_on_disk = r.bitmap();
-        } else if constexpr (std::is_same_v<T, SendState>) {
-          Frame f;
-          f.type = Frame::Type::kState;
-          f.state = a.state;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, SendCsums>) {
-          auto it = n.resync_reads.find(a.token);
-          if (it == n.resync_reads.end()) return Fail("SendCsums for a block that was not read");
-          Frame f = std::move(it->second);  // the block's versions stand for its digests
-          n.resync_reads.erase(it);
-          f.type = Frame::Type::kCsums;
-          f.seq = a.seq;
-          f.fua = a.verify;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, CompareCsums>) {
-          later(20, 400, [&n, key = a.key] {
-            const Frame f = n.csum_frames.at(key);
-            n.csum_frames.erase(key);
-            std::vector<OutOfSyncRun> differing;
-            for (size_t b = 0; b < f.versions.size(); ++b) {
-              if (n.disk.cache[f.offset / kBlock + b] == f.versions[b]) continue;
-              const uint64_t offset = f.offset + b * kBlock;
-              if (!differing.empty() &&
-                  differing.back().offset_bytes + differing.back().length_bytes == offset) {
-                differing.back().length_bytes += kBlock;
-              } else {
-                differing.push_back({offset, kBlock});
-              }
-            }
-            n.replica->CsumsCompared(key, differing, 0);
-          });
-        } else if constexpr (std::is_same_v<T, SendCsumReply>) {
-          Frame f;
-          f.type = Frame::Type::kCsumReply;
-          f.seq = a.seq;
-          f.runs = a.differing;
-          f.error = a.error;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, SendOutOfSync>) {
-          Frame f;
-          f.type = Frame::Type::kOutOfSync;
-          f.runs = a.runs;
-          f.fua = a.last;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, DropPeer>) {
-          if (!a.reconnect && !split_phase_ && !n.detaching) {
-            Fail("node" + std::to_string(i) + " refused the peer: " + a.reason);
-          }
-          if (!a.reconnect && !n.detaching) refusals_[i].push_back(a.reason);
-          After(0, -1, [this, reason = a.reason] { Disconnect(reason); });
-        } else if constexpr (std::is_same_v<T, SendPromoteRequest>) {
-          Frame f;
-          f.type = Frame::Type::kPromoteRequest;
-          f.seq = a.token;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, SendPromoteReply>) {
-          Frame f;
-          f.type = Frame::Type::kPromoteReply;
-          f.seq = a.token;
-          f.fua = a.granted;
-          f.reason = a.reason;
-          Send(i, std::move(f));
-        } else if constexpr (std::is_same_v<T, PromotionDone>) {
-          n.promotion_done = a;
-        } else if constexpr (std::is_same_v<T, DiskFailed>) {
-          NoteDiskFailed(n, a);
-        } else if constexpr (std::is_same_v<T, Log>) {
-          log_.push_back(std::to_string(now_) + " node" + std::to_string(i) + ": " + a.text);
-        }
-      },
-      action);
+void World::PortDropped(int node, const std::string& reason, bool reconnect) {
+  const Node& n = NodeAt(node);
+  if (!reconnect && !split_phase_ && !n.detaching) {
+    Fail("node" + std::to_string(node) + " refused the peer: " + reason);
+  }
+  if (!reconnect && !n.detaching) refusals_[node].push_back(reason);
+  After(0, -1, [this, reason] { Disconnect(reason); });
 }
+
+void World::DataDelivered(const peer::Data& head) {
+  if ((head.flags & peer::kDataFlagReadReply) != 0) {
+    ++remote_reads_;
+  } else {
+    ++data_delivered_;
+  }
+}
+
+// --- The network ---
 
 void World::Send(int from, Frame f) {
   if (!connected_) return;
@@ -387,107 +326,43 @@ void World::Send(int from, Frame f) {
   Clock when = std::max(now_ + Rand(10, 300), last_delivery_[to]);
   last_delivery_[to] = when;
   const uint64_t epoch = conn_epoch_;
-  At(when, to, [this, to, epoch, f = std::move(f)] {
+  At(when, to, [this, to, epoch, f = std::move(f)]() mutable {
     if (!connected_ || epoch != conn_epoch_) return;
-    Deliver(to, f);
-    Drain(to);
+    NodeAt(to).port->Receive(std::move(f));
   });
-}
-
-void World::Deliver(int to, const Frame& f) {
-  Node& n = *nodes_[static_cast<size_t>(to)];
-  switch (f.type) {
-    case Frame::Type::kData: {
-      ++data_delivered_;
-      const uint64_t key = next_key_++;
-      n.frames.emplace(key, f);
-      if (!n.replica->PeerData(key, f.seq, f.offset, f.length, f.kind, f.resync)) {
-        n.frames.erase(key);
-      }
-      break;
-    }
-    case Frame::Type::kFlush:
-      n.replica->PeerFlush(f.seq);
-      break;
-    case Frame::Type::kAck:
-      n.replica->PeerAck(f.ack, f.seq, f.error);
-      break;
-    case Frame::Type::kState:
-      n.replica->PeerStateChanged(f.state);
-      break;
-    case Frame::Type::kOutOfSync:
-      n.replica->PeerOutOfSync(f.runs, f.fua);
-      break;
-    case Frame::Type::kCsums: {
-      const uint64_t key = next_key_++;
-      n.csum_frames.emplace(key, f);
-      if (!n.replica->PeerCsums(key, f.seq, f.offset, f.length, f.fua)) n.csum_frames.erase(key);
-      break;
-    }
-    case Frame::Type::kCsumReply:
-      n.replica->PeerCsumReply(f.seq, f.runs, f.error);
-      break;
-    case Frame::Type::kReadRequest: {
-      const uint64_t key = next_key_++;
-      n.peer_reads.emplace(key, f);
-      if (!n.replica->PeerReadRequest(key, f.seq, f.offset, f.length)) {
-        // Refused: SendReadReply went out already (and erased it), or the peer is dropped.
-        n.peer_reads.erase(key);
-      }
-      break;
-    }
-    case Frame::Type::kPromoteRequest:
-      n.replica->PeerPromoteRequest(f.seq);
-      break;
-    case Frame::Type::kPromoteReply:
-      n.replica->PeerPromoteReply(f.seq, f.fua, f.reason);
-      break;
-    case Frame::Type::kReadReply:
-      if (const std::optional<RequestId> id = n.replica->RemoteRead(f.seq)) {
-        auto it = n.client_reads.find(*id);
-        if (it == n.client_reads.end())
-          return Fail("a read reply for a read the client never made");
-        if (f.error == 0 && f.versions.size() * kBlock != it->second.length) {
-          return Fail("a read reply of the wrong length");
-        }
-        it->second.result = f.versions;
-        ++remote_reads_;
-      }
-      n.replica->PeerReadReply(f.seq, f.error);
-      break;
-  }
 }
 
 void World::TryConnect() {
   connect_pending_ = false;
-  if (connected_ || !link_up_ || !nodes_[0]->up || !nodes_[1]->up) return;
-  // A StandAlone node's link neither listens nor connects (PeerConnecting leaves it so).
+  if (connected_ || !link_up_) return;
+  // A StandAlone node's link neither listens nor connects.
   for (const auto& n : nodes_) {
-    n->replica->PeerConnecting();
-    if (n->replica->conn() == ConnState::kStandAlone) return;
+    if (!n->up || !n->device || !n->port->wants_connection() ||
+        n->core().conn() == ConnState::kStandAlone) {
+      return;
+    }
   }
   connected_ = true;
   ++conn_epoch_;
   // The States cross now; each node learns of the connection a little later (its handshake
   // ends when the peer's State arrives), and may have changed in between: a promotion, a
   // demotion. Frames to a node arrive only after its own handshake ended.
-  const PeerState sent[2] = {nodes_[0]->replica->LocalState(), nodes_[1]->replica->LocalState()};
+  const PeerState sent[2] = {nodes_[0]->port->HandshakeState(), nodes_[1]->port->HandshakeState()};
   const uint64_t epoch = conn_epoch_;
   for (int i = 0; i < 2; ++i) {
     const Clock up_at = now_ + Rand(0, 400);
     last_delivery_[i] = up_at;
     At(up_at, i, [this, i, epoch, peer = sent[1 - i], mine = sent[i]] {
-      Replica& r = *nodes_[static_cast<size_t>(i)]->replica;
+      SimPeerPort& port = *NodeAt(i).port;
       if (connected_ && epoch == conn_epoch_) {
-        r.PeerUp(Replica::Handshake{peer, mine, true});
+        port.Up(epoch, peer, mine);
       } else if (!connected_ && conn_epoch_ == epoch + 1) {
         // The peer dropped this connection after the States crossed: this node still ends its
         // handshake with the peer's State (and decides), then finds the connection closed.
-        r.PeerUp(Replica::Handshake{peer, mine, true});
+        port.Up(epoch, peer, mine);
         Drain(i);
-        r.PeerDown("the peer closed the connection");
+        port.Lost("the peer closed the connection");
       }
-      Drain(i);
     });
   }
 }
@@ -497,9 +372,8 @@ void World::Disconnect(const std::string& why) {
   connected_ = false;
   ++conn_epoch_;
   for (auto& n : nodes_) {
-    if (!n->up) continue;
-    n->replica->PeerDown(why);
-
+    if (!n->up || !n->device) continue;
+    n->port->Lost(why);
     Drain(n->index);
   }
   if (!connect_pending_) {
@@ -523,7 +397,7 @@ void World::CutLink(Clock when, Clock down_for, const std::string& why) {
 }
 
 void World::CrashNode(int index) {
-  Node& n = *nodes_[static_cast<size_t>(index)];
+  Node& n = NodeAt(index);
   if (!n.up) return;
   // Down first: a dead node notices nothing, not even the lost connection.
   n.up = false;
@@ -531,23 +405,26 @@ void World::CrashNode(int index) {
   ++n.incarnation;
   Disconnect("node" + std::to_string(index) + " crashed");
   n.disk.Crash(rng_);
-  n.replica.reset();
-  n.frames.clear();
-  n.csum_frames.clear();
+  // The process dies: the device with everything in flight, and the handlers it posted.
+  n.device.reset();
+  n.port = nullptr;
+  n.io = std::make_unique<asio::io_context>();
+  n.requests.clear();
 }
 
 void World::RestartNode(int index) {
-  Node& n = *nodes_[static_cast<size_t>(index)];
+  Node& n = NodeAt(index);
   if (n.up) return;  // faults overlap: an earlier restart already brought it back
   n.up = true;
-  n.detached = false;  // a restart opens the disk too (an attach)
+  if (n.detached) {  // a restart opens the disk too (an attach): a new life of the disk
+    n.io_failures = 0;
+    n.metadata_failures = 0;
+  }
+  n.detached = false;
   n.detaching = false;
   ++n.incarnation;
-  MakeReplica(n);
-  if (!connect_pending_) {
-    connect_pending_ = true;
-    After(Rand(100, 1000), -1, [this] { TryConnect(); });
-  }
+  MakeDevice(n);
+  n.detached_failed = false;
 }
 
 // One pending wake-up at most: completions that come at once (failures) do not multiply it.
@@ -560,39 +437,114 @@ void World::ScheduleClient() {
   });
 }
 
+ClientRequest& World::NewRequest(Node& n, BlockOp op, uint64_t offset, uint64_t length) {
+  auto owned = std::make_unique<ClientRequest>();
+  ClientRequest& r = *owned;
+  r.world = this;
+  r.node = n.index;
+  r.id = next_request_++;
+  r.offset = offset;
+  r.length = length;
+  r.io.request = BlockRequest{.op = op, .offset_bytes = offset, .length_bytes = length};
+  r.io.context = &r;
+  r.io.done = &ClientDone;
+  if (op == BlockOp::kRead || op == BlockOp::kWrite) {
+    r.buffer.resize(length);
+    r.iov = iovec{r.buffer.data(), r.buffer.size()};
+    r.io.iov = &r.iov;
+    r.io.iov_count = 1;
+  }
+  n.requests.emplace(r.id, std::move(owned));
+  ++client_inflight_;
+  return r;
+}
+
+void World::SubmitRequest(Node& n, ClientRequest& r) {
+  n.device->Submit(&r.io);
+  Drain(n.index);
+}
+
+void World::ClientWrite(Node& n, uint64_t first_block, uint64_t blocks, WriteKind kind,
+                        bool fua) {
+  const uint64_t offset = first_block * kBlock, length = blocks * kBlock;
+  if (kind != WriteKind::kData && zero_versions_.count({offset, length}) != 0) {
+    kind = WriteKind::kData;  // each range is trimmed once (ZeroVersion)
+  }
+  const BlockOp op = kind == WriteKind::kTrim     ? BlockOp::kTrim
+                     : kind == WriteKind::kZeroes ? BlockOp::kWriteZeroes
+                                                  : BlockOp::kWrite;
+  ClientRequest& r = NewRequest(n, op, offset, length);
+  r.version = next_version_++;
+  r.fua = fua;
+  r.kind = kind;
+  r.io.request.fua = fua;
+  if (op == BlockOp::kWrite) {
+    EncodeBlocks(std::vector<uint64_t>(blocks, r.version), std::span<const iovec>(&r.iov, 1));
+  } else {
+    zero_versions_[{offset, length}] = r.version;
+  }
+  if (failback_phase_) NoteWriteIssued(offset, length);
+  SubmitRequest(n, r);
+}
+
+// A request's completion (its DiskIo's done): the model learns what was acknowledged.
+void World::RequestDone(ClientRequest& r, int error) {
+  Node& n = NodeAt(r.node);
+  auto owned = std::move(n.requests.at(r.id));
+  n.requests.erase(r.id);
+  --client_inflight_;
+  const BlockOp op = r.io.request.op;
+  if (op == BlockOp::kFlush) {
+    if (auto f = flushes_.find(r.id); f != flushes_.end()) {
+      if (error == 0) {
+        for (uint64_t b = 0; b < blocks_; ++b) durable_[b] = std::max(durable_[b], f->second[b]);
+      }
+      flushes_.erase(f);
+    }
+  } else if (op == BlockOp::kRead) {
+    CheckRead(r, error);
+  } else {
+    if (failback_phase_) NoteWriteDone(r, error == 0);
+    if (error == 0) {
+      for (uint64_t b = r.offset / kBlock; b < (r.offset + r.length) / kBlock; ++b) {
+        acked_[b] = std::max(acked_[b], r.version);
+        if (r.fua) durable_[b] = std::max(durable_[b], r.version);
+      }
+      ++acked_writes_;
+      if (r.kind != WriteKind::kData) ++counts_.trims;
+    }
+  }
+  ScheduleClient();
+}
+
 void World::ClientIssue() {
-  Node& p = *nodes_[static_cast<size_t>(client_node_)];
+  Node& p = NodeAt(client_node_);
   // At most a queue's worth per call: requests that fail at once (a fast-failback Primary
   // without its peer) must not spin here at one instant.
-  for (uint32_t issued = 0; client_on_ && p.up && client_inflight_ < options_.queue_depth &&
+  for (uint32_t issued = 0; client_on_ && p.up && p.device &&
+                            client_inflight_ < options_.queue_depth &&
                             issued < options_.queue_depth;
        ++issued) {
     if (failback_phase_ && Chance(0.4)) {
       IssueRead(p);
-      Drain(p.index);
       continue;
     }
-    const RequestId id = next_request_++;
-    ++client_inflight_;
     if (Chance(0.05)) {
-      flushes_[id] = acked_;
-      p.replica->ClientFlush(id);
-    } else {
-      // Half the writes go to a small hot area, so that writes overlap.
-      const uint64_t blocks = Rand(1, 8);
-      const uint64_t span = Chance(0.5) ? 64 : blocks_;
-      const uint64_t first = Rand(0, span - blocks);
-      const uint64_t version = next_version_++;
-      const bool fua = Chance(0.1);
-      // A trim or zeroes reads as zeroes on every node (BackingStore writes zeroes where it
-      // cannot punch): the same content on both, so its version stands for it like data.
-      const WriteKind kind =
-          Chance(0.05) ? (Chance(0.5) ? WriteKind::kTrim : WriteKind::kZeroes) : WriteKind::kData;
-      p.client_writes[id] = Node::ClientWrite{first * kBlock, blocks * kBlock, version, fua, kind};
-      if (failback_phase_) NoteWriteIssued(first * kBlock, blocks * kBlock);
-      p.replica->ClientWrite(id, first * kBlock, blocks * kBlock, kind, fua);
+      ClientRequest& r = NewRequest(p, BlockOp::kFlush, 0, 0);
+      flushes_[r.id] = acked_;
+      SubmitRequest(p, r);
+      continue;
     }
-    Drain(p.index);
+    // Half the writes go to a small hot area, so that writes overlap.
+    const uint64_t blocks = Rand(1, 8);
+    const uint64_t span = Chance(0.5) ? 64 : blocks_;
+    const uint64_t first = Rand(0, span - blocks);
+    const bool fua = Chance(0.1);
+    // A trim or zeroes reads as zeroes on every node (BackingStore writes zeroes where it
+    // cannot punch): the same content on both, so its version stands for it like data.
+    const WriteKind kind =
+        Chance(0.05) ? (Chance(0.5) ? WriteKind::kTrim : WriteKind::kZeroes) : WriteKind::kData;
+    ClientWrite(p, first, blocks, kind, fua);
   }
 }
 
@@ -635,7 +587,7 @@ std::string World::Run() {
   if (!connected_ && !connect_pending_) TryConnect();
   auto in_sync = [&] {
     if (!s.up || !connected_ || client_inflight_ > 0) return false;
-    const ReplicaStatus ps = p.replica->Report(), ss = s.replica->Report();
+    const ReplicaStatus ps = p.core().Report(), ss = s.core().Report();
     return ps.repl == ReplState::kEstablished && ss.repl == ReplState::kEstablished &&
            ss.disk == DiskState::kUpToDate && ps.out_of_sync_bytes == 0 && ps.unacked == 0 &&
            ss.pending == 0;
@@ -669,7 +621,7 @@ std::string World::Run() {
     if (!in_sync()) Fail("the pair did not get back in sync within 10 s after the disk faults");
     if (!failure_.empty() || !disks_equal("disk faults and the resync")) return failure_;
     // Repaired by the resync: promotable again (phase 3 promotes it when the Primary dies).
-    if (s.replica->md().io_error || s.replica->Report().disk_failure) {
+    if (s.core().md().io_error || s.core().Report().disk_failure) {
       Fail("node1's disk is in sync but still recorded as failed after the resync");
       return failure_;
     }
@@ -745,8 +697,8 @@ void World::PowerLoss() {
     // The Primary steps down just before: the peer may not have flushed its last writes yet.
     // (Under A and B a completed write stays in the core until the peer confirms it.)
     RunUntil(now_ + 20'000,
-             [&] { return client_inflight_ == 0 && nodes_[0]->replica->Report().unacked == 0; });
-    if (client_inflight_ == 0 && nodes_[0]->replica->Report().unacked == 0 && !Demote(0)) return;
+             [&] { return client_inflight_ == 0 && nodes_[0]->core().Report().unacked == 0; });
+    if (client_inflight_ == 0 && nodes_[0]->core().Report().unacked == 0 && !Demote(0)) return;
     RunUntil(now_ + Rand(0, 300));
   }
   CrashNode(0);
@@ -770,20 +722,13 @@ void World::PowerLoss() {
   }
   RestartNode(0);
   RestartNode(1);
-  if (Status st = nodes_[0]->replica->Promote(false); !st.ok()) {
+  if (Status st = nodes_[0]->device->BeginPromote(false); !st.ok()) {
     return Fail("promoting node 0 after the power loss failed: " + st.message());
   }
-  Drain(0);
 }
 
 void World::WriteOn(int index, uint64_t first_block, uint64_t blocks) {
-  Node& n = *nodes_[static_cast<size_t>(index)];
-  const RequestId id = next_request_++;
-  ++client_inflight_;
-  n.client_writes[id] =
-      Node::ClientWrite{first_block * kBlock, blocks * kBlock, next_version_++, false};
-  n.replica->ClientWrite(id, first_block * kBlock, blocks * kBlock, WriteKind::kData, false);
-  Drain(index);
+  ClientWrite(NodeAt(index), first_block, blocks, WriteKind::kData, false);
 }
 
 // Phase 4: the nodes are cut apart and both become Primary and write; when they meet, both
@@ -797,8 +742,7 @@ void World::SplitBrain() {
   if (!nodes_[0]->up) RestartNode(0);
   RunUntil(now_ + 1'000);
   for (int i = 0; i < 2; ++i) {
-    Replica& r = *nodes_[static_cast<size_t>(i)]->replica;
-    if (r.role() == Role::kPrimary) continue;
+    if (NodeAt(i).core().role() == Role::kPrimary) continue;
     if (Status st = PromoteNow(i, false); !st.ok()) {
       if (Status forced = PromoteNow(i, true); !forced.ok()) {
         return Fail("node" + std::to_string(i) +
@@ -812,8 +756,8 @@ void World::SplitBrain() {
   WriteOn(0, 0, 4);
   WriteOn(1, 8, 4);
   uint64_t newest_first = Rand(0, blocks_ - 4);
-  for (const auto& [key, frame] : nodes_[1]->frames) {  // aim at one still landing, if any
-    newest_first = std::min(frame.offset / kBlock, blocks_ - 4);
+  for (const auto& [io, offset] : nodes_[1]->sink->writes_in_flight()) {  // one still landing
+    newest_first = std::min(offset / kBlock, blocks_ - 4);
     break;
   }
   const uint64_t newest_version = next_version_;
@@ -823,7 +767,7 @@ void World::SplitBrain() {
   // Half the time one node steps down before they meet: its changes still count.
   if (Chance(0.5) && !Demote(static_cast<int>(Rand(0, 1)))) return;
   // Nothing in flight from before the split may land after the snapshot.
-  RunUntil(now_ + 20'000, [&] { return nodes_[0]->frames.empty() && nodes_[1]->frames.empty(); });
+  RunUntil(now_ + 20'000, [&] { return nodes_[0]->device->Idle() && nodes_[1]->device->Idle(); });
   for (uint64_t b = newest_first; b < newest_first + 4; ++b) {
     if (nodes_[1]->disk.cache[b] != newest_version) {
       return Fail("block " + std::to_string(b) + " of node1 has version " +
@@ -845,7 +789,7 @@ void World::SplitBrain() {
     if (refusals_[i].front().find("split brain") == std::string::npos) {
       return Fail(who + " refused for another reason: " + refusals_[i].front());
     }
-    if (n.replica->Report().conn != ConnState::kStandAlone) {
+    if (n.core().Report().conn != ConnState::kStandAlone) {
       return Fail(who + " is not StandAlone after the split brain");
     }
     if (n.disk.cache != before[i]) return Fail(who + "'s data changed after the split brain");
@@ -857,19 +801,16 @@ void World::SplitBrain() {
 
 Status World::PromoteNow(int index, bool force) {
   Node& n = *nodes_[static_cast<size_t>(index)];
-  n.promotion_done.reset();
-  Status st = n.replica->Promote(force);
+  Status st = n.device->BeginPromote(force);
   Drain(index);
-  if (!st.ok() || !n.replica->promotion_pending()) return st;
-  RunUntil(now_ + 1'000'000, [&] { return !n.up || !n.replica->promotion_pending(); });
+  if (!st.ok() || !n.device->promotion_pending()) return st;
+  RunUntil(now_ + 1'000'000, [&] { return !n.up || !n.device->promotion_pending(); });
   if (!n.up) return Status::Invalid("the node crashed while its promotion was agreed");
-  if (n.replica->promotion_pending()) {
+  if (n.device->promotion_pending()) {
     Fail("node" + std::to_string(index) + "'s promotion got no answer within 1 s");
     return Status::Invalid("no answer");
   }
-  if (!n.promotion_done) return Status::Invalid("promotion ended without PromotionDone");
-  if (n.promotion_done->error != 0) return Status::Invalid(n.promotion_done->message);
-  return Status::Ok();
+  return n.device->FinishPromote();
 }
 
 void World::ConcurrentPromotion() {
@@ -889,9 +830,8 @@ void World::ConcurrentPromotion() {
     After(Rand(0, 400), -1, [this, i, &asked] {
       Node& n = *nodes_[static_cast<size_t>(i)];
       asked[i] = true;
-      if (n.replica->conn() != ConnState::kConnected) return;
-      n.promotion_done.reset();
-      if (Status st = n.replica->Promote(false); !st.ok()) {
+      if (!n.up || n.core().conn() != ConnState::kConnected) return;
+      if (Status st = n.device->BeginPromote(false); !st.ok()) {
         log_.push_back(std::to_string(now_) + " node" + std::to_string(i) +
                        " promotion refused at once: " + st.message());
       }
@@ -899,8 +839,8 @@ void World::ConcurrentPromotion() {
     });
   }
   auto settled = [&] {
-    return asked[0] && asked[1] && !nodes_[0]->replica->promotion_pending() &&
-           !nodes_[1]->replica->promotion_pending();
+    return asked[0] && asked[1] && !nodes_[0]->device->promotion_pending() &&
+           !nodes_[1]->device->promotion_pending();
   };
   RunUntil(now_ + 1'000'000, settled);
   if (!failure_.empty()) return;
@@ -908,18 +848,18 @@ void World::ConcurrentPromotion() {
   RunUntil(std::max(now_, cut_end + 1));  // the cut, if any, has come and gone
   ++promotions_raced_;
   int primaries = 0;
-  for (const auto& n : nodes_) primaries += n->replica->role() == Role::kPrimary ? 1 : 0;
+  for (const auto& n : nodes_) primaries += n->core().role() == Role::kPrimary ? 1 : 0;
   if (primaries == 2) return Fail("both nodes became Primary from crossed promotions");
   if (primaries == 1) ++promotions_won_;
   log_.push_back(std::to_string(now_) + " crossed promotions: " + std::to_string(primaries) +
                  " Primary" + (cut ? " (link cut)" : ""));
   // Back to node 0 Primary, node 1 Secondary, connected and in sync for phase 3.
-  if (nodes_[1]->replica->role() == Role::kPrimary && !Demote(1)) return;
+  if (nodes_[1]->core().role() == Role::kPrimary && !Demote(1)) return;
   link_up_ = true;
   if (!connected_ && !connect_pending_) TryConnect();
-  if (nodes_[0]->replica->role() != Role::kPrimary) {
+  if (nodes_[0]->core().role() != Role::kPrimary) {
     auto ready = [&] {
-      const ReplicaStatus a = nodes_[0]->replica->Report(), b = nodes_[1]->replica->Report();
+      const ReplicaStatus a = nodes_[0]->core().Report(), b = nodes_[1]->core().Report();
       return a.conn == ConnState::kConnected && b.conn == ConnState::kConnected &&
              a.repl == ReplState::kEstablished && b.repl == ReplState::kEstablished &&
              a.disk == DiskState::kUpToDate && b.disk == DiskState::kUpToDate && a.peer &&
@@ -934,13 +874,12 @@ void World::ConcurrentPromotion() {
 }
 
 bool World::Demote(int index) {
-  Replica& r = *nodes_[static_cast<size_t>(index)]->replica;
-  if (r.role() == Role::kSecondary) return true;
-  if (Status st = r.Demote(0); !st.ok()) {
+  Node& n = NodeAt(index);
+  if (n.core().role() == Role::kSecondary) return true;
+  if (Status st = n.device->Demote(0); !st.ok()) {
     Fail("node" + std::to_string(index) + " could not be demoted: " + st.message());
     return false;
   }
-  Drain(index);
   return true;
 }
 
@@ -951,37 +890,37 @@ bool World::Demote(int index) {
 void World::ResolveSplitBrain() {
   split_phase_ = false;  // from here, any refusal fails the run
   const int victim = static_cast<int>(Rand(0, 1)), survivor = 1 - victim;
-  Replica& v = *nodes_[static_cast<size_t>(victim)]->replica;
-  Replica& s = *nodes_[static_cast<size_t>(survivor)]->replica;
+  Node& vn = NodeAt(victim);
+  Node& sn = NodeAt(survivor);
   if (!Demote(victim)) return;
   const bool by_policy = Chance(0.5);
   std::string how;
   if (by_policy) {
-    if (s.role() != Role::kPrimary) {
+    if (sn.core().role() != Role::kPrimary) {
       if (Status st = PromoteNow(survivor, false); !st.ok()) {
         return Fail("promote survivor: " + st.message());
       }
     }
-    for (Replica* r : {&v, &s}) {
-      r->SetSplitBrainPolicy({AfterSb0Pri::kDisconnect, AfterSb1Pri::kDiscardSecondary});
+    for (Node* n : {&vn, &sn}) {  // replctl adjust
+      n->config.net.split_brain = {AfterSb0Pri::kDisconnect, AfterSb1Pri::kDiscardSecondary};
+      n->device->Retune(n->config);
     }
     how = "after_sb_1pri = discard-secondary";
   } else {
     how = "connect --discard-my-data";
   }
-  Result<bool> a = v.Connect(/*discard_my_data=*/!by_policy);
-  Result<bool> b = s.Connect(false);
-  if (!a.ok() || !b.ok()) return Fail("connect: " + (a.ok() ? b.status() : a.status()).message());
+  std::string message;
+  Status a = vn.device->Connect(/*discard_my_data=*/!by_policy, message);
+  Status b = sn.device->Connect(false, message);
+  if (!a.ok() || !b.ok()) return Fail("connect: " + (a.ok() ? b : a).message());
   Drain(victim);
   Drain(survivor);
   if (!connect_pending_) TryConnect();
-  Node& vn = *nodes_[static_cast<size_t>(victim)];
-  Node& sn = *nodes_[static_cast<size_t>(survivor)];
   auto resolved = [&] {
-    const ReplicaStatus vs = v.Report(), ss = s.Report();
+    const ReplicaStatus vs = vn.core().Report(), ss = sn.core().Report();
     return connected_ && vs.repl == ReplState::kEstablished && ss.repl == ReplState::kEstablished &&
            vs.disk == DiskState::kUpToDate && ss.out_of_sync_bytes == 0 && ss.unacked == 0 &&
-           vn.frames.empty();
+           vn.device->Idle();
   };
   RunUntil(now_ + 5'000'000, resolved);
   if (!failure_.empty()) return;

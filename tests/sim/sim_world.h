@@ -1,9 +1,13 @@
-// A deterministic world for the replication core: two nodes, each a Replica with a simulated
-// disk (a volatile cache that a crash partly loses), a simulated network between them (in-order
-// per connection, random delay, disconnects), a clock, and a client that writes versioned blocks
-// to the Primary. Everything random comes from one seed, so a failing seed replays exactly.
+// A deterministic world for the replication core and the adapter repld runs around it: two
+// nodes, each a ReplicatedDevice (replicated_device.h) built on simulated parts (sim_parts.h: a
+// disk with a volatile cache that a crash partly loses, its metadata, a network port), on an
+// io_context of its own that the world polls after every event; a simulated network between
+// them (in-order per connection, random delay, disconnects), a clock, and a client that writes
+// versioned blocks to the Primary through the device's frontend interface (DiskIo). Everything
+// random comes from one seed, so a failing seed replays exactly.
 #pragma once
 
+#include <asio/io_context.hpp>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -15,89 +19,52 @@
 #include <unordered_map>
 #include <vector>
 
-#include "replication/replica.h"
+#include "daemon/replicated_device.h"
+#include "sim_parts.h"
 
 namespace repld::sim {
 
-inline constexpr uint64_t kBlock = 4096;
-
-// One 4 KiB block holds the version of the write that wrote it (0: never written).
-struct SimDisk {
-  std::vector<uint64_t> durable, cache;
-  explicit SimDisk(uint64_t blocks) : durable(blocks, 0), cache(blocks, 0) {}
-  void Write(uint64_t offset, const std::vector<uint64_t>& versions, bool fua);
-  void Flush() { durable = cache; }
-  // The versions of the blocks of [offset, offset+length), as the cache holds them.
-  std::vector<uint64_t> Read(uint64_t offset, uint64_t length) const {
-    const auto first = cache.begin() + static_cast<std::ptrdiff_t>(offset / kBlock);
-    return {first, first + static_cast<std::ptrdiff_t>(length / kBlock)};
-  }
-  // Power loss: each block written since the last flush keeps its new content or loses it.
-  void Crash(std::mt19937_64& rng);
-};
-
-struct Frame {
-  enum class Type {
-    kData,
-    kFlush,
-    kAck,
-    kState,
-    kOutOfSync,
-    kCsums,
-    kCsumReply,
-    kReadRequest,
-    kReadReply,
-    kPromoteRequest,  // seq carries the token
-    kPromoteReply     // seq: token; fua: granted; reason in `reason`
-  } type = Type::kData;
-  uint64_t seq = 0, offset = 0, length = 0;
-  std::vector<uint64_t> versions;  // data, read reply: one per 4 KiB block; kCsums: as digests
-  bool fua = false, resync = false;
-  WriteKind kind = WriteKind::kData;  // a trim or zeroes carries its write's version as data
-  AckKind ack = AckKind::kWritten;
-  int error = 0;
-  PeerState state;
-  std::vector<OutOfSyncRun> runs;  // kOutOfSync (`fua` carries its `last`), kCsumReply
-  std::string reason;              // kPromoteReply
+// A request of the client, from its DiskIo to its completion.
+struct ClientRequest {
+  DiskIo io{};
+  class World* world = nullptr;
+  int node = 0;
+  uint64_t id = 0;
+  uint64_t offset = 0, length = 0, version = 0;
+  bool fua = false;
+  WriteKind kind = WriteKind::kData;  // writes: kTrim / kZeroes stand for their version
+  std::vector<uint8_t> buffer;        // data written, or read into
+  iovec iov{};
+  // Reads (phase 7): checked against the model unless a write overlapped them.
+  bool checkable = true;
+  std::vector<uint64_t> expected;  // per block, when issued (kUnknown: unchecked)
 };
 
 struct Node {
   int index = 0;
-  std::unique_ptr<Replica> replica;
+  // The parts that outlive the device: the disk and its metadata (a crash keeps what they made
+  // durable) and the loop. The device and its port die with a crash or a detach.
   SimDisk disk;
+  SimMdMedia md;
+  std::unique_ptr<asio::io_context> io;
+  std::unique_ptr<SimDiskSink> sink;
+  ResourceConfig config;
+  std::unique_ptr<ReplicatedDevice> device;
+  SimPeerPort* port = nullptr;  // the device's
   bool up = true;
   uint64_t incarnation = 0;  // bumped by a crash: events of the old life are dropped
-  // What survives a crash.
-  MdState md_on_disk;
-  std::optional<Bitmap> bitmap_on_disk;
-  std::vector<uint32_t> al_on_disk;
-  uint64_t al_seq_on_disk = 0;
-  // In-flight payloads.
-  struct ClientWrite {
-    uint64_t offset, length, version;
-    bool fua;
-    WriteKind kind = WriteKind::kData;  // kTrim / kZeroes: the version stands for the zeroes
-  };
-  std::unordered_map<RequestId, ClientWrite> client_writes;  // request -> what it writes
-  struct ClientRead {
-    uint64_t offset, length;
-    bool checkable;                  // no overlapping write was in flight meanwhile
-    std::vector<uint64_t> expected;  // per block, when it was issued (kUnknown: unchecked)
-    std::vector<uint64_t> result;    // what the read returned
-  };
-  std::unordered_map<RequestId, ClientRead> client_reads;
-  std::unordered_map<uint64_t, Frame> peer_reads;    // key -> the peer's read request
-  std::unordered_map<uint64_t, Frame> frames;        // key -> received data frame
-  std::unordered_map<uint64_t, Frame> resync_reads;  // token -> block read
-  std::unordered_map<uint64_t, Frame> csum_frames;   // key -> the peer's digests
-  std::optional<PromotionDone> promotion_done;       // the last promotion agreed or refused
+  std::unordered_map<uint64_t, std::unique_ptr<ClientRequest>> requests;  // id -> in flight
   // Disk faults (sim_faults.cc): while `fault_error` is set, the disk fails some I/O with it
   // (a Secondary: applies, resync writes and flushes; a Primary: its client's writes).
   OnIoError on_io_error = OnIoError::kDetach;
   int fault_error = 0;
   uint64_t io_failures = 0;  // I/O failed by an injected fault, in this life of the disk
-  bool detaching = false;    // DiskFailed{detach}: the I/O drains, then the disk closes
-  bool detached = false;     // Diskless (no replica) until AttachDisk
+  uint64_t metadata_failures = 0;  // of which metadata writes and flushes
+  bool failure_noted = false;  // its disk failure was checked (NoteDiskFailed)
+  bool detaching = false;    // the device asked for a detach: the I/O drains, then it closes
+  bool detached = false;     // Diskless (no device) until AttachDisk
+  bool detached_failed = false;  // detached after a disk failure (until the attach opened it)
+  const Replica& core() const { return device->core(); }
   explicit Node(uint64_t blocks) : disk(blocks) {}
 };
 
@@ -113,7 +80,9 @@ struct SimOptions {
 
 class World {
  public:
+  using Clock = uint64_t;  // microseconds
   explicit World(SimOptions options);
+  ~World();
   // Runs the whole story; returns "" on success or what went wrong.
   std::string Run();
   const std::vector<std::string>& log() const { return log_; }
@@ -126,6 +95,7 @@ class World {
   // What the faults of sim_faults.cc exercised (each must happen over many seeds).
   struct FaultCounts {
     uint64_t apply_errors = 0, flush_errors = 0, resync_write_errors = 0, primary_write_errors = 0;
+    uint64_t metadata_errors = 0;  // a Secondary's metadata writes (it detaches either way)
     uint64_t detaches = 0, pass_on_failures = 0;
     uint64_t refusals_checked = 0;       // promotions of a node that failed a write, refused
     uint64_t refusals_primary_dead = 0;  // of which with the Primary dead, the node behind it
@@ -136,7 +106,25 @@ class World {
   const FaultCounts& fault_counts() const { return counts_; }
 
  private:
-  using Clock = uint64_t;  // microseconds
+  friend class SimDiskSink;
+  friend class SimMetadataStore;
+  friend class SimPeerPort;
+  friend void ClientDone(DiskIo* io, int error);
+
+  // For the parts.
+  enum class IoKind { kWrite, kFlush, kSync, kMetadata };
+  // The error an injected fault gives this I/O of `node`'s disk; 0: none.
+  int DiskFault(int node, IoKind kind);
+  Node& NodeAt(int node) { return *nodes_[static_cast<size_t>(node)]; }
+  // An activity-log slot of the internal layout, written through the disk.
+  void AlSlotWritten(int node, uint64_t offset, std::span<const iovec> iov, uint64_t length);
+  // What the sim's disk stores for the zeroes of a trim or write-zeroes of exactly this range:
+  // its version (each range is trimmed once per world, so the range names the write).
+  uint64_t ZeroVersion(uint64_t offset, uint64_t length);
+  void PortStarted();
+  void PortDropped(int node, const std::string& reason, bool reconnect);
+  void DataDelivered(const peer::Data& head);
+
   void At(Clock when, int node, std::function<void()> fn);
   void After(Clock delay, int node, std::function<void()> fn) {
     At(now_ + delay, node, std::move(fn));
@@ -154,11 +142,16 @@ class World {
   // After every event: two connected nodes are never both Primary.
   void CheckRoles();
 
-  void MakeReplica(Node& n);
+  // Builds the node's device on its parts (as at start: the metadata read, the link started).
+  void MakeDevice(Node& n);
+  // Runs what the node's loop has ready (handlers the device posted).
   void Drain(int node);
-  void Execute(Node& n, Action& a);
   void Send(int from, Frame f);
-  void Deliver(int to, const Frame& f);
+  // The client's requests.
+  ClientRequest& NewRequest(Node& n, BlockOp op, uint64_t offset, uint64_t length);
+  void SubmitRequest(Node& n, ClientRequest& r);
+  void RequestDone(ClientRequest& r, int error);
+  void ClientWrite(Node& n, uint64_t first_block, uint64_t blocks, WriteKind kind, bool fua);
   void TryConnect();
   void Disconnect(const std::string& why);
   // The link goes down at `when` and comes back `down_for` later (a reconnect follows).
@@ -176,13 +169,14 @@ class World {
   bool MakeTarget(int target, std::string& how);
   void IssueRead(Node& n);
   void NoteWriteIssued(uint64_t offset, uint64_t length);
-  void NoteWriteDone(const Node::ClientWrite& w, bool ok);
-  void CheckRead(int node, RequestId id, int error);
+  void NoteWriteDone(const ClientRequest& w, bool ok);
+  void CheckRead(const ClientRequest& r, int error);
   void CheckFailbackData(int target, const std::string& how);
   // sim_faults.cc: disk errors on the Secondary (or a pass_on Primary), the detach and a later
   // attach of the same disk, the promotion refusals; half-open links; verify after healing.
   int InjectedError(Node& n, uint64_t& counter);
-  void NoteDiskFailed(Node& n, const DiskFailed& a);
+  // The device reported a disk failure (its state changed so, or it asked for a detach).
+  void NoteDiskFailed(int node, bool detach);
   void DetachDisk(int node);
   void AttachDisk(int node);
   void DiskFaults();
@@ -225,12 +219,12 @@ class World {
   uint32_t client_inflight_ = 0;
   uint64_t next_request_ = 1;
   uint64_t next_version_ = 1;
-  uint64_t next_key_ = 1;
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> zero_versions_;  // (offset, length) -> version
   std::vector<uint64_t> acked_;  // per block: the highest acknowledged version
   // Per block: the highest version that a completed FLUSH (issued after the write completed)
   // or a completed FUA write made durable; and, per flush in flight, acked_ when it was issued.
   std::vector<uint64_t> durable_;
-  std::unordered_map<RequestId, std::vector<uint64_t>> flushes_;
+  std::unordered_map<uint64_t, std::vector<uint64_t>> flushes_;
   uint64_t acked_writes_ = 0;
 
   // Phase 4: refusals are expected, and counted instead of failing the run.
