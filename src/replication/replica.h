@@ -495,6 +495,7 @@ class Replica {
     WriteKind kind = WriteKind::kData;
     bool resync = false;
     bool started = false;
+    bool diskless = false;  // a diskless Primary's write: marked (NewGenerationForDisklessPeer)
   };
   struct ResyncBlock {
     uint64_t offset = 0;
@@ -619,6 +620,20 @@ class Replica {
   bool PrimaryDetaches() const {
     return role_ == Role::kPrimary && options_.on_io_error == OnIoError::kDetach;
   }
+  // The connected peer is a Primary without a disk (replica_diskless.cc): it writes through
+  // this node, whose disk holds the only copy of its data.
+  bool PeerIsDisklessPrimary() const;
+  // This node, UpToDate and Secondary, serves a diskless Primary: before the first of its
+  // writes lands, the data moves to a new generation (bitmap id, new current id, persisted), so
+  // that the Primary's old disk, which may come back claiming the old current id, is never
+  // taken for current. Returns whether it started one (the peer is to hear of it); nothing when
+  // that happened already.
+  bool NewGenerationForDisklessPeer();
+  // The diskless Primary's write of [offset, offset+length) arrived: marked, and the mark
+  // persisted, before it is applied.
+  void MarkForDisklessPeer(uint64_t offset, uint64_t length);
+  // A diskless Primary takes the generation identifiers of the UpToDate peer it serves from.
+  void FollowPeerGeneration(const PeerState& peer);
   void PersistMdNow() { Emit(PersistMd{md_}); }
   std::vector<uint32_t> ExtentsOf(uint64_t offset, uint64_t length) const;
   uint64_t NextRandom();
@@ -743,6 +758,10 @@ class Replica {
   std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>
       peer_flush_tokens_;  // token -> seq, epoch
   bool peer_flush_running_ = false;
+  // The current id this node drew for a diskless Primary (0: none), so that the same Primary,
+  // back on that id (it follows ours), does not start yet another one. Forgotten when the peer
+  // shows a disk again: a disk that took that id (resynced from here) may fail in turn.
+  uint64_t diskless_peer_current_ = 0;
   uint64_t pass_on_drop_epoch_ = 0;  // the connection on_io_error = pass_on last dropped
   std::optional<std::string> pass_on_drop_reason_;  // that drop, for the next Tick
 };

@@ -57,6 +57,17 @@ std::string Replica::CheckInvariants() const {
       return fail("apply " + std::to_string(key) + " is out of its order");
     }
   }
+  // A diskless Primary's write is marked before it lands: this disk alone has it, and the
+  // Primary's next disk must get it from here.
+  for (const auto& [key, a] : applies_) {
+    if (!a.diskless || a.length == 0) continue;
+    const uint64_t first = a.offset / kBitmapGrainBytes;
+    const uint64_t last = (a.offset + a.length - 1) / kBitmapGrainBytes;
+    if (bitmap_.FindNextClear(first) <= last) {
+      return fail("the diskless Primary's write at " + std::to_string(a.offset) +
+                  " is not marked out of sync");
+    }
+  }
   if (!Connected() && (!unconfirmed_.empty() || !peer_unflushed_.empty() || barrier_seq_)) {
     return fail("not connected, yet frames wait for the peer");
   }

@@ -164,7 +164,9 @@ void Replica::PeerUp(const Handshake& handshake) {
           md_.disk != DiskState::kDiskless) {
         SetDisk(DiskState::kUpToDate);
       }
-      if (md_.ids.bitmap != 0 && bitmap_.CountSet() == 0) {
+      // (Not for a peer without a disk: nothing caught up, and our bitmap id names the
+      // generation its old disk may come back with.)
+      if (md_.ids.bitmap != 0 && bitmap_.CountSet() == 0 && !PeerIsDisklessPrimary()) {
         md_.ids.bitmap = 0;
         PersistMdNow();
       }
@@ -188,6 +190,7 @@ void Replica::PeerUp(const Handshake& handshake) {
     case SyncPlan::kRefuse:
       break;
   }
+  NewGenerationForDisklessPeer();  // the State below tells the peer
   // Every node but a source sends its bitmap, whatever it decided: the two decide on their own,
   // and a source must never wait for a bitmap that does not come (the counts each decided on can
   // differ when writes land between the handshake and this). A node that is not in WFBitMapS
@@ -336,6 +339,9 @@ void Replica::PeerStateChanged(const PeerState& peer) {
     PersistMdNow();
     Info("resync finished: UpToDate");
     Emit(SendState{LocalState()});
+  } else if (role_ == Role::kPrimary && !HasDisk()) {
+    // A diskless Primary: the peer's data is the data, and a new generation of it too.
+    FollowPeerGeneration(peer);
   } else if (peer.disk == DiskState::kUpToDate && peer.ids.current == md_.ids.current &&
              md_.ids.bitmap != 0 && repl_ == ReplState::kEstablished && bitmap_.CountSet() == 0) {
     // The peer caught up with us: forget where it stood.
@@ -348,6 +354,8 @@ void Replica::PeerStateChanged(const PeerState& peer) {
     md_.ids.current = peer.ids.current;
     PersistMdNow();
   }
+  // The Primary's disk failed and it goes on through us.
+  if (NewGenerationForDisklessPeer()) Emit(SendState{LocalState()});
 }
 
 // --- Secondary: the peer's writes ---
@@ -384,6 +392,9 @@ bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t len
     Emit(SendAck{AckKind::kWritten, seq, EAGAIN});
     return false;
   }
+  // A diskless Primary's write: this disk alone will have it.
+  const bool diskless = !resync && PeerIsDisklessPrimary();
+  if (diskless) MarkForDisklessPeer(offset, length);
   if (options_.protocol == Protocol::kB && !resync) Emit(SendAck{AckKind::kReceived, seq, 0});
   Apply a;
   a.seq = seq;
@@ -393,6 +404,7 @@ bool Replica::PeerData(uint64_t key, uint64_t seq, uint64_t offset, uint64_t len
   a.length = length;
   a.kind = kind;
   a.resync = resync;
+  a.diskless = diskless;
   REPLD_CHECK(applies_.emplace(key, a).second);
   apply_order_.emplace(a.order, key);
   ++epoch_applies_;

@@ -149,6 +149,29 @@ SyncDecision Table(const SyncSide& mine, const SyncSide& theirs, const SplitBrai
                 "both disks are new (no data yet); 'replctl primary --force' on one node makes "
                 "its data the one that counts and starts the initial full sync");
   }
+  // A node without a disk (a diskless Primary, replica_diskless.cc) has no data to compare: it
+  // serves its peer's. It follows the peer's current id while connected, so a reconnect finds
+  // the same id unless the peer's data moved on without it (a promotion while apart), and
+  // then serving it would change the data under the node's clients.
+  const bool my_disk = mine.disk != DiskState::kDiskless && mine.disk != DiskState::kFailed;
+  const bool their_disk = theirs.disk != DiskState::kDiskless && theirs.disk != DiskState::kFailed;
+  if (!my_disk || !their_disk) {
+    if (my_disk && m.current == t.current && my_data) {
+      return Make(SyncPlan::kNone, 15,
+                  "the peer has no disk and serves its clients our data, the generation it "
+                  "served before: no sync");
+    }
+    if (their_disk && m.current == t.current && their_data) {
+      return Make(SyncPlan::kNone, 15,
+                  "this node has no disk and serves the peer's data, the generation it served "
+                  "before: no sync");
+    }
+    return Make(SyncPlan::kRefuse, 16,
+                "a node has no disk: it connects only to an UpToDate peer on the data generation "
+                "it served (ours " +
+                    Ids(m) + ", " + DiskStateName(mine.disk) + "; the peer's " + Ids(t) + ", " +
+                    DiskStateName(theirs.disk) + "); attach a disk first");
+  }
   if (m.current == t.current) {
     const bool my_bits = my_data && mine.out_of_sync_bytes > 0;
     const bool their_bits = their_data && theirs.out_of_sync_bytes > 0;
