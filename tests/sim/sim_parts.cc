@@ -207,7 +207,6 @@ Status SimMetadataStore::Injected(const char* what) {
   if (const int e = world_.DiskFault(node_, World::IoKind::kMetadata); e != 0) {
     return Status::Error(e, std::string("sim metadata: writing ") + what + " failed");
   }
-  ++media_.writes;
   return Status::Ok();
 }
 

@@ -59,7 +59,6 @@ struct SimMdMedia {
   std::vector<uint32_t> al_table;  // the newest transaction's
   uint64_t al_seq = 0;
   std::vector<uint8_t> bitmap;  // the on-disk pages
-  uint64_t writes = 0;          // metadata writes (superblock, AL, bitmap) that succeeded
 };
 
 class World;

@@ -191,13 +191,14 @@ void World::Drain(int index) {
 
 void World::CheckRoles() {
   for (const auto& n : nodes_) {
-    if (!n->up) continue;
+    if (!n->up || !n->device) continue;
     if (const std::string broken = n->core().CheckInvariants(); !broken.empty()) {
       return Fail("node" + std::to_string(n->index) + ": " + broken);
     }
   }
   for (const auto& n : nodes_) {
-    if (!n->up || n->core().role() != Role::kPrimary || n->core().conn() != ConnState::kConnected) {
+    if (!n->up || !n->device || n->core().role() != Role::kPrimary ||
+        n->core().conn() != ConnState::kConnected) {
       return;
     }
   }
@@ -219,7 +220,7 @@ void World::Fail(const std::string& what) {
 std::string World::Where() const {
   std::ostringstream out;
   for (const auto& n : nodes_) {
-    if (!n->up) {
+    if (!n->up || !n->device) {
       out << "node" << n->index << " down; ";
       continue;
     }
@@ -279,7 +280,6 @@ void World::AlSlotWritten(int node, uint64_t offset, std::span<const iovec> iov,
     md.al_seq = slot.txn.seq;
     md.al_table = slot.txn.extents;
   }
-  ++md.writes;
 }
 
 uint64_t World::ZeroVersion(uint64_t offset, uint64_t length) {

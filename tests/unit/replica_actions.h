@@ -28,4 +28,17 @@ std::vector<T> All(std::vector<Action> actions) {
   return out;
 }
 
+// The bitmap exchange of a connect that made `target` the sync target of `source`: the
+// target's OutOfSync frames to the source, the merged bitmap back, the source's State to the
+// target. The source's actions after the exchange stay for the caller.
+inline void ExchangeBitmaps(Replica& target, Replica& source) {
+  for (const SendOutOfSync& f : All<SendOutOfSync>(target.TakeActions())) {
+    source.PeerOutOfSync(f.runs, f.last);
+  }
+  for (const SendOutOfSync& f : All<SendOutOfSync>(source.TakeActions())) {
+    target.PeerOutOfSync(f.runs, f.last);
+  }
+  target.PeerStateChanged(source.LocalState());
+}
+
 }  // namespace repld

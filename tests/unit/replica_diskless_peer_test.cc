@@ -326,13 +326,7 @@ TEST(ReplicaDisklessPeer, AFastFailbackPrimarysWritesAreMarkedOnTheSource) {
   Replica source = MakeReplica(Options("beta"), moved_on, {{0, 4 * kMiB}});
   target.PeerUp(Replica::Handshake{source.LocalState(), std::nullopt, false});
   source.PeerUp(Replica::Handshake{target.LocalState(), std::nullopt, false});
-  for (const SendOutOfSync& f : All<SendOutOfSync>(target.TakeActions())) {
-    source.PeerOutOfSync(f.runs, f.last);
-  }
-  for (const SendOutOfSync& f : All<SendOutOfSync>(source.TakeActions())) {
-    target.PeerOutOfSync(f.runs, f.last);
-  }
-  target.PeerStateChanged(source.LocalState());
+  ExchangeBitmaps(target, source);
   ASSERT_TRUE(target.Promote(false).ok());
   for (const SendState& s : All<SendState>(target.TakeActions())) source.PeerStateChanged(s.state);
   (void)source.TakeActions();

@@ -291,13 +291,7 @@ TEST(ReplicaDiskless, AFastFailbackPrimaryLeavesTheResync) {
   Replica source = MakeReplica(Options("alpha", OnIoError::kDetach), moved_on, {{0, 4 * kMiB}});
   target.PeerUp(Replica::Handshake{source.LocalState(), std::nullopt, false});
   source.PeerUp(Replica::Handshake{target.LocalState(), std::nullopt, false});
-  for (const SendOutOfSync& f : All<SendOutOfSync>(target.TakeActions())) {
-    source.PeerOutOfSync(f.runs, f.last);
-  }
-  for (const SendOutOfSync& f : All<SendOutOfSync>(source.TakeActions())) {
-    target.PeerOutOfSync(f.runs, f.last);
-  }
-  target.PeerStateChanged(source.LocalState());
+  ExchangeBitmaps(target, source);
   ASSERT_EQ(source.Report().repl, ReplState::kSyncSource);
   ASSERT_TRUE(target.Promote(false).ok());
   (void)target.TakeActions();
