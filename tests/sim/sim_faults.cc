@@ -100,8 +100,6 @@ void World::AttachDisk(int index) {
   Node& n = NodeAt(index);
   if (!n.detached) return;
   n.detached = false;
-  n.io_failures = 0;
-  n.metadata_failures = 0;
   log_.push_back(std::to_string(now_) + " node" + std::to_string(index) + " attaches its disk");
   RestartNode(index);
 }

@@ -416,10 +416,10 @@ void World::RestartNode(int index) {
   Node& n = NodeAt(index);
   if (n.up) return;  // faults overlap: an earlier restart already brought it back
   n.up = true;
-  if (n.detached) {  // a restart opens the disk too (an attach): a new life of the disk
-    n.io_failures = 0;
-    n.metadata_failures = 0;
-  }
+  // A new life of the disk (a restart opens it too, as an attach does): a failure it reports
+  // from here comes from a new I/O failure (one its metadata records was checked already).
+  n.io_failures = 0;
+  n.metadata_failures = 0;
   n.detached = false;
   n.detaching = false;
   ++n.incarnation;
