@@ -69,29 +69,29 @@ void World::DetachDisk(int index) {
   if (!n.up || n.detaching || n.detached) return;
   n.detaching = true;
   n.device->DisconnectFor("node" + std::to_string(index) + "'s disk failed: it detaches");
-  auto finish = std::make_shared<std::function<void()>>();
-  *finish = [this, index, finish] {
-    Node& n = NodeAt(index);
-    n.device->StopLink();
-    if (!n.device->Idle()) {  // Resource::StopDevice waits for the I/O in flight
-      After(500, index, *finish);
-      return;
-    }
-    n.detached_failed = n.core().Report().disk_failure.has_value();
-    if (n.sink->SyncNow().ok()) n.device->Shutdown();
-    Drain(index);
-    n.device.reset();
-    n.port = nullptr;
-    n.io = std::make_unique<asio::io_context>();
-    n.up = false;
-    ++n.incarnation;
-    n.detaching = false;
-    n.detached = true;
-    ++counts_.detaches;
-    log_.push_back(std::to_string(now_) + " node" + std::to_string(index) +
-                   " detached its failed disk: Diskless");
-  };
-  After(500, index, *finish);
+  After(500, index, [this, index] { FinishDetach(index); });
+}
+
+void World::FinishDetach(int index) {
+  Node& n = NodeAt(index);
+  n.device->StopLink();
+  if (!n.device->Idle()) {  // Resource::StopDevice waits for the I/O in flight
+    After(500, index, [this, index] { FinishDetach(index); });
+    return;
+  }
+  n.detached_failed = n.core().Report().disk_failure.has_value();
+  if (n.sink->SyncNow().ok()) n.device->Shutdown();
+  Drain(index);
+  n.device.reset();
+  n.port = nullptr;
+  n.io = std::make_unique<asio::io_context>();
+  n.up = false;
+  ++n.incarnation;
+  n.detaching = false;
+  n.detached = true;
+  ++counts_.detaches;
+  log_.push_back(std::to_string(now_) + " node" + std::to_string(index) +
+                 " detached its failed disk: Diskless");
 }
 
 // replctl attach of the same disk, repaired: the metadata is read as at start (it records the

@@ -178,6 +178,7 @@ class World {
   // The device reported a disk failure (its state changed so, or it asked for a detach).
   void NoteDiskFailed(int node, bool detach);
   void DetachDisk(int node);
+  void FinishDetach(int node);  // once the device's I/O has drained
   void AttachDisk(int node);
   void DiskFaults();
   // Phase 1: node 1's disk fails some I/O from `when` for `for_us` (with the other faults).
