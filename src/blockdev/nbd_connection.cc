@@ -126,7 +126,9 @@ asio::awaitable<void> NbdConnection::Run() {
   asio::error_code ignored;
   socket_.shutdown(Socket::shutdown_both, ignored);
   socket_.close(ignored);
-  spdlog::info("nbd {}: disconnected after {} requests", name_, requests_served_);
+  const bool eof = read_error_ == asio::error::eof || !read_error_;
+  spdlog::info("nbd {}: disconnected after {} requests{}", name_, requests_served_,
+               eof || stopping_ ? "" : " (reading from the client: " + read_error_.message() + ")");
 }
 
 asio::awaitable<bool> NbdConnection::ReadExactly(uint8_t* dest, size_t length_bytes) {
@@ -142,13 +144,17 @@ asio::awaitable<bool> NbdConnection::ReadExactly(uint8_t* dest, size_t length_by
     // Large reads go straight to `dest` (the buffered loop below only fits smaller ones).
     co_await asio::async_read(socket_, asio::buffer(dest, length_bytes), TransferAllUncapped{},
                               redirect_error(use_awaitable, ec));
+    if (ec) read_error_ = ec;
     co_return !ec;
   }
   while (read_end_ < length_bytes) {
     const size_t n = co_await socket_.async_read_some(
         asio::buffer(read_buffer_.data() + read_end_, read_buffer_.size() - read_end_),
         redirect_error(use_awaitable, ec));
-    if (ec) co_return false;
+    if (ec) {
+      read_error_ = ec;
+      co_return false;
+    }
     read_end_ += n;
   }
   std::memcpy(dest, read_buffer_.data(), length_bytes);

@@ -105,6 +105,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   bool stopping_ = false;
   bool reading_done_ = false;
   bool send_failed_ = false;
+  asio::error_code read_error_;  // why reading from the client ended, when it failed
   bool aborted_ = false;
   uint64_t requests_served_ = 0;
 };

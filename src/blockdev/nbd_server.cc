@@ -92,7 +92,7 @@ Status NbdServer::ListenTcp(const std::string& host, uint16_t port) {
 void NbdServer::Start() {
   for (Acceptor& acceptor : acceptors_) {
     asio::error_code ec;
-    acceptor.non_blocking(true, ec);  // io_uring then polls instead of blocking a kernel worker
+    acceptor.non_blocking(true, ec);  // never blocks the loop
     const bool is_tcp = acceptor.local_endpoint().protocol().family() != AF_UNIX;
     asio::co_spawn(io_, AcceptLoop(acceptor, is_tcp ? "tcp" : "unix"), asio::detached);
   }

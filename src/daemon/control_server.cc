@@ -316,7 +316,7 @@ Status ControlServer::Start() {
                                 (group_.empty() ? "0600" : "0660") + ": " + ErrnoText(e));
   }
   acceptor.listen(static_cast<int>(kControlConnectionsMax), ec);
-  if (!ec) acceptor.non_blocking(true, ec);  // io_uring then polls instead of blocking a worker
+  if (!ec) acceptor.non_blocking(true, ec);  // never blocks the loop
   if (ec) {
     Stop();
     return Status::Error(ec.value(),

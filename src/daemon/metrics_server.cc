@@ -162,7 +162,7 @@ asio::awaitable<void> MetricsServer::Core::AcceptLoop(std::shared_ptr<Core> core
 asio::awaitable<void> MetricsServer::Core::Serve(std::shared_ptr<Core> core,
                                                  std::shared_ptr<tcp::socket> socket) {
   asio::error_code ec;
-  socket->non_blocking(true, ec);  // io_uring then polls instead of blocking a worker
+  socket->non_blocking(true, ec);  // never blocks the loop
   asio::steady_timer watchdog(socket->get_executor());
   auto arm = [&watchdog, weak = std::weak_ptr<tcp::socket>(socket)](auto timeout) {
     watchdog.expires_after(timeout);
@@ -272,7 +272,7 @@ Status MetricsServer::Start() {
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(*endpoint_, ec);
   if (!ec) acceptor.listen(static_cast<int>(2 * kMetricsConnectionsMax), ec);
-  if (!ec) acceptor.non_blocking(true, ec);  // io_uring then polls instead of blocking a worker
+  if (!ec) acceptor.non_blocking(true, ec);  // never blocks the loop
   tcp::endpoint bound;
   if (!ec) bound = acceptor.local_endpoint(ec);
   if (ec) {

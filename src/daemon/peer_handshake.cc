@@ -85,7 +85,7 @@ asio::awaitable<Status> PeerSession::Connect(const asio::ip::tcp::endpoint& endp
 asio::awaitable<Status> PeerSession::Handshake() {
   asio::error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
-  // Sends and receives then run as plain syscalls on this thread once io_uring reports the
+  // Sends and receives then run as plain syscalls on this thread once the reactor reports the
   // socket ready: the kernel never reads our buffers behind our back (see Abandon).
   if (!ec) socket_.non_blocking(true, ec);
   if (ec)

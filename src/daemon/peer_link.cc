@@ -104,7 +104,7 @@ Status PeerLink::Impl::Listen() {
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(ep.value(), ec);
   if (!ec) acceptor.listen(static_cast<int>(link::kHandshakesMax), ec);
-  if (!ec) acceptor.non_blocking(true, ec);  // io_uring then polls instead of blocking a worker
+  if (!ec) acceptor.non_blocking(true, ec);  // never blocks the loop
   if (ec) {
     acceptor.close();
     return Status::Error(ec.value(), "cannot listen for " + peer_name + " on " + config.address +

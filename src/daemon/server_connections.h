@@ -18,7 +18,8 @@
 
 namespace repld {
 
-// A pending io_uring operation may sit in a kernel worker that cancellation does not reach;
+// Shutting the socket down first ends at once any send or receive the kernel still holds (an
+// io_uring operation in a kernel worker, were Asio on that backend, is not reached by a cancel);
 // shutting the socket down wakes it, then close() completes it as aborted.
 template <typename Socket>
 void ShutdownAndClose(Socket& s) {
