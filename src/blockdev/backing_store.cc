@@ -171,6 +171,11 @@ Status BackingStore::SyncNow() {
 }
 
 void BackingStore::Submit(DiskIo* io) {
+  ++in_flight_;
+  Start(io);
+}
+
+void BackingStore::Start(DiskIo* io) {
   const BlockRequest& r = io->request;
   REPLD_CHECK(r.offset_bytes + r.length_bytes <= info_.size_bytes);
   REPLD_CHECK(io->done != nullptr);
@@ -261,7 +266,7 @@ void BackingStore::Continue(DiskIo* io, int result) {
         } else {
           zero_range_supported_ = false;
         }
-        return Submit(io);
+        return Start(io);
       }
       if (result < 0) return Finish(io, -result);
       return FinishOrSync(io);
@@ -311,6 +316,7 @@ void BackingStore::Finish(DiskIo* io, int error) {
   } else if (io->request.op != BlockOp::kFlush) {
     written_bytes_ += io->request.length_bytes;
   }
+  --in_flight_;
   io->done(io, error);
 }
 

@@ -75,6 +75,8 @@ class BackingStore : public DiskSink {
 
   // Synchronous fdatasync, for shutdown.
   Status SyncNow() override;
+  // Requests submitted and not yet completed (done not called yet).
+  uint32_t in_flight() const { return in_flight_; }
 
   // Bytes of the requests that completed without error: reads, and writes with trims and
   // write-zeroes (as the replication core counts them). A one-node resource's status shows these.
@@ -87,6 +89,7 @@ class BackingStore : public DiskSink {
  private:
   BackingStore(std::string path, int fd, BackingInfo info, DiskRing& ring);
   static void OnOpComplete(DiskOp* op, int result);
+  void Start(DiskIo* io);
   void Continue(DiskIo* io, int result);
   void StartTransfer(DiskIo* io);
   void StartZeroWrite(DiskIo* io);
@@ -103,6 +106,7 @@ class BackingStore : public DiskSink {
   bool zero_range_supported_ = true;
   uint64_t read_bytes_ = 0;
   uint64_t written_bytes_ = 0;
+  uint32_t in_flight_ = 0;
 };
 
 }  // namespace repld

@@ -18,7 +18,7 @@ namespace repld {
 
 ReplicatedDevice::ReplicatedDevice(asio::io_context& io, const ResourceConfig& config,
                                    const NodeConfig& node, DiskSink& store, Options options)
-    : io_(io), config_(config), node_(node), store_(store), options_(options), tick_(io) {}
+    : io_(io), config_(config), node_(node), store_(&store), options_(options), tick_(io) {}
 
 ReplicatedDevice::~ReplicatedDevice() {
   for (auto& [key, work] : csum_work_) std::free(work.buffer);
@@ -92,10 +92,10 @@ Status ReplicatedDevice::Load() {
     REPLD_CHECK(al_buffer_ != nullptr);
   }
   data_bytes_ = superblock_.layout.data_bytes;
-  if (data_bytes_ > store_.info().size_bytes) {
+  if (data_bytes_ > store_->info().size_bytes) {
     return Status::Invalid("the metadata on '" + md_->md_path() + "' describes " +
                            std::to_string(data_bytes_) + " data bytes but the disk has only " +
-                           std::to_string(store_.info().size_bytes) + "; the disk shrank?");
+                           std::to_string(store_->info().size_bytes) + "; the disk shrank?");
   }
 
   const auto peer = PeerOf(config_, node_);
@@ -338,6 +338,14 @@ void ReplicatedDevice::StopLink() {
   Drain();
 }
 
+void ReplicatedDevice::ReleaseDisk() {
+  REPLD_CHECK(diskless_primary() && !released_);
+  auto released = std::make_unique<ReleasedDisk>(io_, store_->info(), md_->md_path());
+  store_ = released.get();
+  md_ = std::move(released);
+  released_ = true;
+}
+
 void ReplicatedDevice::Shutdown() {
   if (stopped_) return;
   if (!Idle()) {
@@ -497,7 +505,7 @@ void ReplicatedDevice::Execute(Action& action) {
         } else if constexpr (std::is_same_v<T, SubmitFlush>) {
           AuxIo& aux = TakeAux(AuxIo::Kind::kFlush, a.token);
           aux.io.request = BlockRequest{.op = BlockOp::kFlush};
-          store_.Submit(&aux.io);
+          store_->Submit(&aux.io);
         } else if constexpr (std::is_same_v<T, SendData>) {
           ExecuteSendData(a);
         } else if constexpr (std::is_same_v<T, SendFlush>) {
@@ -564,7 +572,7 @@ void ReplicatedDevice::ExecuteSubmit(RequestId id) {
   slot.local_iov.assign(slot.client->iov, slot.client->iov + slot.client->iov_count);
   slot.local.iov = slot.local_iov.data();
   slot.local.iov_count = static_cast<unsigned>(slot.local_iov.size());
-  store_.Submit(&slot.local);
+  store_->Submit(&slot.local);
 }
 
 void ReplicatedDevice::ExecuteSendData(const SendData& a) {
@@ -603,7 +611,7 @@ void ReplicatedDevice::SubmitAlWrite() {
                    .offset_bytes = superblock_.layout.al_offset + slot * ctx.al_slot_bytes,
                    .length_bytes = ctx.al_slot_bytes,
                    .fua = true};
-  store_.Submit(&aux.io);
+  store_->Submit(&aux.io);
 }
 
 void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
@@ -618,13 +626,13 @@ void ReplicatedDevice::ExecuteWriteAl(const WriteAl& a) {
     if (a.plan.evicted.empty()) return SubmitAlWrite();
     AuxIo& aux = TakeAux(AuxIo::Kind::kAlFlush, a.plan.seq);
     aux.io.request = BlockRequest{.op = BlockOp::kFlush};
-    store_.Submit(&aux.io);
+    store_->Submit(&aux.io);
     return;
   }
   // External metadata: the log's fdatasync does not reach the data file, whose completed writes
   // must be durable before an extent with them leaves the log (the internal layout's FUA write
   // syncs the data file itself).
-  if (s.ok() && !a.plan.evicted.empty()) s = store_.SyncNow();
+  if (s.ok() && !a.plan.evicted.empty()) s = store_->SyncNow();
   if (s.ok()) s = md_->WriteAlTransaction(AlTransaction{a.plan.seq, a.plan.table});
   if (!s.ok()) {
     spdlog::error("resource {}: activity log write failed: {}; the writes waiting for it fail",
@@ -650,7 +658,7 @@ void ReplicatedDevice::ExecutePersistMd(const MdState& md) {
   if ((superblock_.flags & kMdCrashedPrimary) != 0 && (next.flags & kMdCrashedPrimary) == 0) {
     // The flag that makes a crash resync the activity log goes only once every completed data
     // write is durable (the metadata may be on another device than the data).
-    if (Status s = store_.SyncNow(); !s.ok()) {
+    if (Status s = store_->SyncNow(); !s.ok()) {
       spdlog::error(
           "resource {}: flushing the data disk failed: {}; the superblock keeps saying this "
           "node was Primary, so a restart resyncs its activity log",
@@ -688,6 +696,7 @@ void ReplicatedDevice::ExecuteDiskFailed(const DiskFailed& a) {
         "is Diskless and serves through its peer; replace the disk and run 'replctl attach {}'",
         config_.name, node_.disk, a.failure.what, a.failure.error, ErrnoText(a.failure.error),
         config_.name);
+    if (on_detach_needed_ && !released_) on_detach_needed_("");  // the owner releases the disk
     return;
   }
   if (!a.detach || !on_detach_needed_) return;
@@ -750,7 +759,7 @@ void ReplicatedDevice::SubmitAuxRead(AuxIo::Kind kind, uint64_t key, iovec into,
   aux.io.iov_count = 1;
   aux.io.request = BlockRequest{
       .op = BlockOp::kRead, .offset_bytes = offset_bytes, .length_bytes = length_bytes};
-  store_.Submit(&aux.io);
+  store_->Submit(&aux.io);
 }
 
 void ReplicatedDevice::OnAuxDone(DiskIo* io, int error) {
@@ -838,7 +847,7 @@ void ReplicatedDevice::ExecuteApply(uint64_t key) {
     aux.io.iov_count = static_cast<unsigned>(aux.iov.size());
   }
   aux.io.request = r;
-  store_.Submit(&aux.io);
+  store_->Submit(&aux.io);
 }
 
 }  // namespace repld

@@ -46,6 +46,7 @@
 #include "daemon/control_proto.h"
 #include "daemon/peer_link.h"
 #include "daemon/peer_port.h"
+#include "daemon/released_disk.h"
 #include "daemon/resync_progress.h"
 #include "replication/block_digest.h"
 #include "replication/replica.h"
@@ -79,6 +80,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
 
   // The size clients see: the data area before the internal metadata.
   uint64_t data_bytes() const { return data_bytes_; }
+  // The metadata's identity (create-md draws a new one): the same disk, or a replacement.
+  const MdUuid& device_uuid() const { return superblock_.device_uuid; }
 
   [[nodiscard]] Status Start();
   // Stopping, after the frontend drained: StopLink() (the core marks what the peer did not
@@ -125,6 +128,12 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   Role role() const { return replica_->role(); }
   // The disk failed under on_io_error = detach while Primary: serving through the peer.
   bool diskless_primary() const { return replica_->diskless_primary(); }
+  // A diskless Primary lets go of its failed disk and metadata, once the owner saw the disk
+  // finish every request submitted to it: the owner then closes the disk (its lock with it),
+  // which can be replaced and attached (resource_attach_primary.cc). Any later use fails
+  // with EIO (released_disk.h); none comes from a diskless replica.
+  void ReleaseDisk();
+  bool disk_released() const { return released_; }
   // The metadata says this node was Primary and did not step down cleanly (a crash or kill).
   bool was_primary() const { return replica_->crashed_primary(); }
   // Why the peer link last failed, for status; empty if it did not.
@@ -138,7 +147,8 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   void set_on_state_change(std::function<void()> fn) { on_state_change_ = std::move(fn); }
   // Called (on the loop thread, inside the core's work: the owner posts what it does) when the
   // disk failed an I/O under [disk] on_io_error = "detach": the owner detaches the disk
-  // (Resource::Detach), with `why` for the peer and the log.
+  // (Resource::Detach), with `why` for the peer and the log. A Primary, Diskless and serving
+  // through its peer, keeps its device: the owner releases the disk (ReleaseDisk).
   void set_on_detach_needed(std::function<void(const std::string& why)> fn) {
     on_detach_needed_ = std::move(fn);
   }
@@ -286,10 +296,11 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   asio::io_context& io_;
   ResourceConfig config_;
   NodeConfig node_;
-  DiskSink& store_;
+  DiskSink* store_;  // the disk, or released_ once a diskless Primary let go of it
   Options options_;
   uint64_t data_bytes_ = 0;
   std::unique_ptr<MetadataStore> md_;
+  bool released_ = false;  // ReleaseDisk: store_ and md_ are one ReleasedDisk
   Superblock superblock_;  // as on disk
   bool degraded_at_start_ = false;
   std::function<void()> on_state_change_;

@@ -87,7 +87,7 @@ Result<std::unique_ptr<Resource>> Resource::Create(asio::io_context& io,
 }
 
 std::optional<std::string> Resource::Admission() const {
-  if (!replicated_) return std::nullopt;
+  if (!replicated_ || attaching_) return std::nullopt;
   if (detached()) {
     return "resource " + config_.name + " has no disk on node " + node_.name +
            " (Diskless, detached): it serves no data. To serve it here: replctl attach " +
@@ -131,6 +131,9 @@ nlohmann::json Resource::StatusJson() const {
     snapshot.replica.counters.written_bytes = store_->written_bytes();
     snapshot.size_bytes = server_->exported().size_bytes;
   }
+  // Taking a disk (resource_attach_primary.cc): its clients' requests wait, and it is Primary
+  // again when they go on (or they fail).
+  if (attaching_) snapshot.replica.role = Role::kPrimary;
   return StatusToJson(snapshot);
 }
 
@@ -288,10 +291,15 @@ asio::awaitable<nlohmann::json> Resource::HandleCommand(const nlohmann::json& re
                    ": it is not replicated, and has no roles to change");
   }
   if (detaching_) co_return fail("the disk is being detached; try again in a moment");
+  if (attaching_) {
+    co_return fail("a disk is being attached to this Primary; try again in a moment");
+  }
   Status s = Status::Ok();
   std::string message;
   if (command == "detach") {
     s = co_await Detach(message);
+  } else if (command == "attach" && device_ != nullptr && device_->diskless_primary()) {
+    s = co_await AttachToPrimary(message);
   } else if (command == "attach") {
     s = Attach(message);
   } else if (detached() && command == "secondary") {

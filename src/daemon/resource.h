@@ -7,6 +7,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 
 #include "blockdev/backing_store.h"
@@ -48,9 +49,20 @@ class Resource {
   // [disk] on_io_error = "detach": the disk failed an I/O; detach it as the operator would.
   void OnDetachNeeded(const std::string& why);
   asio::awaitable<void> DetachFailedDisk(std::string why);
+  // A diskless Primary's failed disk: closed, with its metadata, once its requests finished.
+  asio::awaitable<void> ReleaseFailedDisk();
   // Hooks a device just opened up to this resource (events, the failed disk's detach).
   void WireDevice(ReplicatedDevice& device);
   Status Attach(std::string& message);
+  // replctl attach on a diskless Primary (resource_attach_primary.cc): the device is replaced
+  // by one on the new disk, which resyncs from the peer and is promoted, while the frontends'
+  // requests wait in the switch.
+  asio::awaitable<Status> AttachToPrimary(std::string& message);
+  // The disk named in the configuration has this resource's metadata and size (read-only):
+  // its superblock.
+  Result<Superblock> CheckDiskToAttach() const;
+  // Polls until `done` (true), `max` passes or Stop begins (false).
+  asio::awaitable<bool> WaitUntil(std::function<bool()> done, std::chrono::milliseconds max);
   // The status of a detached node: Secondary, Diskless, StandAlone.
   ReplicaStatus DetachedReport() const;
   // replctl detach: a replicated resource without its disk (store_ and device_ are null).
@@ -92,6 +104,7 @@ class Resource {
   ReplicatedDevice::Options device_options_;
   std::unique_ptr<SinkSwitch> switch_;  // replicated: the frontends' sink, device_ or none
   bool detaching_ = false;              // Detach() is waiting for the device to go idle
+  bool attaching_ = false;              // AttachToPrimary() runs: Primary to the clients
   // The disk's failure that detached it (on_io_error = "detach"), until 'replctl attach'.
   std::optional<DiskErrorRecord> disk_error_;
   std::unique_ptr<NbdServer> server_;

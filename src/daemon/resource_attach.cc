@@ -8,7 +8,7 @@
 // connect decides the resync as after a restart (a bitmap resync for the same disk, a full sync
 // for a replacement with fresh metadata). The operator cannot detach a Primary; a Primary whose
 // disk failed under on_io_error = detach is diskless already (the replica serves through its
-// peer: replica_diskless.cc) and attach on it is refused for now.
+// peer: replica_diskless.cc), and attach on it is resource_attach_primary.cc's.
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
@@ -53,6 +53,28 @@ asio::awaitable<void> Resource::DetachFailedDisk(std::string why) {
   PublishEvents();
 }
 
+asio::awaitable<void> Resource::ReleaseFailedDisk() {
+  if (device_->disk_released()) co_return;
+  // The requests on the disk when it failed finish first (their errors are on their way).
+  const bool idle = co_await WaitUntil(
+      [this] { return store_ == nullptr || store_->in_flight() == 0; }, kDetachDrainMax);
+  if (!idle || device_ == nullptr || !device_->diskless_primary() || device_->disk_released() ||
+      store_ == nullptr) {
+    if (!idle && !stopping_) {
+      spdlog::error("resource {}: the failed disk {} did not finish its requests in {} s; it "
+                    "stays open until the daemon stops",
+                    config_.name, node_.disk, kDetachDrainMax.count());
+    }
+    co_return;
+  }
+  device_->ReleaseDisk();
+  store_.reset();
+  spdlog::warn("resource {}: released the failed disk {} (and its metadata): replace or repair "
+               "it ('replctl create-md {}' for a new one), then 'replctl attach {}' gives this "
+               "Primary a disk again without stopping its clients",
+               config_.name, node_.disk, config_.name, config_.name);
+}
+
 asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) {
   if (detached()) {
     message = "already Diskless: the disk is detached";
@@ -60,6 +82,7 @@ asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) 
   }
   if (stopping_) co_return Status::Invalid("the daemon is stopping");
   if (device_->diskless_primary()) {
+    co_await ReleaseFailedDisk();
     message = "already Diskless: this Primary's disk failed and it serves through its peer";
     co_return Status::Ok();
   }
@@ -102,16 +125,6 @@ asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) 
 }
 
 Status Resource::Attach(std::string& message) {
-  if (device_ != nullptr && device_->diskless_primary()) {
-    // Not yet: the disk would have to join the running replica and its link (issue #17).
-    return Status::Invalid(
-        "this Primary's disk failed and it serves through its peer (Diskless); attaching a disk "
-        "to a Primary is not supported yet: stop the clients, 'replctl secondary " +
-        config_.name + "', 'replctl detach " + config_.name +
-        "', replace the disk ('replctl create-md' for a new one), 'replctl attach " + config_.name +
-        "', then 'replctl primary " + config_.name +
-        "' (it serves through the peer while the resync runs)");
-  }
   if (!detached()) {
     message = "already attached: " + node_.disk;
     return Status::Ok();

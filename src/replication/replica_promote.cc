@@ -33,7 +33,12 @@ Status Replica::CheckPromote(bool force) const {
                            "): it is being detached, and this node is not promoted with it; "
                            "replace the disk and run 'replctl attach'");
   }
-  if (md_.io_error && !force) {
+  // A resync target serves the blocks not yet synced from its UpToDate peer (fast failback):
+  // also one whose disk failed before, since such a disk is resynced whole (the failed disk
+  // attached again to a diskless Primary: resource_attach_primary.cc).
+  const bool serves_through_peer =
+      md_.disk != DiskState::kUpToDate && repl_ == ReplState::kSyncTarget && PeerCanServe();
+  if (md_.io_error && !force && !serves_through_peer) {
     return Status::Invalid(
         std::string("the disk failed ") +
         (disk_failure_ ? disk_failure_->what : std::string("an I/O")) +

@@ -1,6 +1,8 @@
 // Faults of the simulator beyond crashes and link cuts (issue #17): disk errors on the
 // Secondary (applies, flushes for the peer, resync writes) under both on_io_error policies, and
-// on a pass_on Primary's own writes; the detach and a later attach of the same disk; the refusal
+// on the Primary's own writes (pass_on: its clients get them; detach: it goes Diskless, serves
+// through its peer, then takes its disk again while Primary); the detach and a later attach of
+// the same disk; the refusal
 // to promote a node that failed a write before a resync repaired it; half-open links; an online
 // verify of a healed pair.
 #include <cerrno>
@@ -27,6 +29,16 @@ void World::NoteDiskFailed(int node, bool detach) {
   Node& n = NodeAt(node);
   const std::string who = "node" + std::to_string(node);
   if (!n.up || !n.device) return;
+  if (n.device->diskless_primary()) {
+    // A Primary under detach: Diskless, serving through its peer (replica_diskless.cc); its
+    // owner lets go of the disk and gives it one back later (AttachToDisklessPrimary).
+    if (n.io_failures == 0) return Fail(who + ", Primary, went Diskless with no failed I/O");
+    if (!n.failure_noted) {
+      n.failure_noted = true;
+      ++counts_.diskless_primaries;
+    }
+    return;
+  }
   if (detach && n.on_io_error != OnIoError::kDetach && n.metadata_failures == 0) {
     return Fail(who + " asked to detach its disk under on_io_error = pass_on, with no failed "
                       "metadata write");
@@ -104,6 +116,39 @@ void World::AttachDisk(int index) {
   RestartNode(index);
 }
 
+// The disk back under a running Primary, as Resource::AttachToPrimary does it (the client's
+// requests wait meanwhile; here the client is drained): the diskless device goes once idle, a
+// device on the same disk opens it as one that failed (Inconsistent, resynced whole), connects,
+// and is promoted as a resync target with its UpToDate peer serving the blocks not yet synced.
+void World::AttachToDisklessPrimary(int index) {
+  Node& n = NodeAt(index);
+  RunUntil(now_ + 20'000, [&] { return n.device->Idle(); });
+  if (!failure_.empty()) return;
+  if (!n.device->Idle()) return Fail("the diskless Primary's device did not go idle");
+  n.detaching = true;   // the link stops on purpose
+  FinishDetach(index);  // StopLink, the device gone
+  n.detached_failed = true;
+  AttachDisk(index);
+  ++counts_.primary_attaches;
+  if (!connected_ && !connect_pending_) TryConnect();
+  auto ready = [&] {
+    const ReplicaStatus r = n.core().Report();
+    return r.conn == ConnState::kConnected && r.peer && r.peer->disk == DiskState::kUpToDate &&
+           (r.repl == ReplState::kSyncTarget || r.repl == ReplState::kEstablished);
+  };
+  RunUntil(now_ + 2'000'000, ready);
+  if (!failure_.empty() || !ready()) return;  // a cut link: promoted by a later phase, or not
+  const Status st = n.device->BeginPromote(false);
+  if (!st.ok()) {
+    return Fail("node" + std::to_string(index) +
+                ", its disk attached again as a resync target of its UpToDate peer, was not "
+                "promoted: " +
+                st.message());
+  }
+  log_.push_back(std::to_string(now_) + " node" + std::to_string(index) +
+                 " attached its disk as Primary: promoting as a resync target");
+}
+
 void World::StartTicks() {
   ticking_ = true;
   if (tick_scheduled_) return;
@@ -155,7 +200,7 @@ void World::CheckFailedNodeRefused(const std::string& when) {
 void World::DiskFaults() {
   Node& p = *nodes_[0];
   Node& s = *nodes_[1];
-  const bool on_primary = p.on_io_error == OnIoError::kPassOn && Chance(0.3);
+  const bool on_primary = Chance(p.on_io_error == OnIoError::kPassOn ? 0.3 : 0.15);
   Node& target = on_primary ? p : s;
   target.io_failures = 0;
   target.fault_error = Chance(0.7) ? EIO : ENOSPC;
@@ -192,6 +237,10 @@ void World::DiskFaults() {
     if (!failure_.empty()) return;
     CheckFailedNodeRefused(was_detached ? "detached and attached again" : "after the fault");
     if (!failure_.empty()) return;
+  }
+  if (on_primary && p.up && p.device->diskless_primary()) {
+    AttachToDisklessPrimary(0);
+    return;
   }
   if (on_primary && connected_) Disconnect("reconnect: resync the Primary's failed writes");
   if (!connected_ && !connect_pending_) TryConnect();

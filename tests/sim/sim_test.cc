@@ -52,6 +52,8 @@ void RunSeeds(Protocol protocol) {
     faults.metadata_errors += f.metadata_errors;
     faults.detaches += f.detaches;
     faults.pass_on_failures += f.pass_on_failures;
+    faults.diskless_primaries += f.diskless_primaries;
+    faults.primary_attaches += f.primary_attaches;
     faults.refusals_checked += f.refusals_checked;
     faults.refusals_primary_dead += f.refusals_primary_dead;
     faults.verifies += f.verifies;
@@ -86,6 +88,8 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(faults.metadata_errors, 0u);
     EXPECT_GT(faults.detaches, 0u);
     EXPECT_GT(faults.pass_on_failures, 0u);
+    EXPECT_GT(faults.diskless_primaries, 0u);
+    EXPECT_GT(faults.primary_attaches, 0u);
     EXPECT_GT(faults.refusals_checked, 0u);
     EXPECT_GT(faults.refusals_primary_dead, 0u);
     EXPECT_GT(faults.verifies, 0u);
@@ -107,6 +111,9 @@ void RunSeeds(Protocol protocol) {
       u(faults.resync_write_errors), u(faults.primary_write_errors), u(faults.metadata_errors),
       u(faults.detaches),
       u(faults.pass_on_failures), u(faults.refusals_checked), u(faults.refusals_primary_dead));
+  std::printf("protocol %c: %llu Primaries went Diskless and served through the peer, %llu took "
+              "their disk again as Primary\n",
+              ProtocolLetter(protocol), u(faults.diskless_primaries), u(faults.primary_attaches));
   std::printf("protocol %c: %llu trims or zeroes acknowledged\n", ProtocolLetter(protocol),
               u(faults.trims));
   std::printf("protocol %c: %llu half-open links\n", ProtocolLetter(protocol), u(faults.half_open));

@@ -97,6 +97,9 @@ class World {
     uint64_t apply_errors = 0, flush_errors = 0, resync_write_errors = 0, primary_write_errors = 0;
     uint64_t metadata_errors = 0;  // a Secondary's metadata writes (it detaches either way)
     uint64_t detaches = 0, pass_on_failures = 0;
+    // A Primary's disk failed under detach: it served through its peer, then took its disk again
+    // (Resource::AttachToPrimary) and was promoted as a resync target.
+    uint64_t diskless_primaries = 0, primary_attaches = 0;
     uint64_t refusals_checked = 0;       // promotions of a node that failed a write, refused
     uint64_t refusals_primary_dead = 0;  // of which with the Primary dead, the node behind it
     uint64_t verifies = 0;               // online verifies after healing (0 differing bytes)
@@ -180,6 +183,8 @@ class World {
   void DetachDisk(int node);
   void FinishDetach(int node);  // once the device's I/O has drained
   void AttachDisk(int node);
+  // Resource::AttachToPrimary on node's diskless Primary, the client drained.
+  void AttachToDisklessPrimary(int node);
   void DiskFaults();
   // Phase 1: node 1's disk fails some I/O from `when` for `for_us` (with the other faults).
   void SecondaryDiskFaults(Clock when, Clock for_us);
