@@ -54,6 +54,9 @@ class Resource {
   // Hooks a device just opened up to this resource (events, the failed disk's detach).
   void WireDevice(ReplicatedDevice& device);
   Status Attach(std::string& message);
+  // Opens node_.disk and a started device on it (store_ and device_), as a disk that failed
+  // before when `disk_failed_before` (Inconsistent, resynced whole). The size must not change.
+  Status OpenDisk(bool disk_failed_before);
   // replctl attach on a diskless Primary (resource_attach_primary.cc): the device is replaced
   // by one on the new disk, which resyncs from the peer and is promoted, while the frontends'
   // requests wait in the switch.

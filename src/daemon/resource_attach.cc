@@ -124,17 +124,12 @@ asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) 
   co_return Status::Ok();
 }
 
-Status Resource::Attach(std::string& message) {
-  if (!detached()) {
-    message = "already attached: " + node_.disk;
-    return Status::Ok();
-  }
-  if (stopping_) return Status::Invalid("the daemon is stopping");
+Status Resource::OpenDisk(bool disk_failed_before) {
   const std::string context = "cannot attach " + node_.disk + ": ";
   auto store = BackingStore::Open(node_.disk, config_.direct_io, *ring_);
   if (!store.ok()) return Status::Error(store.status().code(), context + store.status().message());
   ReplicatedDevice::Options options = device_options_;
-  options.disk_failed_before = disk_error_.has_value();  // what its metadata may have missed
+  options.disk_failed_before = disk_failed_before;
   auto device = ReplicatedDevice::Open(io_, config_, node_, *store.value(), options);
   if (!device.ok()) {
     return Status::Error(device.status().code(), context + device.status().message());
@@ -151,6 +146,16 @@ Status Resource::Attach(std::string& message) {
   if (Status s = device.value()->Start(); !s.ok()) return Status::Invalid(context + s.message());
   store_ = std::move(store).value();
   device_ = std::move(device).value();
+  return Status::Ok();
+}
+
+Status Resource::Attach(std::string& message) {
+  if (!detached()) {
+    message = "already attached: " + node_.disk;
+    return Status::Ok();
+  }
+  if (stopping_) return Status::Invalid("the daemon is stopping");
+  if (Status s = OpenDisk(disk_error_.has_value()); !s.ok()) return s;
   disk_error_.reset();  // a new record, if the disk (its metadata) still names a failure
   switch_->set(device_.get());
   const ReplicaStatus st = device_->Report();

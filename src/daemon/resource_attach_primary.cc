@@ -130,33 +130,22 @@ asio::awaitable<Status> Resource::AttachToPrimary(std::string& message) {
                   "stopped; closing it anyway",
                   config_.name);
   }
+  // The failure stays on record until a disk is attached (a later plain attach then takes the
+  // disk as failed, should this one not open).
+  disk_error_ = device_->disk_error();
   device_.reset();
   store_.reset();
-  disk_error_.reset();
-  const std::string context = "cannot attach " + node_.disk + ": ";
-  auto fail = [&](const Status& s) {
+  // whatever its metadata says, the failed disk back is resynced whole
+  if (Status s = OpenDisk(same_disk); !s.ok()) {
     spdlog::error("resource {}: {}; this node is no longer Primary, and the requests it held "
                   "fail",
                   config_.name, s.message());
-    return Status::Error(s.code(),
-                         s.message() + "; this node is no longer Primary (it could not serve "
-                                       "without a disk), and the client requests it held failed");
-  };
-  auto store = BackingStore::Open(node_.disk, config_.direct_io, *ring_);
-  if (!store.ok()) co_return fail(Status::Error(store.status().code(),
-                                                context + store.status().message()));
-  ReplicatedDevice::Options options = device_options_;
-  options.disk_failed_before = same_disk;  // whatever its metadata says: resynced whole
-  auto device = ReplicatedDevice::Open(io_, config_, node_, *store.value(), options);
-  if (!device.ok()) {
-    co_return fail(Status::Error(device.status().code(), context + device.status().message()));
+    co_return Status::Error(s.code(), s.message() +
+                                          "; this node is no longer Primary (it could not serve "
+                                          "without a disk), and the client requests it held "
+                                          "failed");
   }
-  WireDevice(*device.value());
-  if (Status s = device.value()->Start(); !s.ok()) {
-    co_return fail(Status::Invalid(context + s.message()));
-  }
-  store_ = std::move(store).value();
-  device_ = std::move(device).value();
+  disk_error_.reset();
 
   // Connected, and the resync decided: the peer first sees the old link go.
   const auto connect_max = 2 * config_.net.connect_timeout + config_.net.reconnect_max;
