@@ -1,11 +1,13 @@
 // Runs the replication core through many seeded worlds (see sim_world.h). REPLD_SIM_SEEDS sets
 // how many per protocol (default 1000, 3000 worlds in all; the ASan pass of CI runs 100; run more
 // on demand), and
-// REPLD_SIM_SEED replays one seed with its log.
+// REPLD_SIM_SEED replays one seed with its log. REPLD_SIM_SEED_FIRST starts the range elsewhere
+// than seed 1, so that a long run splits into ranges (processes, cores, sessions).
 #include <gtest/gtest.h>
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -27,11 +29,12 @@ void RunSeeds(Protocol protocol) {
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   const uint64_t only = EnvNumber("REPLD_SIM_SEED", 0);
   const uint64_t count = only != 0 ? 1 : EnvNumber("REPLD_SIM_SEEDS", 1000);
+  const uint64_t first = std::max<uint64_t>(EnvNumber("REPLD_SIM_SEED_FIRST", 1), 1);
   uint64_t reads_checked = 0, remote_reads = 0, raced = 0, won = 0;
   World::FaultCounts faults;
   for (uint64_t k = 0; k < count; ++k) {
     SimOptions o;
-    o.seed = only != 0 ? only : k + 1;
+    o.seed = only != 0 ? only : first + k;
     o.protocol = protocol;
     World world(o);
     std::string failure;
@@ -95,6 +98,11 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(faults.verifies, 0u);
     EXPECT_GT(faults.half_open, 0u);
     EXPECT_GT(faults.trims, 0u);
+  }
+  if (only == 0) {
+    std::printf("protocol %c: seeds %llu to %llu\n", ProtocolLetter(protocol),
+                static_cast<unsigned long long>(first),
+                static_cast<unsigned long long>(first + count - 1));
   }
   std::printf(
       "protocol %c: %llu fast-failback reads checked, %llu served by the peer; %llu crossed "
