@@ -616,7 +616,9 @@ class Replica {
   // A Primary's disk failed `what` under on_io_error = detach (replica_diskless.cc): Failed,
   // recorded where the disk still takes a write, then Diskless, serving through the peer.
   // Returns whether the peer serves (else the failed request gets the error).
-  bool PrimaryDiskFailed(const std::string& what, int error);
+  // `metadata`: a metadata write failed (the activity log, the bitmap, the superblock), which
+  // detaches under either policy.
+  bool PrimaryDiskFailed(const std::string& what, int error, bool metadata = false);
   bool PrimaryDetaches() const {
     return role_ == Role::kPrimary && options_.on_io_error == OnIoError::kDetach;
   }

@@ -16,7 +16,7 @@
 
 namespace repld {
 
-bool Replica::PrimaryDiskFailed(const std::string& what, int error) {
+bool Replica::PrimaryDiskFailed(const std::string& what, int error, bool metadata) {
   if (!HasDisk()) return PeerCanServe();  // failed already: the I/O in flight may fail too
   const std::string failed = "the disk failed " + what + ": error " + std::to_string(error) + " (" +
                              ErrnoText(error) + ")";
@@ -30,7 +30,10 @@ bool Replica::PrimaryDiskFailed(const std::string& what, int error) {
   // Primary's marks are the opposite (blocks only the peer has).
   const bool serves =
       PeerCanServe() && (repl_ == ReplState::kSyncTarget || bitmap_.CountSet() == 0);
-  Emit(Log{2, failed + "; on_io_error = detach: detaching it. " +
+  const std::string policy =
+      metadata ? "; a metadata failure detaches under either on_io_error"
+               : "; on_io_error = detach";
+  Emit(Log{2, failed + policy + ": detaching it. " +
                   (serves ? std::string("This Primary is Diskless and serves through its peer "
                                         "until 'replctl attach'")
                           : std::string("No UpToDate peer is connected: this Primary is "
@@ -44,8 +47,11 @@ bool Replica::PrimaryDiskFailed(const std::string& what, int error) {
   if (Connected() && !serves) {
     // The peer has no good copy of everything either: the writes it holds for us must not
     // complete as if they were safe. They fail with EIO as the link goes.
-    Emit(DropPeer{"node '" + options_.node_name + "': " + failed +
-                      "; its Primary has no disk and the peer is not UpToDate",
+    Emit(DropPeer{"node '" + options_.node_name + "': " + failed + "; its Primary has no disk " +
+                      (PeerCanServe() ? std::string("and blocks differ between the two disks (writes "
+                                                    "that failed on one side): the peer cannot "
+                                                    "serve them")
+                                      : std::string("and the peer is not UpToDate")),
                   false});
   } else if (Connected()) {
     // With the ids its old disk has: the peer moves its own on if they are the same.
@@ -123,8 +129,10 @@ void Replica::FollowPeerGeneration(const PeerState& peer) {
 void Replica::MetadataWriteFailed(const std::string& what, int error) {
   if (!HasDisk()) return;
   if (role_ != Role::kPrimary) return LocalDiskFailed(what, error, /*metadata=*/true);
-  // A Primary under pass_on keeps its disk; the caller refuses further metadata changes.
-  if (PrimaryDetaches()) PrimaryDiskFailed(what, error);
+  // Under either policy, as DRBD: pass_on passes a data error to the client, but there is no one
+  // to pass a metadata error to, and a bitmap or superblock that can no longer be written cannot
+  // record what a crash would have to resync.
+  PrimaryDiskFailed(what, error, /*metadata=*/true);
 }
 
 }  // namespace repld

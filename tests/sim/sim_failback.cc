@@ -29,7 +29,7 @@ void World::FastFailback() {
   // The survivor's disk is the truth from here; the client writes and reads on the victim.
   known_max_ = NodeAt(u).disk.cache;
   failed_max_.assign(blocks_, 0);
-  failback_phase_ = true;
+  reads_on_ = true;
   client_node_ = t;
   client_on_ = true;
   ClientIssue();
@@ -113,13 +113,18 @@ void World::NoteWriteDone(const ClientRequest& w, bool ok) {
 }
 
 void World::CheckRead(const ClientRequest& r, int error) {
-  if (error != 0 || !r.checkable) return;  // a failed read (the peer was gone) returns nothing
+  if (error != 0) return;  // a failed read (the peer was gone, the disk failed) returns nothing
   const std::vector<uint64_t> result =
       DecodeBlocks(std::span<const iovec>(&r.iov, 1), r.length / kBlock);
+  if (std::count(result.begin(), result.end(), kGarbageBlock) != 0) {
+    return Fail("node" + std::to_string(r.node) + " returned a read at " +
+                std::to_string(r.offset) + " as done, with what a failed disk read left");
+  }
+  if (!r.checkable) return;
   ++reads_checked_;
   for (size_t i = 0; i < r.expected.size(); ++i) {
     if (r.expected[i] == kUnknown || result[i] == r.expected[i]) continue;
-    return Fail("fast failback: node" + std::to_string(r.node) + " read block " +
+    return Fail("node" + std::to_string(r.node) + " read block " +
                 std::to_string(r.offset / kBlock + i) + " as version " +
                 std::to_string(result[i]) + ", but version " + std::to_string(r.expected[i]) +
                 " was the last acknowledged");

@@ -1,10 +1,11 @@
 // Faults of the simulator beyond crashes and link cuts (issue #17): disk errors on the
-// Secondary (applies, flushes for the peer, resync writes) under both on_io_error policies, and
-// on the Primary's own writes (pass_on: its clients get them; detach: it goes Diskless, serves
-// through its peer, then takes its disk again while Primary); the detach and a later attach of
-// the same disk; the refusal
-// to promote a node that failed a write before a resync repaired it; half-open links; an online
-// verify of a healed pair.
+// Secondary (applies, flushes for the peer, resync writes, metadata writes, reads for checksums)
+// under both on_io_error policies, and on the Primary (its client's writes, reads and flushes,
+// its metadata writes, its reads as a sync source; pass_on: its clients get the data errors, a
+// metadata error detaches; detach: it goes Diskless, serves through its peer, then takes its disk
+// again while Primary); the detach and a later attach of the same disk; the refusal to promote a
+// node that failed a write before a resync repaired it; half-open links; an online verify of a
+// healed pair.
 #include <cerrno>
 
 #include "sim_world.h"
@@ -208,14 +209,31 @@ void World::DiskFaults() {
                  " (error " + std::to_string(target.fault_error) + ", on_io_error " +
                  (target.on_io_error == OnIoError::kDetach ? "detach" : "pass_on") + ")");
   StartTicks();
+  // The client reads too, checked against what it wrote (the disks are equal here).
+  known_max_ = p.disk.cache;
+  failed_max_.assign(blocks_, 0);
+  reads_on_ = true;
   client_on_ = true;
   ClientIssue();
   RunUntil(now_ + Rand(5'000, 40'000));
-  target.fault_error = 0;  // repaired
+  if (on_primary && Chance(0.5)) {
+    // Only reads fail for a while longer: through the resync of the Primary's failed writes
+    // (below), where it is the sync source, which retries the blocks it failed to read.
+    target.fault_reads_only = true;
+    log_.push_back(std::to_string(now_) + " node" + std::to_string(target.index) +
+                   ": only reads fail from now");
+    At(now_ + Rand(2'000, 20'000), -1, [this, index = target.index] {
+      NodeAt(index).fault_error = 0;
+      NodeAt(index).fault_reads_only = false;
+    });
+  } else {
+    target.fault_error = 0;  // repaired
+  }
   client_on_ = false;
   RunUntil(now_ + 20'000, [&] { return client_inflight_ == 0; });
+  reads_on_ = false;
   if (!failure_.empty()) return;
-  if (client_inflight_ != 0) return Fail("the client's writes did not complete after disk faults");
+  if (client_inflight_ != 0) return Fail("the client's requests did not complete after disk faults");
   RunUntil(now_ + 10'000, [&] { return !s.detaching; });
   const bool failed = target.io_failures != 0 || s.detached;
   const bool was_detached = s.detached;
@@ -255,6 +273,23 @@ void World::SecondaryDiskFaults(Clock when, Clock for_us) {
     StartTicks();
   });
   At(when + for_us, -1, [this] { nodes_[1]->fault_error = 0; });
+}
+
+// Phase 1: node 0's reads fail now and then from `when` for `for_us`: its reads as the sync
+// source (the client does not read in phase 1), which the resync retries pass after pass.
+void World::SourceReadFaults(Clock when, Clock for_us) {
+  At(when, -1, [this] {
+    Node& p = *nodes_[0];
+    if (p.fault_error != 0) return;
+    p.fault_error = EIO;
+    p.fault_reads_only = true;
+    log_.push_back(std::to_string(now_) + " read faults on node0");
+    StartTicks();
+  });
+  At(when + for_us, -1, [this] {
+    nodes_[0]->fault_error = 0;
+    nodes_[0]->fault_reads_only = false;
+  });
 }
 
 // A half-open link: from `when`, one node's frames vanish while the other's still arrive, until

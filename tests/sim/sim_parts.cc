@@ -151,7 +151,12 @@ void SimDiskSink::Complete(DiskIo* io) {
   int error = 0;
   switch (r.op) {
     case BlockOp::kRead:
-      EncodeBlocks(n.disk.Read(r.offset_bytes, r.length_bytes), iov);
+      // A failed read fills the buffer with a version no block ever had: what leaks of it
+      // through to a client or the peer shows.
+      error = r.offset_bytes < data_bytes_ ? world_.DiskFault(node_, World::IoKind::kRead) : 0;
+      EncodeBlocks(error == 0 ? n.disk.Read(r.offset_bytes, r.length_bytes)
+                              : std::vector<uint64_t>(r.length_bytes / kBlock, kGarbageBlock),
+                   iov);
       break;
     case BlockOp::kWrite:
       if (r.offset_bytes >= data_bytes_) {
@@ -165,6 +170,11 @@ void SimDiskSink::Complete(DiskIo* io) {
         if (std::count(v.begin(), v.end(), kTornBlock) != 0) {
           world_.Fail("node" + std::to_string(node_) + " wrote a torn block at " +
                       std::to_string(r.offset_bytes) + ": the adapter mixed up buffers");
+        }
+        if (std::count(v.begin(), v.end(), kGarbageBlock) != 0) {
+          world_.Fail("node" + std::to_string(node_) + " wrote at " +
+                      std::to_string(r.offset_bytes) +
+                      " what a failed read left in a buffer: a block that was never read");
         }
         n.disk.Write(r.offset_bytes, v, r.fua);
       }

@@ -29,6 +29,8 @@ namespace repld::sim {
 inline constexpr uint64_t kBlock = 4096;
 // What DecodeBlocks returns for a block whose two copies of the version disagree.
 inline constexpr uint64_t kTornBlock = ~uint64_t{0} - 1;
+// What a read that failed leaves in the buffer.
+inline constexpr uint64_t kGarbageBlock = ~uint64_t{0} - 2;
 
 // `versions.size()` blocks into the buffers of `iov`, which must hold that many.
 void EncodeBlocks(std::span<const uint64_t> versions, std::span<const iovec> iov);

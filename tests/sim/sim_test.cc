@@ -1,7 +1,8 @@
 // Runs the replication core through many seeded worlds (see sim_world.h). REPLD_SIM_SEEDS sets
 // how many per protocol (default 1000, 3000 worlds in all; the ASan pass of CI runs 100; run more
 // on demand), and
-// REPLD_SIM_SEED replays one seed with its log. REPLD_SIM_SEED_FIRST starts the range elsewhere
+// REPLD_SIM_SEED replays one seed with the end of its log (REPLD_SIM_LOG_LINES lines, 40 unless
+// set). REPLD_SIM_SEED_FIRST starts the range elsewhere
 // than seed 1, so that a long run splits into ranges (processes, cores, sessions).
 #include <gtest/gtest.h>
 
@@ -53,6 +54,10 @@ void RunSeeds(Protocol protocol) {
     faults.resync_write_errors += f.resync_write_errors;
     faults.primary_write_errors += f.primary_write_errors;
     faults.metadata_errors += f.metadata_errors;
+    faults.primary_flush_errors += f.primary_flush_errors;
+    faults.primary_metadata_errors += f.primary_metadata_errors;
+    faults.source_read_errors += f.source_read_errors;
+    faults.read_errors += f.read_errors;
     faults.detaches += f.detaches;
     faults.pass_on_failures += f.pass_on_failures;
     faults.diskless_primaries += f.diskless_primaries;
@@ -65,13 +70,16 @@ void RunSeeds(Protocol protocol) {
     if (!failure.empty() || only != 0) {
       std::string tail;
       const auto& log = world.log();
-      for (size_t i = log.size() > 40 ? log.size() - 40 : 0; i < log.size(); ++i) {
+      const size_t lines = EnvNumber("REPLD_SIM_LOG_LINES", 40);
+      for (size_t i = log.size() > lines ? log.size() - lines : 0; i < log.size(); ++i) {
         tail += "  " + log[i] + "\n";
       }
       ASSERT_TRUE(failure.empty())
           << "protocol " << ProtocolLetter(protocol) << " seed " << o.seed << " failed: " << failure
           << "\nreplay: REPLD_SIM_SEED=" << o.seed << "\nlast log lines:\n"
           << tail;
+      std::printf("protocol %c seed %llu passed; last log lines:\n%s", ProtocolLetter(protocol),
+                  static_cast<unsigned long long>(o.seed), tail.c_str());
     }
   }
   // Fast failback (phase 7) must have read, and from the peer too, or it proved nothing.
@@ -89,6 +97,10 @@ void RunSeeds(Protocol protocol) {
     EXPECT_GT(faults.resync_write_errors, 0u);
     EXPECT_GT(faults.primary_write_errors, 0u);
     EXPECT_GT(faults.metadata_errors, 0u);
+    EXPECT_GT(faults.primary_flush_errors, 0u);
+    EXPECT_GT(faults.primary_metadata_errors, 0u);
+    EXPECT_GT(faults.source_read_errors, 0u);
+    EXPECT_GT(faults.read_errors, 0u);
     EXPECT_GT(faults.detaches, 0u);
     EXPECT_GT(faults.pass_on_failures, 0u);
     EXPECT_GT(faults.diskless_primaries, 0u);
@@ -119,6 +131,11 @@ void RunSeeds(Protocol protocol) {
       u(faults.resync_write_errors), u(faults.primary_write_errors), u(faults.metadata_errors),
       u(faults.detaches),
       u(faults.pass_on_failures), u(faults.refusals_checked), u(faults.refusals_primary_dead));
+  std::printf("protocol %c: disk errors injected: %llu Primary flushes, %llu Primary metadata "
+              "writes, %llu reads by a sync source, %llu other reads\n",
+              ProtocolLetter(protocol), u(faults.primary_flush_errors),
+              u(faults.primary_metadata_errors), u(faults.source_read_errors),
+              u(faults.read_errors));
   std::printf("protocol %c: %llu Primaries went Diskless and served through the peer, %llu took "
               "their disk again as Primary\n",
               ProtocolLetter(protocol), u(faults.diskless_primaries), u(faults.primary_attaches));

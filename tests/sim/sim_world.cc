@@ -237,22 +237,28 @@ std::string World::Where() const {
 int World::DiskFault(int node, IoKind kind) {
   Node& n = NodeAt(node);
   if (n.fault_error == 0) return 0;
+  if (n.fault_reads_only && kind != IoKind::kRead) return 0;
   const bool primary = n.device && n.core().role() == Role::kPrimary;
   switch (kind) {
+    case IoKind::kRead:
+      return InjectedError(n, n.device && n.core().Report().repl == ReplState::kSyncSource
+                                  ? counts_.source_read_errors
+                                  : counts_.read_errors);
     case IoKind::kWrite:
       if (primary) return InjectedError(n, counts_.primary_write_errors);
       return InjectedError(n, n.device && n.core().Report().repl == ReplState::kSyncTarget
                                   ? counts_.resync_write_errors
                                   : counts_.apply_errors);
     case IoKind::kFlush:
-      // A Secondary flushes for the peer only; a Primary's failed flush is not modelled.
-      return primary ? 0 : InjectedError(n, counts_.flush_errors);
+      // A Secondary's flushes for the peer; a Primary's for its client (and before an activity
+      // log transaction that evicts extents).
+      return InjectedError(n, primary ? counts_.primary_flush_errors : counts_.flush_errors);
     case IoKind::kSync:
     case IoKind::kMetadata: {
-      // A Secondary's bitmap and superblock writes (and flushes before them): it detaches under
-      // either policy. (A Primary's metadata failure is not modelled: it would go Diskless.)
-      if (primary) return 0;
-      const int e = InjectedError(n, counts_.metadata_errors);
+      // Bitmap, superblock and (external) activity-log writes, and the flushes before them: a
+      // Secondary detaches under either policy, a Primary goes Diskless under either.
+      const int e =
+          InjectedError(n, primary ? counts_.primary_metadata_errors : counts_.metadata_errors);
       if (e != 0) ++n.metadata_failures;
       return e;
     }
@@ -301,10 +307,12 @@ void World::PortStarted() {
 
 void World::PortDropped(int node, const std::string& reason, bool reconnect) {
   const Node& n = NodeAt(node);
-  if (!reconnect && !split_phase_ && !n.detaching) {
+  // A Primary whose disk failed drops a peer that cannot serve all its data (replica_diskless.cc).
+  const bool diskless_primary = n.device && n.device->diskless_primary();
+  if (!reconnect && !split_phase_ && !n.detaching && !diskless_primary) {
     Fail("node" + std::to_string(node) + " refused the peer: " + reason);
   }
-  if (!reconnect && !n.detaching) refusals_[node].push_back(reason);
+  if (!reconnect && !n.detaching && !diskless_primary) refusals_[node].push_back(reason);
   After(0, -1, [this, reason] { Disconnect(reason); });
 }
 
@@ -483,7 +491,7 @@ void World::ClientWrite(Node& n, uint64_t first_block, uint64_t blocks, WriteKin
   } else {
     zero_versions_[{offset, length}] = r.version;
   }
-  if (failback_phase_) NoteWriteIssued(offset, length);
+  if (reads_on_) NoteWriteIssued(offset, length);
   SubmitRequest(n, r);
 }
 
@@ -504,7 +512,7 @@ void World::RequestDone(ClientRequest& r, int error) {
   } else if (op == BlockOp::kRead) {
     CheckRead(r, error);
   } else {
-    if (failback_phase_) NoteWriteDone(r, error == 0);
+    if (reads_on_) NoteWriteDone(r, error == 0);
     if (error == 0) {
       for (uint64_t b = r.offset / kBlock; b < (r.offset + r.length) / kBlock; ++b) {
         acked_[b] = std::max(acked_[b], r.version);
@@ -525,7 +533,7 @@ void World::ClientIssue() {
                             client_inflight_ < options_.queue_depth &&
                             issued < options_.queue_depth;
        ++issued) {
-    if (failback_phase_ && Chance(0.4)) {
+    if (reads_on_ && Chance(0.4)) {
       IssueRead(p);
       continue;
     }
@@ -564,6 +572,8 @@ std::string World::Run() {
       const Clock t = Rand(10'000, phase1_end - 40'000);
       if (Chance(0.2)) {
         HalfOpen(t, Rand(2'000, 30'000));
+      } else if (Chance(0.15)) {
+        SourceReadFaults(t, Rand(2'000, 30'000));
       } else if (Chance(0.2)) {
         SecondaryDiskFaults(t, Rand(2'000, 30'000));
       } else if (Chance(0.5)) {
@@ -582,6 +592,8 @@ std::string World::Run() {
   link_up_ = true;
   RunUntil(now_ + 10'000, [&] { return !s.detaching; });
   s.fault_error = 0;
+  p.fault_error = 0;
+  p.fault_reads_only = false;
   if (s.detached) AttachDisk(1);
   if (!s.up) RestartNode(1);
   if (!connected_ && !connect_pending_) TryConnect();
@@ -617,6 +629,10 @@ std::string World::Run() {
   if (options_.faults && Chance(0.5)) {
     DiskFaults();
     if (!failure_.empty()) return failure_;
+    RunUntil(now_ + 10'000'000, in_sync);
+    // The Primary's reads may fail a while longer (through the resync it is the source of):
+    // the verify below would stop on them.
+    RunUntil(now_ + 30'000, [&] { return p.fault_error == 0; });
     RunUntil(now_ + 10'000'000, in_sync);
     if (!in_sync()) Fail("the pair did not get back in sync within 10 s after the disk faults");
     if (!failure_.empty() || !disks_equal("disk faults and the resync")) return failure_;

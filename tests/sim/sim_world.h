@@ -55,9 +55,12 @@ struct Node {
   uint64_t incarnation = 0;  // bumped by a crash: events of the old life are dropped
   std::unordered_map<uint64_t, std::unique_ptr<ClientRequest>> requests;  // id -> in flight
   // Disk faults (sim_faults.cc): while `fault_error` is set, the disk fails some I/O with it
-  // (a Secondary: applies, resync writes and flushes; a Primary: its client's writes).
+  // (a Secondary: applies, resync writes, flushes, metadata writes and reads; a Primary: its
+  // client's writes, reads and flushes, its metadata writes, its reads as a sync source);
+  // only reads while `fault_reads_only`.
   OnIoError on_io_error = OnIoError::kDetach;
   int fault_error = 0;
+  bool fault_reads_only = false;
   uint64_t io_failures = 0;  // I/O failed by an injected fault, in this life of the disk
   uint64_t metadata_failures = 0;  // of which metadata writes and flushes
   bool failure_noted = false;  // its disk failure was checked (NoteDiskFailed)
@@ -96,6 +99,11 @@ class World {
   struct FaultCounts {
     uint64_t apply_errors = 0, flush_errors = 0, resync_write_errors = 0, primary_write_errors = 0;
     uint64_t metadata_errors = 0;  // a Secondary's metadata writes (it detaches either way)
+    // A Primary's flushes, and its metadata writes (it detaches under either policy).
+    uint64_t primary_flush_errors = 0, primary_metadata_errors = 0;
+    // Reads: by a sync source (its resync reads, and a Primary's client reads meanwhile), and
+    // any other (a Primary's client reads, a sync target's reads for checksums).
+    uint64_t source_read_errors = 0, read_errors = 0;
     uint64_t detaches = 0, pass_on_failures = 0;
     // A Primary's disk failed under detach: it served through its peer, then took its disk again
     // (Resource::AttachToPrimary) and was promoted as a resync target.
@@ -115,7 +123,7 @@ class World {
   friend void ClientDone(DiskIo* io, int error);
 
   // For the parts.
-  enum class IoKind { kWrite, kFlush, kSync, kMetadata };
+  enum class IoKind { kRead, kWrite, kFlush, kSync, kMetadata };
   // The error an injected fault gives this I/O of `node`'s disk; 0: none.
   int DiskFault(int node, IoKind kind);
   Node& NodeAt(int node) { return *nodes_[static_cast<size_t>(node)]; }
@@ -188,6 +196,8 @@ class World {
   void DiskFaults();
   // Phase 1: node 1's disk fails some I/O from `when` for `for_us` (with the other faults).
   void SecondaryDiskFaults(Clock when, Clock for_us);
+  // Phase 1: node 0's reads fail now and then (it is the sync source of the resyncs there).
+  void SourceReadFaults(Clock when, Clock for_us);
   void CheckFailedNodeRefused(const std::string& when);
   void HalfOpen(Clock when, Clock for_us);
   void StartTicks();
@@ -239,10 +249,11 @@ class World {
   uint64_t data_delivered_ = 0;  // Data frames that reached a node
   uint64_t promotions_raced_ = 0, promotions_won_ = 0;
 
-  // Phase 7: what each block must read as (the highest version acknowledged, unless a failed
-  // write's version is higher: then either may be there, kUnknown), and the reads checked.
+  // Phase 7 and the Primary's disk faults of phase 2a: the client reads too (reads_on_). What
+  // each block must read as (the highest version acknowledged, unless a failed write's version
+  // is higher: then either may be there, kUnknown), and the reads checked.
   static constexpr uint64_t kUnknown = ~uint64_t{0};
-  bool failback_phase_ = false;
+  bool reads_on_ = false;
   int victim_ = 1;
   std::vector<uint64_t> known_max_, failed_max_;
   uint64_t reads_checked_ = 0, remote_reads_ = 0;

@@ -1,5 +1,6 @@
 // [disk] on_io_error = "detach" on a Primary: the disk that fails a data write, a read, an
-// activity log write, a metadata write or a flush is Failed, then the Primary goes on Diskless
+// activity log write, a metadata write or a flush is Failed (a metadata or activity-log write
+// under "pass_on" too), then the Primary goes on Diskless
 // and serves through its connected UpToDate peer. The request that hit the error does not fail
 // when the peer has the data; later reads go to the peer, later writes and flushes submit nothing
 // locally and complete on the peer's acks. Without a peer the error reaches the client.
@@ -279,6 +280,65 @@ TEST(ReplicaDiskless, PassOnReturnsTheErrorAndKeepsTheDisk) {
   EXPECT_EQ(done[0].error, EIO);
   EXPECT_EQ(n.primary.disk(), DiskState::kUpToDate);
   EXPECT_GT(n.primary.bitmap().OutOfSyncBytes(), 0u);  // the block differs: marked
+}
+
+// A metadata write has no one to pass its error to: a pass_on Primary detaches too (as DRBD),
+// and goes on through its peer, as under detach.
+TEST(ReplicaDiskless, PassOnDetachesOnAFailedMetadataWrite) {
+  Node n(OnIoError::kPassOn);
+  n.primary.MetadataWriteFailed("writing the bitmap", EIO);
+  const std::vector<Action> actions = n.primary.TakeActions();
+  ASSERT_EQ(All<DiskFailed>(actions).size(), 1u);
+  EXPECT_TRUE(All<DiskFailed>(actions)[0].primary);
+  ExpectDiskless(n.primary);
+  // A read goes to the peer, not to the disk that is gone.
+  n.primary.ClientRead(1, 0, 4096);
+  const std::vector<Action> read = n.primary.TakeActions();
+  EXPECT_TRUE(All<SubmitRead>(read).empty());
+  EXPECT_EQ(All<SendReadRequest>(read).size(), 1u);
+}
+
+TEST(ReplicaDiskless, PassOnDetachesOnAFailedActivityLogWrite) {
+  Node n(OnIoError::kPassOn);
+  n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
+  std::vector<Action> actions = n.primary.TakeActions();
+  const std::vector<WriteAl> al = All<WriteAl>(actions);
+  ASSERT_EQ(al.size(), 1u);
+  n.primary.AlWritten(al[0].plan.seq, EIO);
+  actions = n.primary.TakeActions();
+  EXPECT_EQ(All<DiskFailed>(actions).size(), 1u);
+  EXPECT_TRUE(All<SubmitWrite>(actions).empty());
+  const std::vector<SendData> sent = All<SendData>(actions);
+  ASSERT_EQ(sent.size(), 1u);  // the write that waited for the log goes to the peer alone
+  n.primary.PeerAck(AckKind::kWritten, sent[0].seq, 0);
+  const std::vector<Complete> done = Completes(n.primary.TakeActions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].error, 0);
+  ExpectDiskless(n.primary);
+}
+
+// Without a peer, a pass_on Primary whose activity log cannot be written fails the write that
+// needed it, and every later one: nothing completes as if it were safe.
+TEST(ReplicaDiskless, PassOnWithoutAPeerFailsOnAFailedActivityLogWrite) {
+  Node n(OnIoError::kPassOn, /*connected=*/false);
+  n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
+  std::vector<Action> actions = n.primary.TakeActions();
+  const std::vector<WriteAl> al = All<WriteAl>(actions);
+  ASSERT_EQ(al.size(), 1u);
+  n.primary.AlWritten(al[0].plan.seq, EIO);
+  actions = n.primary.TakeActions();
+  EXPECT_EQ(All<DiskFailed>(actions).size(), 1u);
+  EXPECT_TRUE(All<SubmitWrite>(actions).empty());
+  std::vector<Complete> done = Completes(actions);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].error, EIO);
+  n.primary.ClientWrite(2, 8192, 4096, WriteKind::kData, false);
+  actions = n.primary.TakeActions();
+  EXPECT_TRUE(All<SubmitWrite>(actions).empty());
+  EXPECT_TRUE(All<WriteAl>(actions).empty());
+  done = Completes(actions);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].error, EIO);
 }
 
 // A fast-failback Primary (a sync target, promoted while its UpToDate peer syncs it) whose
