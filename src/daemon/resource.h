@@ -110,6 +110,9 @@ class Resource {
   bool attaching_ = false;              // AttachToPrimary() runs: Primary to the clients
   // The disk's failure that detached it (on_io_error = "detach"), until 'replctl attach'.
   std::optional<DiskErrorRecord> disk_error_;
+  // The metadata UUID of the disk that failed: attaching that disk again resyncs it whole; a
+  // replacement with metadata of its own is what its metadata says.
+  std::optional<MdUuid> failed_disk_uuid_;
   std::unique_ptr<NbdServer> server_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;  // [metrics] listen set

@@ -108,6 +108,7 @@ asio::awaitable<Status> Resource::Detach(std::string& message, std::string why) 
   // A failure of the disk stays in the status, and in the refusal of a promotion, until attach
   // (also when the operator detached it before on_io_error's detach ran).
   disk_error_ = device_->disk_error();
+  failed_disk_uuid_ = device_->device_uuid();
   switch_->set(nullptr);
   device_.reset();
   store_.reset();
@@ -155,8 +156,17 @@ Status Resource::Attach(std::string& message) {
     return Status::Ok();
   }
   if (stopping_) return Status::Invalid("the daemon is stopping");
-  if (Status s = OpenDisk(disk_error_.has_value()); !s.ok()) return s;
+  // The disk that failed, back: resynced whole whatever its metadata says (it may not have
+  // recorded the failure). A replacement (other metadata) is what its metadata says: new
+  // metadata is Inconsistent and resynced whole anyway, without the old disk's error shown.
+  bool failed_before = disk_error_.has_value();
+  if (failed_before && failed_disk_uuid_) {
+    const Result<Superblock> checked = CheckDiskToAttach();
+    if (checked.ok() && checked->device_uuid != *failed_disk_uuid_) failed_before = false;
+  }
+  if (Status s = OpenDisk(failed_before); !s.ok()) return s;
   disk_error_.reset();  // a new record, if the disk (its metadata) still names a failure
+  failed_disk_uuid_.reset();
   switch_->set(device_.get());
   const ReplicaStatus st = device_->Report();
   spdlog::info("resource {}: disk {} attached ({}, {} out of sync)", config_.name, node_.disk,

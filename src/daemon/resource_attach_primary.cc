@@ -133,6 +133,7 @@ asio::awaitable<Status> Resource::AttachToPrimary(std::string& message) {
   // The failure stays on record until a disk is attached (a later plain attach then takes the
   // disk as failed, should this one not open).
   disk_error_ = device_->disk_error();
+  failed_disk_uuid_ = device_->device_uuid();
   device_.reset();
   store_.reset();
   // whatever its metadata says, the failed disk back is resynced whole
@@ -146,6 +147,7 @@ asio::awaitable<Status> Resource::AttachToPrimary(std::string& message) {
                                           "failed");
   }
   disk_error_.reset();
+  failed_disk_uuid_.reset();
 
   // Connected, and the resync decided: the peer first sees the old link go.
   const auto connect_max = 2 * config_.net.connect_timeout + config_.net.reconnect_max;

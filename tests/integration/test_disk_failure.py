@@ -14,6 +14,9 @@ about the failure can be read after a restart.
   Secondary detaches (Diskless, StandAlone, status `disk_error` says what failed and when),
   the Primary records what it misses, `replctl primary` on the Secondary is refused with the
   reason. Without the trigger, `replctl attach` resyncs it and both data areas are identical.
+- A replacement (new metadata, create-md) attached after the detach does not show the failed
+  disk's error: status `disk_error` is empty at once, and the full resync makes both data areas
+  identical.
 - The issue's sequence: the Primary is killed after the failure, the Secondary restarted on the
   same failed disk: its metadata says the disk failed, and `replctl primary` is refused. The
   old Primary back, the resync repairs the disk, and only then is it promoted, with every
@@ -105,6 +108,26 @@ class DiskFailureTest(harness.ReplTestCase):
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         pair.wait_in_sync(timeout=120)
         self.assertIsNone(pair.status("beta")["disk_error"], "a new disk record after attach")
+        size = pair.data_bytes("alpha")
+        self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size),
+                         "both data areas are identical after the resync")
+
+    def test_a_replacement_disk_does_not_carry_the_failed_disks_error(self):
+        pair, disk = self.pair_with_failing_beta()
+        write(pair, "alpha", 8 * MiB, os.urandom(4 * MiB))
+        pair.wait_in_sync()
+        self.fail_and_detach(pair, disk)
+        # A replacement: new metadata on a working disk (here the same device, repaired, with
+        # create-md: another metadata UUID, as a new disk has).
+        disk.fail_writes(False)
+        cp = pair.replctl("beta", "create-md", "--force")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        cp = pair.replctl("beta", "attach")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        st = pair.status("beta")
+        self.assertIsNone(st["disk_error"], "the new disk has not failed: " + str(st))
+        self.assertIn(st["disk"], ("Inconsistent", "UpToDate"), st)  # new: resynced whole
+        pair.wait_in_sync(timeout=120)
         size = pair.data_bytes("alpha")
         self.assertEqual(pair.digest("alpha", size), pair.digest("beta", size),
                          "both data areas are identical after the resync")
