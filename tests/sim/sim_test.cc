@@ -1,5 +1,5 @@
 // Runs the replication core through many seeded worlds (see sim_world.h). REPLD_SIM_SEEDS sets
-// how many per protocol (default 1000, 3000 worlds in all; the ASan pass of CI runs 100; run more
+// how many per protocol (default 1000, 3000 worlds in all; the ASan pass of CI runs 30; run more
 // on demand), and
 // REPLD_SIM_SEED replays one seed with the end of its log (REPLD_SIM_LOG_LINES lines, 40 unless
 // set). REPLD_SIM_SEED_FIRST starts the range elsewhere
