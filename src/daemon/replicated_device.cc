@@ -528,6 +528,11 @@ void ReplicatedDevice::Execute(Action& action) {
           ExecutePersistMd(a.md);
         } else if constexpr (std::is_same_v<T, PersistBitmap>) {
           ExecutePersistBitmap();
+        } else if constexpr (std::is_same_v<T, SyncDisk>) {
+          if (Status s = store_->SyncNow(); !s.ok()) {
+            spdlog::error("resource {}: {} failed: {}", config_.name, a.what, s.message());
+            replica_->DiskSyncFailed(a.what, s.code() > 0 ? s.code() : EIO);
+          }
         } else if constexpr (std::is_same_v<T, SendState>) {
           link_->SendState(a.state);
         } else if constexpr (std::is_same_v<T, SendOutOfSync>) {

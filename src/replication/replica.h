@@ -161,6 +161,11 @@ struct PersistMd {
   MdState md;
 };
 struct PersistBitmap {};  // write every dirty bitmap page, synchronously and durably
+// Make every completed write of the local disk durable now, synchronously (fdatasync); if that
+// fails, the caller calls DiskSyncFailed(what, errno).
+struct SyncDisk {
+  std::string what;
+};
 struct SendState {        // tell the peer our state
   PeerState state;
 };
@@ -209,7 +214,8 @@ struct Log {  // a line for the log
 using Action =
     std::variant<SubmitWrite, SubmitRead, SubmitFlush, SendData, SendFlush, ApplyPeerWrite, SendAck,
                  ResyncRead, SendResync, SendCsums, CompareCsums, SendCsumReply, SendReadRequest,
-                 ReadForPeer, SendReadReply, Complete, WriteAl, PersistMd, PersistBitmap, SendState,
+                 ReadForPeer, SendReadReply, Complete, WriteAl, PersistMd, PersistBitmap, SyncDisk,
+                 SendState,
                  SendOutOfSync, DropPeer, SendPromoteRequest, SendPromoteReply, PromotionDone,
                  DiskFailed, Log>;
 
@@ -350,10 +356,12 @@ class Replica {
   // requests and bytes the peer may have here count it until then.
   void ReadReplySent(uint64_t key);
   // The caller failed to write the superblock, the bitmap or (outside AlWritten) the activity
-  // log, or to flush the disk before it marked it clean: on a Primary under on_io_error =
-  // detach the disk fails as for a data write; a Secondary detaches under either policy (as
-  // DRBD: pass_on passes data errors on, and there is no one to pass a metadata error to).
+  // log, or to flush the disk before it marked it clean: the disk fails under either
+  // on_io_error (as DRBD: pass_on passes data errors on, and there is no one to pass a metadata
+  // error to): a Secondary detaches, a Primary goes Diskless (replica_diskless.cc).
   void MetadataWriteFailed(const std::string& what, int error);
+  // The caller failed a SyncDisk: the disk failed a flush, as for a client's or the peer's.
+  void DiskSyncFailed(const std::string& what, int error);
   // A diskless Primary (its disk failed under detach, replica_diskless.cc): no local disk, every
   // read and write goes to the peer. False for a Secondary, which the caller detaches instead.
   bool diskless_primary() const { return role_ == Role::kPrimary && !HasDisk(); }
@@ -525,7 +533,8 @@ class Replica {
   void Emit(Action a) {
     // A diskless node has no metadata to write (its last state went with DiskFailed).
     if (md_.disk == DiskState::kDiskless &&
-        (std::holds_alternative<PersistBitmap>(a) || std::holds_alternative<PersistMd>(a))) {
+        (std::holds_alternative<PersistBitmap>(a) || std::holds_alternative<PersistMd>(a) ||
+         std::holds_alternative<SyncDisk>(a))) {
       return;
     }
     if (std::holds_alternative<PersistBitmap>(a) || std::holds_alternative<WriteAl>(a)) {

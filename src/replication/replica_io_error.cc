@@ -44,6 +44,17 @@ void Replica::LocalDiskFailed(const std::string& what, int error, bool metadata)
                          " (on_io_error = pass_on): reconnecting to resync it";
 }
 
+void Replica::DiskSyncFailed(const std::string& what, int error) {
+  if (!HasDisk()) return;
+  if (role_ != Role::kPrimary) return LocalDiskFailed(what, error);
+  if (PrimaryDetaches()) {
+    PrimaryDiskFailed(what, error);
+    return;
+  }
+  Warn("the disk failed " + what + ": error " + std::to_string(error) + " (" + ErrnoText(error) +
+       "); on_io_error = pass_on: this Primary keeps its disk");
+}
+
 void Replica::PassOnReconnect() {
   if (!pass_on_drop_reason_) return;
   std::string reason = std::move(*pass_on_drop_reason_);

@@ -21,6 +21,11 @@ void Replica::StartResyncAsSource(bool full) {
   resync_stopped_reason_.clear();
   resync_backoff_ticks_ = resync_retry_ticks_ = 0;
   resync_total_bytes_ = bitmap_.OutOfSyncBytes();
+  // What this disk sends must be durable here before the target's confirmations clear its
+  // marks: blocks still in this disk's cache, written through it for a peer that kept no record
+  // of them (a diskless Primary's writes, once its device is gone), would otherwise be lost by a
+  // crash of this node with nothing left to say the two disks differ.
+  Emit(SyncDisk{"flushing before a resync from this disk"});
   Emit(PersistBitmap{});
   SendOurBitmap();  // the merged bitmap: the target learns every block it lacks
   Info(std::string(full ? "full" : "bitmap") +

@@ -69,6 +69,43 @@ struct Source {
   Replica r;
 };
 
+// The source's disk is flushed before its first block goes: what it sends may sit in its cache
+// only (a diskless Primary wrote it through this node and kept no record of it), and the
+// target's confirmations clear the only marks that say the two disks differ.
+TEST(ReplicaResyncSource, TheSourceFlushesItsDiskBeforeTheFirstBlock) {
+  Replica r = MakeReplica(Source::Options(false), GenerationIds{kY, kX, {kX, kOld}}, {{0, kMiB}});
+  EXPECT_TRUE(r.Promote(/*force=*/false).ok());
+  r.TakeActions();
+  PeerState peer;
+  peer.role = Role::kSecondary;
+  peer.disk = DiskState::kUpToDate;
+  peer.ids = GenerationIds{kX, 0, {kOld, 0}};
+  peer.data_bytes = 64 * kMiB;
+  r.PeerUp(peer);
+  r.PeerOutOfSync({}, /*last=*/true);
+  const std::vector<Action> actions = r.TakeActions();
+  size_t sync = actions.size(), read = actions.size();
+  for (size_t i = 0; i < actions.size(); ++i) {
+    if (std::holds_alternative<SyncDisk>(actions[i]) && sync == actions.size()) sync = i;
+    if (std::holds_alternative<ResyncRead>(actions[i]) && read == actions.size()) read = i;
+  }
+  ASSERT_LT(sync, actions.size()) << "no SyncDisk";
+  ASSERT_LT(read, actions.size()) << "no ResyncRead";
+  EXPECT_LT(sync, read);
+}
+
+// A Secondary source whose flush fails: its disk failed (detached under the default policy).
+TEST(ReplicaResyncSource, AFailedFlushBeforeTheResyncFailsTheDisk) {
+  Source s(/*checksums=*/false);
+  ASSERT_TRUE(s.r.Demote(0).ok());
+  s.r.TakeActions();
+  s.r.DiskSyncFailed("flushing before a resync from this disk", EIO);
+  const std::vector<DiskFailed> failed = All<DiskFailed>(s.r.TakeActions());
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_TRUE(failed[0].detach);
+  EXPECT_EQ(s.r.disk(), DiskState::kFailed);
+}
+
 TEST(ReplicaResyncSource, AConfirmedBlockClearsItsRange) {
   Source s(/*checksums=*/false);
   const uint64_t seq = s.SendBlock();
