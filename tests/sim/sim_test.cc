@@ -81,6 +81,13 @@ void RunSeeds(Protocol protocol) {
       std::printf("protocol %c seed %llu passed; last log lines:\n%s", ProtocolLetter(protocol),
                   static_cast<unsigned long long>(o.seed), tail.c_str());
     }
+    if (only == 0 && (k + 1) % 1000 == 0) {
+      // A long run's progress, should it be stopped before its end.
+      std::printf("protocol %c: seeds %llu to %llu passed\n", ProtocolLetter(protocol),
+                  static_cast<unsigned long long>(first),
+                  static_cast<unsigned long long>(first + k));
+      std::fflush(stdout);
+    }
   }
   // Fast failback (phase 7) must have read, and from the peer too, or it proved nothing.
   if (only == 0 && count >= 20) {
