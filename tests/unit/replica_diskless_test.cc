@@ -214,16 +214,24 @@ TEST(ReplicaDiskless, FailedFlushCompletesOnThePeersFlush) {
   ExpectDiskless(n.primary);
 }
 
-TEST(ReplicaDiskless, FailedActivityLogWriteSendsTheWritesToThePeer) {
-  Node n;
+// A client write whose activity-log transaction fails: the disk fails, nothing is written to it.
+void FailTheActivityLogWrite(Node& n, std::vector<Action>& actions) {
   n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
-  std::vector<Action> actions = n.primary.TakeActions();
+  actions = n.primary.TakeActions();
   const std::vector<WriteAl> al = All<WriteAl>(actions);
   ASSERT_EQ(al.size(), 1u);
   n.primary.AlWritten(al[0].plan.seq, EIO);
   actions = n.primary.TakeActions();
   EXPECT_EQ(All<DiskFailed>(actions).size(), 1u);
   EXPECT_TRUE(All<SubmitWrite>(actions).empty());
+}
+
+// A failed activity-log write: the writes that waited for it go to the peer alone, and complete
+// when it has written them (a metadata failure: under either policy).
+void FailedActivityLogWriteSendsTheWritesToThePeer(OnIoError on_io_error) {
+  Node n(on_io_error);
+  std::vector<Action> actions;
+  ASSERT_NO_FATAL_FAILURE(FailTheActivityLogWrite(n, actions));
   const std::vector<SendData> sent = All<SendData>(actions);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_TRUE(Completes(actions).empty());
@@ -231,6 +239,11 @@ TEST(ReplicaDiskless, FailedActivityLogWriteSendsTheWritesToThePeer) {
   const std::vector<Complete> done = Completes(n.primary.TakeActions());
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].error, 0);
+  ExpectDiskless(n.primary);
+}
+
+TEST(ReplicaDiskless, FailedActivityLogWriteSendsTheWritesToThePeer) {
+  FailedActivityLogWriteSendsTheWritesToThePeer(OnIoError::kDetach);
 }
 
 TEST(ReplicaDiskless, FailedMetadataWriteGoesDiskless) {
@@ -299,36 +312,15 @@ TEST(ReplicaDiskless, PassOnDetachesOnAFailedMetadataWrite) {
 }
 
 TEST(ReplicaDiskless, PassOnDetachesOnAFailedActivityLogWrite) {
-  Node n(OnIoError::kPassOn);
-  n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
-  std::vector<Action> actions = n.primary.TakeActions();
-  const std::vector<WriteAl> al = All<WriteAl>(actions);
-  ASSERT_EQ(al.size(), 1u);
-  n.primary.AlWritten(al[0].plan.seq, EIO);
-  actions = n.primary.TakeActions();
-  EXPECT_EQ(All<DiskFailed>(actions).size(), 1u);
-  EXPECT_TRUE(All<SubmitWrite>(actions).empty());
-  const std::vector<SendData> sent = All<SendData>(actions);
-  ASSERT_EQ(sent.size(), 1u);  // the write that waited for the log goes to the peer alone
-  n.primary.PeerAck(AckKind::kWritten, sent[0].seq, 0);
-  const std::vector<Complete> done = Completes(n.primary.TakeActions());
-  ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0].error, 0);
-  ExpectDiskless(n.primary);
+  FailedActivityLogWriteSendsTheWritesToThePeer(OnIoError::kPassOn);
 }
 
 // Without a peer, a pass_on Primary whose activity log cannot be written fails the write that
 // needed it, and every later one: nothing completes as if it were safe.
 TEST(ReplicaDiskless, PassOnWithoutAPeerFailsOnAFailedActivityLogWrite) {
   Node n(OnIoError::kPassOn, /*connected=*/false);
-  n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
-  std::vector<Action> actions = n.primary.TakeActions();
-  const std::vector<WriteAl> al = All<WriteAl>(actions);
-  ASSERT_EQ(al.size(), 1u);
-  n.primary.AlWritten(al[0].plan.seq, EIO);
-  actions = n.primary.TakeActions();
-  EXPECT_EQ(All<DiskFailed>(actions).size(), 1u);
-  EXPECT_TRUE(All<SubmitWrite>(actions).empty());
+  std::vector<Action> actions;
+  ASSERT_NO_FATAL_FAILURE(FailTheActivityLogWrite(n, actions));
   std::vector<Complete> done = Completes(actions);
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].error, EIO);

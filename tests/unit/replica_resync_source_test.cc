@@ -73,17 +73,8 @@ struct Source {
 // only (a diskless Primary wrote it through this node and kept no record of it), and the
 // target's confirmations clear the only marks that say the two disks differ.
 TEST(ReplicaResyncSource, TheSourceFlushesItsDiskBeforeTheFirstBlock) {
-  Replica r = MakeReplica(Source::Options(false), GenerationIds{kY, kX, {kX, kOld}}, {{0, kMiB}});
-  EXPECT_TRUE(r.Promote(/*force=*/false).ok());
-  r.TakeActions();
-  PeerState peer;
-  peer.role = Role::kSecondary;
-  peer.disk = DiskState::kUpToDate;
-  peer.ids = GenerationIds{kX, 0, {kOld, 0}};
-  peer.data_bytes = 64 * kMiB;
-  r.PeerUp(peer);
-  r.PeerOutOfSync({}, /*last=*/true);
-  const std::vector<Action> actions = r.TakeActions();
+  Source s(/*checksums=*/false);  // connected, the bitmaps exchanged: the resync started
+  const std::vector<Action> actions = s.r.TakeActions();
   size_t sync = actions.size(), read = actions.size();
   for (size_t i = 0; i < actions.size(); ++i) {
     if (std::holds_alternative<SyncDisk>(actions[i]) && sync == actions.size()) sync = i;
