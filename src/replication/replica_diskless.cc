@@ -53,6 +53,7 @@ bool Replica::PrimaryDiskFailed(const std::string& what, int error, bool metadat
                                                     "serve them")
                                       : std::string("and the peer is not UpToDate")),
                   false});
+    standalone_ = true;  // StandAlone: 'replctl connect' connects it again
   } else if (Connected()) {
     // With the ids its old disk has: the peer moves its own on if they are the same.
     Emit(SendState{LocalState()});

@@ -46,13 +46,23 @@ void Replica::LocalDiskFailed(const std::string& what, int error, bool metadata)
 
 void Replica::DiskSyncFailed(const std::string& what, int error) {
   if (!HasDisk()) return;
-  if (role_ != Role::kPrimary) return LocalDiskFailed(what, error);
-  if (PrimaryDetaches()) {
+  const std::string failed = "the disk failed " + what + ": error " + std::to_string(error) +
+                             " (" + ErrnoText(error) + ")";
+  if (role_ != Role::kPrimary) {
+    LocalDiskFailed(what, error);
+  } else if (PrimaryDetaches()) {
     PrimaryDiskFailed(what, error);
-    return;
+  } else {
+    Warn(failed + "; on_io_error = pass_on: this Primary keeps its disk");
   }
-  Warn("the disk failed " + what + ": error " + std::to_string(error) + " (" + ErrnoText(error) +
-       "); on_io_error = pass_on: this Primary keeps its disk");
+  // A source whose disk may not hold what it sends must not let the target's confirmations
+  // clear its marks: the resync stops now (its blocks in flight with it), and the next
+  // connection decides again from the disk's state, flushing first once more.
+  if (Connected() && repl_ == ReplState::kSyncSource) {
+    Emit(DropPeer{"node '" + options_.node_name + "': " + failed +
+                      " before a resync from it: the resync stops; connecting again",
+                  true});
+  }
 }
 
 void Replica::PassOnReconnect() {

@@ -462,12 +462,19 @@ TEST(ReplicaDiskless, APrimaryWithBlocksOnlyItsDiskHadDoesNotServeFromThePeer) {
   n.primary.PeerAck(AckKind::kWritten, seq2, 0);
   n.primary.LocalWriteDone(2, EIO);
   const std::vector<Action> actions = n.primary.TakeActions();
-  EXPECT_FALSE(All<DropPeer>(actions).empty()) << "no serving through a stale peer";
+  const std::vector<DropPeer> drops = All<DropPeer>(actions);
+  ASSERT_EQ(drops.size(), 1u) << "no serving through a stale peer";
+  EXPECT_FALSE(drops[0].reconnect);
   n.primary.PeerDown("dropped");
   n.primary.ClientRead(3, 0, 4096);
   const std::vector<Complete> done = Completes(n.primary.TakeActions());
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].error, EIO);
+  // StandAlone, as it shows: 'replctl connect' connects it again.
+  EXPECT_EQ(n.primary.Report().conn, ConnState::kStandAlone);
+  const Result<bool> connect = n.primary.Connect(false);
+  ASSERT_TRUE(connect.ok());
+  EXPECT_TRUE(connect.value());
 }
 
 // A node without a disk answers the peer's writes with EIO (the sender marks them) instead of

@@ -19,8 +19,9 @@ constexpr uint64_t kX = 0x1000, kY = 0x2000, kOld = 0x4000;
 
 // A Primary whose bitmap marks [0, 1 MiB) syncs a peer that stayed at generation X.
 struct Source {
-  explicit Source(bool checksums)
-      : r(MakeReplica(Options(checksums), GenerationIds{kY, kX, {kX, kOld}}, {{0, kMiB}})) {
+  explicit Source(bool checksums, OnIoError on_io_error = OnIoError::kDetach)
+      : r(MakeReplica(Options(checksums, on_io_error), GenerationIds{kY, kX, {kX, kOld}},
+                      {{0, kMiB}})) {
     EXPECT_TRUE(r.Promote(/*force=*/false).ok());
     r.TakeActions();
     PeerState peer;
@@ -32,8 +33,9 @@ struct Source {
     r.PeerOutOfSync({}, /*last=*/true);  // the target's bitmap: nothing of its own
     EXPECT_EQ(r.Report().repl, ReplState::kSyncSource);
   }
-  static ReplicaOptions Options(bool checksums) {
+  static ReplicaOptions Options(bool checksums, OnIoError on_io_error = OnIoError::kDetach) {
     ReplicaOptions o;
+    o.on_io_error = on_io_error;
     o.node_name = "alpha";
     o.data_bytes = 64 * kMiB;
     o.resync_block_bytes = kMiB;
@@ -91,10 +93,27 @@ TEST(ReplicaResyncSource, AFailedFlushBeforeTheResyncFailsTheDisk) {
   ASSERT_TRUE(s.r.Demote(0).ok());
   s.r.TakeActions();
   s.r.DiskSyncFailed("flushing before a resync from this disk", EIO);
-  const std::vector<DiskFailed> failed = All<DiskFailed>(s.r.TakeActions());
+  const std::vector<Action> actions = s.r.TakeActions();
+  const std::vector<DiskFailed> failed = All<DiskFailed>(actions);
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_TRUE(failed[0].detach);
   EXPECT_EQ(s.r.disk(), DiskState::kFailed);
+  // The resync stops at once: no confirmation may clear a mark of a disk that failed a flush.
+  EXPECT_EQ(All<DropPeer>(actions).size(), 1u);
+}
+
+// A pass_on Primary keeps its disk, but its resync stops and the marks stay for the next one.
+TEST(ReplicaResyncSource, APassOnPrimaryWhoseFlushFailsStopsTheResyncAndKeepsItsMarks) {
+  Source s(/*checksums=*/false, OnIoError::kPassOn);
+  Replica& r = s.r;
+  r.TakeActions();
+  r.DiskSyncFailed("flushing before a resync from this disk", EIO);
+  const std::vector<DropPeer> drops = All<DropPeer>(r.TakeActions());
+  ASSERT_EQ(drops.size(), 1u);
+  EXPECT_TRUE(drops[0].reconnect);
+  EXPECT_EQ(r.disk(), DiskState::kUpToDate);
+  r.PeerDown("dropped");
+  EXPECT_EQ(r.Report().out_of_sync_bytes, kMiB);
 }
 
 TEST(ReplicaResyncSource, AConfirmedBlockClearsItsRange) {
