@@ -697,9 +697,9 @@ void ReplicatedDevice::ExecuteDiskFailed(const DiskFailed& a) {
     // The replica went Diskless and serves through the peer: this device and its link stay.
     // The disk gets no more I/O from it (what was in flight finishes) and no metadata write.
     spdlog::error(
-        "resource {}: the disk {} failed {} (error {}: {}); detached (on_io_error = detach, or a "
-        "metadata write): this Primary is Diskless and serves through its peer while an "
-        "UpToDate one is connected; replace the disk and run 'replctl attach {}'",
+        "resource {}: the disk {} failed {} (error {}: {}); on_io_error = detach: this Primary "
+        "is Diskless and serves through its peer while an UpToDate one is connected; replace "
+        "the disk and run 'replctl attach {}'",
         config_.name, node_.disk, a.failure.what, a.failure.error, ErrnoText(a.failure.error),
         config_.name);
     if (on_detach_needed_ && !released_) on_detach_needed_("");  // the owner releases the disk

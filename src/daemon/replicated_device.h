@@ -82,6 +82,9 @@ class ReplicatedDevice : public BlockSink, private PeerLinkHandler {
   uint64_t data_bytes() const { return data_bytes_; }
   // The metadata's identity (create-md draws a new one): the same disk, or a replacement.
   const MdUuid& device_uuid() const { return superblock_.device_uuid; }
+  // A metadata write failed: no clean superblock any more, and commands that change the
+  // metadata are refused until the daemon restarts.
+  bool metadata_failed() const { return md_failed_; }
 
   [[nodiscard]] Status Start();
   // Stopping, after the frontend drained: StopLink() (the core marks what the peer did not

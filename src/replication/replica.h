@@ -356,9 +356,10 @@ class Replica {
   // requests and bytes the peer may have here count it until then.
   void ReadReplySent(uint64_t key);
   // The caller failed to write the superblock, the bitmap or (outside AlWritten) the activity
-  // log, or to flush the disk before it marked it clean: the disk fails under either
+  // log, or to flush the disk before it marked it clean: a Secondary detaches under either
   // on_io_error (as DRBD: pass_on passes data errors on, and there is no one to pass a metadata
-  // error to): a Secondary detaches, a Primary goes Diskless (replica_diskless.cc).
+  // error to); a Primary goes Diskless under detach (replica_diskless.cc) and keeps its disk
+  // under pass_on, refusing further metadata changes.
   void MetadataWriteFailed(const std::string& what, int error);
   // The caller failed a SyncDisk: the disk failed a flush, as for a client's or the peer's.
   void DiskSyncFailed(const std::string& what, int error);
@@ -625,9 +626,7 @@ class Replica {
   // A Primary's disk failed `what` under on_io_error = detach (replica_diskless.cc): Failed,
   // recorded where the disk still takes a write, then Diskless, serving through the peer.
   // Returns whether the peer serves (else the failed request gets the error).
-  // `metadata`: a metadata write failed (the activity log, the bitmap, the superblock), which
-  // detaches under either policy.
-  bool PrimaryDiskFailed(const std::string& what, int error, bool metadata = false);
+  bool PrimaryDiskFailed(const std::string& what, int error);
   bool PrimaryDetaches() const {
     return role_ == Role::kPrimary && options_.on_io_error == OnIoError::kDetach;
   }

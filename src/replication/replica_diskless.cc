@@ -16,7 +16,7 @@
 
 namespace repld {
 
-bool Replica::PrimaryDiskFailed(const std::string& what, int error, bool metadata) {
+bool Replica::PrimaryDiskFailed(const std::string& what, int error) {
   if (!HasDisk()) return PeerCanServe();  // failed already: the I/O in flight may fail too
   const std::string failed = "the disk failed " + what + ": error " + std::to_string(error) + " (" +
                              ErrnoText(error) + ")";
@@ -30,10 +30,7 @@ bool Replica::PrimaryDiskFailed(const std::string& what, int error, bool metadat
   // Primary's marks are the opposite (blocks only the peer has).
   const bool serves =
       PeerCanServe() && (repl_ == ReplState::kSyncTarget || bitmap_.CountSet() == 0);
-  const std::string policy =
-      metadata ? "; a metadata failure detaches under either on_io_error"
-               : "; on_io_error = detach";
-  Emit(Log{2, failed + policy + ": detaching it. " +
+  Emit(Log{2, failed + "; on_io_error = detach: detaching it. " +
                   (serves ? std::string("This Primary is Diskless and serves through its peer "
                                         "until 'replctl attach'")
                           : std::string("No UpToDate peer is connected: this Primary is "
@@ -130,10 +127,11 @@ void Replica::FollowPeerGeneration(const PeerState& peer) {
 void Replica::MetadataWriteFailed(const std::string& what, int error) {
   if (!HasDisk()) return;
   if (role_ != Role::kPrimary) return LocalDiskFailed(what, error, /*metadata=*/true);
-  // Under either policy, as DRBD: pass_on passes a data error to the client, but there is no one
-  // to pass a metadata error to, and a bitmap or superblock that can no longer be written cannot
-  // record what a crash would have to resync.
-  PrimaryDiskFailed(what, error, /*metadata=*/true);
+  // A Primary under pass_on keeps its disk; the caller refuses further metadata changes. (DRBD
+  // detaches it. Here a pass_on Primary whose own failed writes marked blocks could not serve
+  // through its peer, and dropping the peer would lose the acknowledged writes still in flight
+  // to it under protocols A and B: docs/replication.md, "When the disk fails".)
+  if (PrimaryDetaches()) PrimaryDiskFailed(what, error);
 }
 
 }  // namespace repld

@@ -260,6 +260,19 @@ void World::DiskFaults() {
     AttachToDisklessPrimary(0);
     return;
   }
+  if (on_primary && p.up && p.device->metadata_failed()) {
+    // A pass_on Primary whose activity log or metadata failed refuses metadata changes (a
+    // promotion among them) until its daemon restarts, as its log says: the operator restarts
+    // it, here the harsher way (a crash, which resyncs its activity log).
+    log_.push_back(std::to_string(now_) + " node0 restarts after a failed metadata write");
+    CrashNode(0);
+    client_inflight_ = 0;
+    flushes_.clear();
+    RestartNode(0);
+    if (Status st = p.device->BeginPromote(false); !st.ok()) {
+      return Fail("promoting node 0 after its restart failed: " + st.message());
+    }
+  }
   if (on_primary && connected_) Disconnect("reconnect: resync the Primary's failed writes");
   if (!connected_ && !connect_pending_) TryConnect();
 }

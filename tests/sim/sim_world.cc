@@ -256,7 +256,9 @@ int World::DiskFault(int node, IoKind kind) {
     case IoKind::kSync:
     case IoKind::kMetadata: {
       // Bitmap, superblock and (external) activity-log writes, and the flushes before them: a
-      // Secondary detaches under either policy, a Primary goes Diskless under either.
+      // Secondary detaches under either policy, a detach Primary goes Diskless. (A pass_on
+      // Primary keeps its disk and writes no more metadata, md_failed_: not modelled.)
+      if (primary && n.on_io_error == OnIoError::kPassOn) return 0;
       const int e =
           InjectedError(n, primary ? counts_.primary_metadata_errors : counts_.metadata_errors);
       if (e != 0) ++n.metadata_failures;

@@ -99,7 +99,7 @@ class World {
   struct FaultCounts {
     uint64_t apply_errors = 0, flush_errors = 0, resync_write_errors = 0, primary_write_errors = 0;
     uint64_t metadata_errors = 0;  // a Secondary's metadata writes (it detaches either way)
-    // A Primary's flushes, and its metadata writes (it detaches under either policy).
+    // A Primary's flushes, and its metadata writes (under detach: it goes Diskless).
     uint64_t primary_flush_errors = 0, primary_metadata_errors = 0;
     // Reads: by a sync source (its resync reads, and a Primary's client reads meanwhile), and
     // any other (a Primary's client reads, a sync target's reads for checksums).

@@ -226,10 +226,8 @@ void FailTheActivityLogWrite(Node& n, std::vector<Action>& actions) {
   EXPECT_TRUE(All<SubmitWrite>(actions).empty());
 }
 
-// A failed activity-log write: the writes that waited for it go to the peer alone, and complete
-// when it has written them (a metadata failure: under either policy).
-void FailedActivityLogWriteSendsTheWritesToThePeer(OnIoError on_io_error) {
-  Node n(on_io_error);
+TEST(ReplicaDiskless, FailedActivityLogWriteSendsTheWritesToThePeer) {
+  Node n;
   std::vector<Action> actions;
   ASSERT_NO_FATAL_FAILURE(FailTheActivityLogWrite(n, actions));
   const std::vector<SendData> sent = All<SendData>(actions);
@@ -240,10 +238,6 @@ void FailedActivityLogWriteSendsTheWritesToThePeer(OnIoError on_io_error) {
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].error, 0);
   ExpectDiskless(n.primary);
-}
-
-TEST(ReplicaDiskless, FailedActivityLogWriteSendsTheWritesToThePeer) {
-  FailedActivityLogWriteSendsTheWritesToThePeer(OnIoError::kDetach);
 }
 
 TEST(ReplicaDiskless, FailedMetadataWriteGoesDiskless) {
@@ -295,42 +289,25 @@ TEST(ReplicaDiskless, PassOnReturnsTheErrorAndKeepsTheDisk) {
   EXPECT_GT(n.primary.bitmap().OutOfSyncBytes(), 0u);  // the block differs: marked
 }
 
-// A metadata write has no one to pass its error to: a pass_on Primary detaches too (as DRBD),
-// and goes on through its peer, as under detach.
-TEST(ReplicaDiskless, PassOnDetachesOnAFailedMetadataWrite) {
+// Under pass_on a Primary's failed metadata write keeps its disk (the caller refuses further
+// metadata changes), and an activity-log write that fails fails the writes that needed it.
+TEST(ReplicaDiskless, PassOnKeepsTheDiskOnAFailedMetadataWrite) {
   Node n(OnIoError::kPassOn);
   n.primary.MetadataWriteFailed("writing the bitmap", EIO);
-  const std::vector<Action> actions = n.primary.TakeActions();
-  ASSERT_EQ(All<DiskFailed>(actions).size(), 1u);
-  EXPECT_TRUE(All<DiskFailed>(actions)[0].primary);
-  ExpectDiskless(n.primary);
-  // A read goes to the peer, not to the disk that is gone.
-  n.primary.ClientRead(1, 0, 4096);
-  const std::vector<Action> read = n.primary.TakeActions();
-  EXPECT_TRUE(All<SubmitRead>(read).empty());
-  EXPECT_EQ(All<SendReadRequest>(read).size(), 1u);
-}
-
-TEST(ReplicaDiskless, PassOnDetachesOnAFailedActivityLogWrite) {
-  FailedActivityLogWriteSendsTheWritesToThePeer(OnIoError::kPassOn);
-}
-
-// Without a peer, a pass_on Primary whose activity log cannot be written fails the write that
-// needed it, and every later one: nothing completes as if it were safe.
-TEST(ReplicaDiskless, PassOnWithoutAPeerFailsOnAFailedActivityLogWrite) {
-  Node n(OnIoError::kPassOn, /*connected=*/false);
-  std::vector<Action> actions;
-  ASSERT_NO_FATAL_FAILURE(FailTheActivityLogWrite(n, actions));
-  std::vector<Complete> done = Completes(actions);
-  ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0].error, EIO);
-  n.primary.ClientWrite(2, 8192, 4096, WriteKind::kData, false);
+  EXPECT_TRUE(All<DiskFailed>(n.primary.TakeActions()).empty());
+  EXPECT_EQ(n.primary.disk(), DiskState::kUpToDate);
+  n.primary.ClientWrite(1, 0, 4096, WriteKind::kData, false);
+  std::vector<Action> actions = n.primary.TakeActions();
+  const std::vector<WriteAl> al = All<WriteAl>(actions);
+  ASSERT_EQ(al.size(), 1u);
+  n.primary.AlWritten(al[0].plan.seq, EIO);
   actions = n.primary.TakeActions();
-  EXPECT_TRUE(All<SubmitWrite>(actions).empty());
-  EXPECT_TRUE(All<WriteAl>(actions).empty());
-  done = Completes(actions);
+  EXPECT_TRUE(All<DiskFailed>(actions).empty());
+  EXPECT_TRUE(All<SendData>(actions).empty());
+  const std::vector<Complete> done = Completes(actions);
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].error, EIO);
+  EXPECT_EQ(n.primary.disk(), DiskState::kUpToDate);
 }
 
 // A fast-failback Primary (a sync target, promoted while its UpToDate peer syncs it) whose
