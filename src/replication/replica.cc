@@ -229,8 +229,7 @@ void Replica::PumpWrites() {
 void Replica::AlWritten(uint64_t seq, int error) {
   REPLD_CHECK(al_writing_ && al_plan_ && al_plan_->seq == seq);
   al_writing_ = false;
-  if (error != 0 && PrimaryDetaches() &&
-      PrimaryDiskFailed("writing the activity log", error)) {
+  if (error != 0 && PrimaryDetaches() && PrimaryDiskFailed("writing the activity log", error)) {
     al_.Abandon();  // the writes that waited for it go to the peer alone (PrimaryDiskFailed)
     al_plan_.reset();
     PumpWrites();

@@ -1,9 +1,9 @@
 // Faults of the simulator beyond crashes and link cuts (issue #17): disk errors on the
 // Secondary (applies, flushes for the peer, resync writes, metadata writes, reads for checksums)
 // under both on_io_error policies, and on the Primary (its client's writes, reads and flushes,
-// its metadata writes, its reads as a sync source; pass_on: its clients get the data errors, a
-// metadata error detaches; detach: it goes Diskless, serves through its peer, then takes its disk
-// again while Primary); the detach and a later attach of the same disk; the refusal to promote a
+// its metadata writes under detach, its reads as a sync source; pass_on: its clients get the
+// errors, and a failed activity log needs a restart; detach: it goes Diskless, serves through its
+// peer, then takes its disk again while Primary); the detach and a later attach of the same disk; the refusal to promote a
 // node that failed a write before a resync repaired it; half-open links; an online verify of a
 // healed pair.
 #include <cerrno>
@@ -222,10 +222,7 @@ void World::DiskFaults() {
     target.fault_reads_only = true;
     log_.push_back(std::to_string(now_) + " node" + std::to_string(target.index) +
                    ": only reads fail from now");
-    At(now_ + Rand(2'000, 20'000), -1, [this, index = target.index] {
-      NodeAt(index).fault_error = 0;
-      NodeAt(index).fault_reads_only = false;
-    });
+    ClearFaultsAt(target.index, now_ + Rand(2'000, 20'000));
   } else {
     target.fault_error = 0;  // repaired
   }
@@ -277,31 +274,24 @@ void World::DiskFaults() {
   if (!connected_ && !connect_pending_) TryConnect();
 }
 
-void World::SecondaryDiskFaults(Clock when, Clock for_us) {
-  At(when, -1, [this] {
-    Node& s = *nodes_[1];
-    s.fault_error = Chance(0.7) ? EIO : ENOSPC;
-    log_.push_back(std::to_string(now_) + " disk faults on node1 (error " +
-                   std::to_string(s.fault_error) + ")");
+void World::FaultWindow(int index, Clock when, Clock for_us, bool reads_only) {
+  At(when, -1, [this, index, reads_only] {
+    Node& n = NodeAt(index);
+    if (reads_only && n.fault_error != 0) return;  // a window of all I/O already open
+    n.fault_error = reads_only || Chance(0.7) ? EIO : ENOSPC;
+    n.fault_reads_only = reads_only;
+    log_.push_back(std::to_string(now_) + (reads_only ? " read faults" : " disk faults") +
+                   " on node" + std::to_string(index) + " (error " +
+                   std::to_string(n.fault_error) + ")");
     StartTicks();
   });
-  At(when + for_us, -1, [this] { nodes_[1]->fault_error = 0; });
+  ClearFaultsAt(index, when + for_us);
 }
 
-// Phase 1: node 0's reads fail now and then from `when` for `for_us`: its reads as the sync
-// source (the client does not read in phase 1), which the resync retries pass after pass.
-void World::SourceReadFaults(Clock when, Clock for_us) {
-  At(when, -1, [this] {
-    Node& p = *nodes_[0];
-    if (p.fault_error != 0) return;
-    p.fault_error = EIO;
-    p.fault_reads_only = true;
-    log_.push_back(std::to_string(now_) + " read faults on node0");
-    StartTicks();
-  });
-  At(when + for_us, -1, [this] {
-    nodes_[0]->fault_error = 0;
-    nodes_[0]->fault_reads_only = false;
+void World::ClearFaultsAt(int index, Clock when) {
+  At(when, -1, [this, index] {
+    NodeAt(index).fault_error = 0;
+    NodeAt(index).fault_reads_only = false;
   });
 }
 

@@ -138,13 +138,17 @@ void SimDiskSink::Submit(DiskIo* io) {
   if (io->request.op == BlockOp::kRead) hi = 200;
   if (io->request.op == BlockOp::kFlush) lo = 100, hi = 800;
   if (io->request.op != BlockOp::kRead && io->request.op != BlockOp::kFlush) {
-    writes_in_flight_.emplace(io, io->request.offset_bytes);
+    writes_in_flight_.emplace(next_submission_, io->request.offset_bytes);
+    submitted_.emplace(io, next_submission_++);
   }
   world_.After(world_.Rand(lo, hi), node_, [this, io] { Complete(io); });
 }
 
 void SimDiskSink::Complete(DiskIo* io) {
-  writes_in_flight_.erase(io);
+  if (auto it = submitted_.find(io); it != submitted_.end()) {
+    writes_in_flight_.erase(it->second);
+    submitted_.erase(it);
+  }
   Node& n = world_.NodeAt(node_);
   const BlockRequest& r = io->request;
   const std::span<const iovec> iov(io->iov, io->iov_count);

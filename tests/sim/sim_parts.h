@@ -16,6 +16,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "blockdev/backing_store.h"
@@ -101,8 +102,10 @@ class SimDiskSink : public DiskSink {
   const BackingInfo& info() const override { return info_; }
   Status SyncNow() override;
   void Submit(DiskIo* io) override;
-  // Writes being carried out: the SplitBrain phase aims a write at one of them.
-  const std::map<DiskIo*, uint64_t>& writes_in_flight() const { return writes_in_flight_; }
+  // Writes being carried out, in the order they were submitted (submission number -> offset):
+  // the SplitBrain phase aims a write at the oldest. Not by pointer: heap addresses differ from
+  // one build to the next, and a seed must replay the same world on any build.
+  const std::map<uint64_t, uint64_t>& writes_in_flight() const { return writes_in_flight_; }
 
  private:
   void Complete(DiskIo* io);
@@ -111,7 +114,9 @@ class SimDiskSink : public DiskSink {
   int node_;
   BackingInfo info_;
   uint64_t data_bytes_;
-  std::map<DiskIo*, uint64_t> writes_in_flight_;  // -> offset
+  std::map<uint64_t, uint64_t> writes_in_flight_;   // submission number -> offset
+  std::unordered_map<DiskIo*, uint64_t> submitted_;  // a write's submission number
+  uint64_t next_submission_ = 0;
 };
 
 class SimMetadataStore : public MetadataStore {

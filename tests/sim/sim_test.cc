@@ -2,8 +2,8 @@
 // how many per protocol (default 1000, 3000 worlds in all; the ASan pass of CI runs 30; run more
 // on demand), and
 // REPLD_SIM_SEED replays one seed with the end of its log (REPLD_SIM_LOG_LINES lines, 40 unless
-// set). REPLD_SIM_SEED_FIRST starts the range elsewhere
-// than seed 1, so that a long run splits into ranges (processes, cores, sessions).
+// set). REPLD_SIM_SEED_FIRST starts the range elsewhere than seed 1, so that a long run splits
+// into ranges (processes, cores, sessions).
 #include <gtest/gtest.h>
 
 #include <malloc.h>

@@ -575,9 +575,9 @@ std::string World::Run() {
       if (Chance(0.2)) {
         HalfOpen(t, Rand(2'000, 30'000));
       } else if (Chance(0.15)) {
-        SourceReadFaults(t, Rand(2'000, 30'000));
+        FaultWindow(0, t, Rand(2'000, 30'000), /*reads_only=*/true);
       } else if (Chance(0.2)) {
-        SecondaryDiskFaults(t, Rand(2'000, 30'000));
+        FaultWindow(1, t, Rand(2'000, 30'000), /*reads_only=*/false);
       } else if (Chance(0.5)) {
         CutLink(t, Rand(2'000, 30'000), "link cut");
       } else {
@@ -774,7 +774,7 @@ void World::SplitBrain() {
   WriteOn(0, 0, 4);
   WriteOn(1, 8, 4);
   uint64_t newest_first = Rand(0, blocks_ - 4);
-  for (const auto& [io, offset] : nodes_[1]->sink->writes_in_flight()) {  // one still landing
+  for (const auto& [submission, offset] : nodes_[1]->sink->writes_in_flight()) {  // the oldest
     newest_first = std::min(offset / kBlock, blocks_ - 4);
     break;
   }

@@ -194,10 +194,11 @@ class World {
   // Resource::AttachToPrimary on node's diskless Primary, the client drained.
   void AttachToDisklessPrimary(int node);
   void DiskFaults();
-  // Phase 1: node 1's disk fails some I/O from `when` for `for_us` (with the other faults).
-  void SecondaryDiskFaults(Clock when, Clock for_us);
-  // Phase 1: node 0's reads fail now and then (it is the sync source of the resyncs there).
-  void SourceReadFaults(Clock when, Clock for_us);
+  // Phase 1: the node's disk fails some I/O (or only reads) from `when` for `for_us`, with the
+  // other faults: node 1's, or node 0's reads as the sync source of the resyncs there (the
+  // client does not read in phase 1), which the resync retries pass after pass.
+  void FaultWindow(int node, Clock when, Clock for_us, bool reads_only);
+  void ClearFaultsAt(int node, Clock when);
   void CheckFailedNodeRefused(const std::string& when);
   void HalfOpen(Clock when, Clock for_us);
   void StartTicks();
