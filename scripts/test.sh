@@ -20,6 +20,6 @@ scripts/build.sh asan
 asan_skip=(-LE "vm|packaging|sim")
 [[ "${REPLD_ASAN_ALL:-0}" == 1 ]] && asan_skip=(-LE sim)
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-REPLD_SIM_SEEDS=${REPLD_SIM_SEEDS:-30} \
+REPLD_SIM_SEEDS=${REPLD_SIM_SEEDS:-30} REPLD_QSIM_SEEDS=${REPLD_QSIM_SEEDS:-300} \
   ctest --test-dir build/asan --output-on-failure -L sim -j2 "$@"
 ctest --test-dir build/asan --output-on-failure "${asan_skip[@]}" "$@"
