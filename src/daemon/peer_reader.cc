@@ -186,6 +186,15 @@ void PeerSession::Dispatch(peer::MessageType type, std::span<const uint8_t> payl
         }
         Close(text);
       });
+    case MessageType::kQuorumPing:
+    case MessageType::kQuorumPong:
+    case MessageType::kVoteRequest:
+    case MessageType::kVoteReply:
+    case MessageType::kOutdateRequest:
+    case MessageType::kOutdateReply:
+      // Not agreed: this build does not offer peer::kFeatureQuorum yet.
+      return Violation("peer sent " + std::string(peer::MessageTypeName(type)) +
+                       " without the quorum feature");
     case MessageType::kHello:
     case MessageType::kAuth:
     case MessageType::kData:  // Reader() reads Data itself

@@ -4,30 +4,10 @@
 #include <cstdio>
 
 #include "replication/crc32c.h"
+#include "replication/peer_bytes.h"
 
 namespace repld::peer {
 namespace {
-
-// Little-endian field access, byte by byte: the layout does not depend on the host.
-void PutU16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v);
-  p[1] = static_cast<uint8_t>(v >> 8);
-}
-void PutU32(uint8_t* p, uint32_t v) {
-  PutU16(p, static_cast<uint16_t>(v));
-  PutU16(p + 2, static_cast<uint16_t>(v >> 16));
-}
-void PutU64(uint8_t* p, uint64_t v) {
-  PutU32(p, static_cast<uint32_t>(v));
-  PutU32(p + 4, static_cast<uint32_t>(v >> 32));
-}
-uint16_t GetU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t GetU32(const uint8_t* p) {
-  return GetU16(p) | (static_cast<uint32_t>(GetU16(p + 2)) << 16);
-}
-uint64_t GetU64(const uint8_t* p) {
-  return GetU32(p) | (static_cast<uint64_t>(GetU32(p + 4)) << 32);
-}
 
 // Header offsets (docs/peer-protocol.md, "Frame").
 constexpr size_t kAtMagic = 0;
@@ -60,7 +40,14 @@ std::optional<PayloadBounds> BoundsOf(uint16_t type) {
     case MessageType::kRecvAck:
     case MessageType::kFlush:
     case MessageType::kPromoteRequest:
+    case MessageType::kVoteRequest:
       return PayloadBounds{8, 8};
+    case MessageType::kQuorumPing:
+    case MessageType::kQuorumPong:
+    case MessageType::kVoteReply:
+    case MessageType::kOutdateRequest:
+    case MessageType::kOutdateReply:
+      return PayloadBounds{16, 16};
     case MessageType::kPromoteReply:
       return PayloadBounds{PromoteReply::kBytesMin, PromoteReply::kBytesMax};
     case MessageType::kWriteAck:
@@ -223,6 +210,18 @@ std::string_view MessageTypeName(MessageType type) {
       return "ReadRequest";
     case MessageType::kReadError:
       return "ReadError";
+    case MessageType::kQuorumPing:
+      return "QuorumPing";
+    case MessageType::kQuorumPong:
+      return "QuorumPong";
+    case MessageType::kVoteRequest:
+      return "VoteRequest";
+    case MessageType::kVoteReply:
+      return "VoteReply";
+    case MessageType::kOutdateRequest:
+      return "OutdateRequest";
+    case MessageType::kOutdateReply:
+      return "OutdateReply";
   }
   return "unknown message";
 }

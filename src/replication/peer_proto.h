@@ -49,7 +49,8 @@ inline constexpr uint16_t kProtocolVersionMin = 1;
 inline constexpr uint16_t kProtocolVersionMax = 1;
 
 // Message types. Numbers are grouped so later milestones add types without renumbering:
-// 0x01..0x0F handshake and control, 0x10..0x1F replicated writes, 0x20..0x2F resync (reserved).
+// 0x01..0x0F handshake and control, 0x10..0x1F replicated writes, 0x20..0x2F resync, 0x30..0x3F
+// quorum and votes.
 // A decoder rejects every number it does not know; a sender sends a new type only when the
 // negotiated version or an agreed feature bit says the peer knows it.
 enum class MessageType : uint16_t {
@@ -71,6 +72,13 @@ enum class MessageType : uint16_t {
   kCsumReply = 0x22,
   kReadRequest = 0x23,
   kReadError = 0x24,
+  // Quorum and votes (replication/quorum_proto.h; kFeatureQuorum).
+  kQuorumPing = 0x30,
+  kQuorumPong = 0x31,
+  kVoteRequest = 0x32,
+  kVoteReply = 0x33,
+  kOutdateRequest = 0x34,
+  kOutdateReply = 0x35,
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -121,6 +129,9 @@ inline constexpr uint64_t kFeatureZeroes = 1ull << 1;  // Data may carry kDataFl
 inline constexpr uint64_t kFeatureCrc64Digests = 1ull << 2;
 // Promotion while connected is agreed with the peer (PromoteRequest / PromoteReply) first.
 inline constexpr uint64_t kFeaturePromoteRequests = 1ull << 3;
+// Quorum, votes and fencing (docs/quorum.md): the 0x30..0x35 frames. Not offered yet: the
+// daemon does not carry them until the per-peer link lands.
+inline constexpr uint64_t kFeatureQuorum = 1ull << 4;
 inline constexpr uint64_t kFeaturesSupported =
     kFeatureTrim | kFeatureZeroes | kFeatureCrc64Digests | kFeaturePromoteRequests;
 
