@@ -100,6 +100,12 @@ void QuorumNode::Tick(uint64_t now_ms) {
   if (candidacy_ && now_ms >= candidacy_->sent_ms + options_.lease_ms) {
     EndCandidacy(false, "no majority of votes within the lease time");
   }
+  if (won_ && now_ms >= won_sent_ms_ + options_.lease_ms) {
+    // Won, but not promoted while the votes' leases lasted: the votes no longer count (a later
+    // promotion starts without quorum, and earns it only from voters that back it then).
+    won_ = false;
+    if (local_.role != Role::kPrimary) voter_.ReleaseSelf();
+  }
   if (fence_ && now_ms >= fence_->last_sent_ms + options_.ping_interval_ms) SendFence(now_ms);
   UpdateQuorum(now_ms);
 }
@@ -124,6 +130,16 @@ void QuorumNode::UpdateQuorum(uint64_t now_ms) {
 void QuorumNode::SetLocal(const LocalState& local, uint64_t now_ms) {
   if (local.disk != local_.disk || local.data_peer_connected != local_.data_peer_connected) {
     told_outdated_ = false;
+  }
+  if (local.role != local_.role) {
+    // Backing earned in another role does not carry over: a voter lets a Primary go when it
+    // hears it Secondary, and an answer to a ping of an earlier stint as Primary is stale. Only
+    // the votes of a candidacy just won count for the Primary it becomes.
+    const bool from_vote = local.role == Role::kPrimary && won_;
+    for (Link& l : links_) {
+      l.pings.clear();
+      if (!from_vote) l.lease_until_ms = 0;
+    }
   }
   local_ = local;
   if (local.data_peer_connected) {
@@ -150,9 +166,7 @@ void QuorumNode::SetLocal(const LocalState& local, uint64_t now_ms) {
   UpdateQuorum(now_ms);
 }
 
-bool QuorumNode::PeerSafe() const {
-  return data_peer_ == kNoNode || local_.data_peer_connected || peer_fenced_;
-}
+bool QuorumNode::PeerSafe() const { return data_peer_ == kNoNode || peer_fenced_; }
 
 std::string QuorumNode::WhyNotCandidate(uint64_t now_ms) const {
   if (options_.self == options_.witness) return "the witness is never Primary";
@@ -216,6 +230,7 @@ void QuorumNode::OnVoteReply(NodeId from, const VoteReply& reply) {
   const int open = options_.members - std::popcount(static_cast<uint8_t>(c.granted | c.refused));
   if (granted >= majority()) {
     won_ = true;
+    won_sent_ms_ = c.sent_ms;
     candidacy_.reset();
     Emit(CandidacyDone{true, ""});
   } else if (granted + open < majority()) {

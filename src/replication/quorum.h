@@ -82,6 +82,9 @@ class QuorumNode {
   // Pings, lease expiry, the candidacy's timeout, the fence's retries. Call at least every
   // ping interval, and before acting on HasQuorum at any other time.
   void Tick(uint64_t now_ms);
+  // With quorum on, the replica becomes Primary only right after a won candidacy
+  // (CandidacyDone): a node promoted otherwise starts without quorum and earns it only from
+  // voters that back it then.
   void SetLocal(const LocalState& local, uint64_t now_ms);
 
   // Ask the voters for the Primary role; CandidacyDone follows. Refused at once (CandidacyDone
@@ -93,7 +96,8 @@ class QuorumNode {
   std::string WhyNotCandidate(uint64_t now_ms) const;
 
   bool HasQuorum(uint64_t now_ms) const;
-  // Primary only: the data peer cannot win a vote (it is Connected, or fenced).
+  // The data peer this Primary lost is fenced: it can win no vote, so a write it did not
+  // confirm may complete (a write it confirmed needs no fence).
   bool PeerSafe() const;
   const Voter& voter() const { return voter_; }
   uint8_t majority() const { return static_cast<uint8_t>(options_.members / 2 + 1); }
@@ -154,7 +158,8 @@ class QuorumNode {
   uint64_t next_ping_ms_ = 0;
   uint64_t next_seq_ = 1;
   std::optional<Candidacy> candidacy_;
-  bool won_ = false;  // won the last candidacy, not yet Primary
+  bool won_ = false;          // won the last candidacy, not yet Primary (for one lease)
+  uint64_t won_sent_ms_ = 0;  // when the won candidacy's requests went out
   std::optional<Fence> fence_;
   bool peer_fenced_ = false;
   bool told_outdated_ = false;  // BecomeOutdated emitted for the current local state

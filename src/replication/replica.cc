@@ -3,6 +3,7 @@
 #include "replication/replica.h"
 
 #include <cerrno>
+#include <utility>
 
 #include "common/check.h"
 #include "common/status.h"
@@ -105,6 +106,14 @@ ReplicaStatus Replica::Report() const {
   s.peer = peer_;
   s.protocol = options_.protocol;
   s.counters = counters_;
+  if (options_.quorum) {
+    s.quorum = quorum_;
+    s.peer_fenced = peer_fenced_;
+    s.held_completions = held_.size();
+    for (const auto& [id, r] : requests_) {
+      s.waiting_for_fence += !r.completed && r.type != Request::Type::kRead && WaitsForFence(r);
+    }
+  }
   s.counters.al_writes = al_.transactions();
   uint64_t pending = 0;
   for (const auto& [id, r] : requests_) pending += r.completed ? 0 : 1;
@@ -338,10 +347,11 @@ void Replica::MaybeComplete(RequestId id) {
       const bool peer_ok = !r.sent || r.peer_gone || options_.protocol != Protocol::kC || r.written;
       done = r.local_done && (peer_counts ? r.written || r.peer_gone || !r.sent : peer_ok);
     }
+    int error = r.local_error;
+    if (error == 0 && peer_counts && (r.peer_gone || r.peer_failed || !r.sent)) error = EIO;
+    if (done && error == 0 && WaitsForFence(r)) done = false;  // PeerFenced() comes back here
     if (done) {
       r.completed = true;
-      int error = r.local_error;
-      if (error == 0 && peer_counts && (r.peer_gone || r.peer_failed || !r.sent)) error = EIO;
       Emit(Complete{id, error});
     }
   }
@@ -561,6 +571,8 @@ Status Replica::Demote(uint32_t open_clients) {
     return Status::Invalid("requests are still in flight; try again");
   }
   role_ = Role::kSecondary;
+  // Completions held for quorum: demoted without it, they fail (the data may not survive).
+  for (const RequestId id : std::exchange(held_, {})) Emit(Complete{id, EIO});
   // The metadata's "Primary" flag makes a crash resync the log's extents. While the peer's cache
   // may still lose writes of ours (no flush covered them yet), a power loss of both nodes must
   // still do so: the flag stays until a barrier covers them or the bitmap marks them.

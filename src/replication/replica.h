@@ -9,6 +9,7 @@
 // frames in the acknowledgements; `token` names local flushes and resync reads.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -245,6 +246,10 @@ struct ReplicaOptions {
   uint32_t peer_reads_max = 64;
   uint64_t peer_read_bytes_max = 64ULL << 20;  // of the peer's reads read here, until sent
   OnIoError on_io_error = OnIoError::kDetach;  // [disk] on_io_error
+  // [resource] quorum = "majority" (docs/quorum.md): completions wait for quorum (SetQuorum),
+  // and a write the peer did not confirm waits until the peer is fenced (PeerFenced).
+  bool quorum = false;
+  OnNoQuorum on_no_quorum = OnNoQuorum::kSuspendIo;
 };
 
 struct ReplicaCounters {
@@ -290,6 +295,12 @@ struct ReplicaStatus {
   // (none: no failure waits for one). A disk whose metadata recorded a failure at start says
   // so, with error 0.
   std::optional<DiskFailure> disk_failure;
+  // With quorum = "majority": whether this node has quorum, whether its lost peer is fenced,
+  // and the requests held (done, their completion waiting for quorum) or waiting for the fence.
+  std::optional<bool> quorum;
+  bool peer_fenced = false;
+  uint64_t held_completions = 0;
+  uint64_t waiting_for_fence = 0;
 };
 
 class Replica {
@@ -430,6 +441,15 @@ class Replica {
   // Promote() returned Ok but the peer must agree first: PromotionDone says how it ended.
   bool promotion_pending() const { return promotion_.has_value(); }
 
+  // --- Quorum (options.quorum; docs/quorum.md) ---
+  // The quorum logic (quorum.h) says whether this node has quorum. Without it, a Primary
+  // completes no request successfully: under suspend-io it holds the completions until quorum
+  // returns, under io-error it fails them. Error completions always pass.
+  void SetQuorum(bool has_quorum);
+  // The peer this Primary lost (since the last PeerDown or PeerUp) is fenced: it can win no
+  // vote, so writes it did not confirm may complete.
+  void PeerFenced();
+
   // --- Operator ---
   // Promotion while connected is a cluster-wide change: the peer agrees first (Promote returns
   // Ok with promotion_pending(), and PromotionDone follows), so that two connected nodes are
@@ -532,6 +552,16 @@ class Replica {
   };
 
   void Emit(Action a) {
+    if (options_.quorum && !quorum_) {
+      if (auto* c = std::get_if<Complete>(&a); c != nullptr && c->error == 0) {
+        if (options_.on_no_quorum == OnNoQuorum::kIoError) {
+          c->error = EIO;
+        } else {
+          held_.push_back(c->id);  // at most the client's requests in flight
+          return;
+        }
+      }
+    }
     // A diskless node has no metadata to write (its last state went with DiskFailed).
     if (md_.disk == DiskState::kDiskless &&
         (std::holds_alternative<PersistBitmap>(a) || std::holds_alternative<PersistMd>(a) ||
@@ -757,6 +787,15 @@ class Replica {
     bool force = false;
   };
   std::optional<PendingPromotion> promotion_;
+  // Quorum (options_.quorum): the last SetQuorum, the fence of the lost peer, and the
+  // completions held without quorum (suspend-io), in the order they were due.
+  bool quorum_ = false;
+  bool peer_fenced_ = false;
+  std::deque<RequestId> held_;
+  // A write or flush done but for the peer, which did not confirm it: it waits for the fence.
+  bool WaitsForFence(const Request& r) const {
+    return options_.quorum && !peer_fenced_ && (r.peer_gone || !r.sent);
+  }
   bool peer_promote_requests_ = false;  // this connection agrees promotions first
   // SyncSource waiting for the target's bitmap (PeerOutOfSync with `last`): full or bitmap.
   std::optional<bool> awaiting_bitmap_full_;

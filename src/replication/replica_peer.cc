@@ -66,6 +66,7 @@ static std::string HandshakeStateMoved(const PeerState& sent, const PeerState& n
 
 void Replica::PeerUp(const Handshake& handshake) {
   REPLD_CHECK(conn_ != ConnState::kConnected);
+  peer_fenced_ = false;  // a later loss is fenced again
   const PeerState& peer = handshake.peer;
   if (standalone_) {  // a handshake that finished as the operator disconnected
     Emit(DropPeer{"this node is StandAlone ('replctl connect' connects it)", false});
@@ -244,6 +245,7 @@ void Replica::PeerOutOfSync(const std::vector<OutOfSyncRun>& runs, bool last) {
 
 void Replica::PeerDown(const std::string& reason) {
   const bool was_connected = Connected();
+  peer_fenced_ = false;  // before the writes it did not confirm are settled below
   awaiting_bitmap_full_.reset();
   conn_ = standalone_ ? ConnState::kStandAlone : ConnState::kConnecting;
   const ReplState was = repl_;

@@ -25,6 +25,13 @@ enum class OnIoError : uint8_t {
                 // Inconsistent and reconnects, so that a resync repairs it
 };
 
+// What a Primary without quorum does with the requests it would complete ([resource]
+// on_no_quorum; docs/quorum.md).
+enum class OnNoQuorum : uint8_t {
+  kSuspendIo = 0,  // holds their completions until quorum returns (or it is demoted)
+  kIoError = 1,    // completes them with EIO
+};
+
 enum class ConnState : uint8_t {
   kStandAlone = 0,  // not trying: no peer configured, or refused (split brain, wrong secret...)
   kConnecting = 1,  // trying to reach the peer

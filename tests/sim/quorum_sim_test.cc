@@ -46,6 +46,7 @@ TEST(QuorumSim, NeverTwoPrimariesNoAcknowledgedWriteLost) {
     total.outdated_notices += c.outdated_notices;
     total.resyncs += c.resyncs;
     total.refused_handshakes += c.refused_handshakes;
+    total.promotions_without_vote += c.promotions_without_vote;
     const size_t lines = EnvNumber("REPLD_QSIM_LOG_LINES", 60);
     ASSERT_TRUE(failure.empty()) << "seed " << o.seed << " failed: " << failure
                                  << "\nreplay: REPLD_QSIM_SEED=" << o.seed << "\nlast log lines:\n"
@@ -59,20 +60,22 @@ TEST(QuorumSim, NeverTwoPrimariesNoAcknowledgedWriteLost) {
       "fenced), %llu candidacies lost, %llu peers fenced, %llu nodes told they are Outdated, %llu "
       "writes "
       "acknowledged, %llu Primaries demoted without quorum, %llu crashes, %llu link cuts, %llu "
-      "resyncs, %llu split-brain handshakes refused\n",
+      "resyncs, %llu split-brain handshakes refused, %llu promotions without a vote\n",
       (unsigned long long)first, (unsigned long long)(first + count - 1),
       (unsigned long long)total.promotions, (unsigned long long)total.promotions_fenced,
       (unsigned long long)total.refusals, (unsigned long long)total.fences,
       (unsigned long long)total.outdated_notices, (unsigned long long)total.writes_acked,
       (unsigned long long)total.demotions_without_quorum, (unsigned long long)total.crashes,
       (unsigned long long)total.cuts, (unsigned long long)total.resyncs,
-      (unsigned long long)total.refused_handshakes);
+      (unsigned long long)total.refused_handshakes,
+      (unsigned long long)total.promotions_without_vote);
   if (only == 0 && count >= 100) {
     EXPECT_GT(total.promotions_fenced, 0u);
     EXPECT_GT(total.fences, 0u);
     EXPECT_GT(total.outdated_notices, 0u);
     EXPECT_GT(total.demotions_without_quorum, 0u);
     EXPECT_GT(total.refusals, 0u);
+    EXPECT_GT(total.promotions_without_vote, 0u);
   }
 }
 

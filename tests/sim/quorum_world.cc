@@ -16,7 +16,7 @@ QuorumWorld::QuorumWorld(const QuorumSimOptions& options) : options_(options), r
   qopt_.witness = kWitness;
   qopt_.ping_interval_ms = pick(100, 1000);
   qopt_.lease_ms = qopt_.ping_interval_ms * pick(2, 4) + pick(0, 200);
-  qopt_.startup_wait_ms = pick(0, 3000);
+  qopt_.startup_wait_ms = pick(0, 1) == 0 ? 0 : pick(0, 3000);
   // Mostly short delays; sometimes a congested link whose round trip takes most of what the
   // lease leaves after a ping interval. Longer delays would only keep quorum away (a lease
   // counts from the ping's sending), which the final check would report as a stuck cluster.
@@ -186,6 +186,17 @@ void QuorumWorld::Promoter(int n) {
     return;
   }
   if (node.candidate || node.syncing) return;
+  const Node& other = nodes_[1 - n];
+  if (!settling_ && node.data_connected && other.up && other.data_connected &&
+      other.role == Role::kSecondary && node.disk_state == DiskState::kUpToDate &&
+      std::uniform_int_distribution<int>(0, 3000)(rng_) == 0) {
+    // Promoted through the replica's own agreement with its connected peer, not a vote: it
+    // must start without quorum and earn it only from voters that back it then.
+    ++counts_.promotions_without_vote;
+    Log(std::string(kNames[n]) + " is promoted without a vote");
+    Promote(n);
+    return;
+  }
   if (!node.q->WhyNotCandidate(local).empty()) return;
   if (std::uniform_int_distribution<int>(0, 2)(rng_) != 0) return;  // jitter: not in lockstep
   node.candidate = true;

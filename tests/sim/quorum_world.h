@@ -44,6 +44,7 @@ struct QuorumSimCounts {
   uint64_t promotions = 0, promotions_fenced = 0, refusals = 0, fences = 0;
   uint64_t writes_acked = 0, demotions_without_quorum = 0, crashes = 0, cuts = 0;
   uint64_t outdated_notices = 0, resyncs = 0, refused_handshakes = 0;
+  uint64_t promotions_without_vote = 0;
 };
 
 class QuorumWorld {

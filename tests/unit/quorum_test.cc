@@ -41,6 +41,10 @@ class Cluster {
     nodes_[b]->LinkUp(a, now_);
     Pump();
   }
+  // The node stops: its links drop without the others noticing yet (no LinkDown).
+  void PowerLoss(NodeId i) {
+    for (NodeId j = 0; j < 3; ++j) up_[i][j] = up_[j][i] = false;
+  }
   void Cut(NodeId a, NodeId b) {
     up_[a][b] = up_[b][a] = false;
     nodes_[a]->LinkDown(b, now_);
@@ -193,6 +197,52 @@ TEST(Quorum, AnIsolatedPrimaryLosesQuorumBeforeTheSurvivorCanWin) {
   c.Advance(1000);
   EXPECT_FALSE(c[kAlpha].HasQuorum(c.now()));
   EXPECT_EQ(c[kAlpha].BackedBy(kWitness), kBeta);
+}
+
+// beta and the witness lose power and start again within alpha's lease, which alpha, not yet
+// aware, still holds: a voter that just started backs nobody for vote_wait, so beta cannot win
+// while alpha has quorum.
+TEST(Quorum, VotersThatRestartedWaitOutTheLeasesTheyMayHaveGiven) {
+  Cluster c;
+  c.HealthyPair();
+  c.PowerLoss(kBeta);
+  c.PowerLoss(kWitness);
+  c.Start(kBeta);
+  c.Start(kWitness);
+  c.Link(kBeta, kWitness);
+  c.Set(kBeta, Role::kSecondary, DiskState::kUpToDate, false);
+  ASSERT_TRUE(c[kAlpha].HasQuorum(c.now()));  // not aware yet
+  bool won = false;
+  for (int step = 0; step < 200 && !won; ++step) {
+    if (c[kBeta].WhyNotCandidate(c.now()).empty()) {
+      c[kBeta].StartCandidacy(c.now());
+      c.Pump();
+      const CandidacyDone* d = c.Last<CandidacyDone>(kBeta);
+      won = d != nullptr && d->won;
+      if (won) {
+        EXPECT_FALSE(c[kAlpha].HasQuorum(c.now()));
+      }
+    }
+    c.Advance(50);
+  }
+  EXPECT_TRUE(won);
+}
+
+// A node promoted without a vote (the replica's own agreement with its peer) keeps no backing
+// from an earlier stint: voters that let it go, or that back another, do not count.
+TEST(Quorum, APromotionWithoutAVoteStartsWithoutQuorum) {
+  Cluster c;
+  c.HealthyPair();
+  c.Set(kAlpha, Role::kSecondary, DiskState::kUpToDate, true);  // a switchover
+  c.Advance(100);
+  c[kBeta].StartCandidacy(c.now());
+  c.Pump();
+  ASSERT_TRUE(c.Last<CandidacyDone>(kBeta)->won);
+  c.Set(kAlpha, Role::kPrimary, DiskState::kUpToDate, true);  // no vote
+  EXPECT_FALSE(c[kAlpha].HasQuorum(c.now()));
+  c.Set(kBeta, Role::kPrimary, DiskState::kUpToDate, true);
+  EXPECT_TRUE(c[kBeta].HasQuorum(c.now()));
+  EXPECT_FALSE(c[kAlpha].HasQuorum(c.now()));
 }
 
 TEST(Quorum, CrossedCandidaciesElectOne) {
